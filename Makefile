@@ -20,7 +20,7 @@ endif
 	touch $@
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/layerwise analyze --model minilm --data sst2-sample --limit 256 --out runs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/layerwise analyze --model minilm --data sentences --split all --out runs/demo
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -178,8 +178,9 @@ def test_text_loader_minilm_tokenizer(minilm_tokenizer):
 
 def test_loader_with_workers_matches_main_process():
     ds = load_dataset("digits", limit=32)
-    loader = make_loader(ds, VECTOR_SPEC, 8, shuffle=True, seed=5, num_workers=2)
-    assert torch.equal(torch.cat([b["labels"] for b in loader]), torch.cat([b["labels"] for b in make_loader(ds, VECTOR_SPEC, 8, shuffle=True, seed=5)]))
+    in_workers = make_loader(ds, VECTOR_SPEC, 8, shuffle=True, seed=5, num_workers=2)
+    in_main = make_loader(ds, VECTOR_SPEC, 8, shuffle=True, seed=5)
+    assert torch.equal(torch.cat([b["labels"] for b in in_workers]), torch.cat([b["labels"] for b in in_main]))
 
 
 # ---------------------------------------------------------------- augmentation

@@ -290,7 +290,8 @@ def _load_digits(split: str) -> LayerwiseDataset:
 
 
 def _load_sentences(split: str) -> LayerwiseDataset:
-    texts, labels = parse_tsv(resources.files("layerwise.resources").joinpath("sentences.tsv").read_text("utf-8"), "sentences.tsv")
+    content = resources.files("layerwise.resources").joinpath("sentences.tsv").read_text("utf-8")
+    texts, labels = parse_tsv(content, "sentences.tsv")
     idx = _stratified_indices(np.asarray(labels), split, "sentences")
     return LayerwiseDataset(
         "sentences", "text", texts=[texts[i] for i in idx], labels=torch.tensor(labels)[idx], class_names=SENTIMENT_CLASSES
@@ -453,7 +454,8 @@ class _Augmenter:
 def prepare_images(images: Tensor, spec: InputSpec) -> Tensor:
     """Resize, repeat grey to RGB, and normalise a float batch (B,C,H,W) in [0,1] for ``spec``."""
     if spec.image_size is not None and images.shape[-2:] != (spec.image_size, spec.image_size):
-        images = F.interpolate(images, size=(spec.image_size, spec.image_size), mode="bilinear", antialias=True, align_corners=False)
+        size = (spec.image_size, spec.image_size)
+        images = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
     if spec.channels == 3 and images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     if spec.mean is not None and spec.std is not None:

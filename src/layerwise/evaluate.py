@@ -33,7 +33,7 @@ class LayerwiseEval:
         self.count = 0
 
     def update(self, batch: CapturedBatch) -> None:
-        if batch.labels is None:
+        if batch.labels is None or self.task == "encoder":  # no head: nothing to score
             return
         losses, corrects = [], []
         for state in batch.states:

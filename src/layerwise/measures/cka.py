@@ -177,7 +177,8 @@ def rbf_prepare(x: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
     x = f64(x)
     d2 = torch.cdist(x, x).pow(2)
     iu = torch.triu_indices(len(x), len(x), 1, device=x.device)
-    sigma = factor * d2[iu[0], iu[1]].sqrt().median()
+    dist = d2[iu[0], iu[1]].sqrt().sort().values
+    sigma = factor * (dist[(len(dist) - 1) // 2] + dist[len(dist) // 2]) / 2  # median, averaging the middle pair
     k = torch.exp(-d2 / (2 * sigma ** 2))
     k = k - k.mean(0, keepdim=True) - k.mean(1, keepdim=True) + k.mean()
     return k / k.norm()

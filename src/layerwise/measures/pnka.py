@@ -23,13 +23,22 @@ def _rowdots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((a @ (a.T @ b)) * b).sum(1)
 
 
+def pnka_pair_per_sample(xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+    """Per-sample PNKA from prepared (centred, row-normalised) features."""
+    return _rowdots(xa, xb) / (_rowdots(xa, xa) * _rowdots(xb, xb)).sqrt()
+
+
+def pnka_pair(xa: torch.Tensor, xb: torch.Tensor) -> float:
+    return float(pnka_pair_per_sample(xa, xb).mean())
+
+
 def pnka_per_sample(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """Per-sample PNKA (N,): cosine between row i of X's and of Y's cosine kernels."""
     same_n(x, y)
-    xa, xb = pnka_prepare(x), pnka_prepare(y)
-    return (_rowdots(xa, xb) / (_rowdots(xa, xa) * _rowdots(xb, xb)).sqrt()).cpu().numpy()
+    return pnka_pair_per_sample(pnka_prepare(x), pnka_prepare(y)).cpu().numpy()
 
 
 def pnka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Mean per-sample PNKA."""
-    return float(pnka_per_sample(x, y).mean())
+    same_n(x, y)
+    return pnka_pair(pnka_prepare(x), pnka_prepare(y))

@@ -1,0 +1,162 @@
+"""`layerwise analyze` / `compare` end to end, checked against an independent float64 computation."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from layerwise.cli import main
+from layerwise.data import load_dataset, make_loader
+from layerwise.zoo import load_model, save_model
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["layerwise", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def reference_cos(feats: list[np.ndarray]) -> np.ndarray:
+    c = [f - f.mean(0) for f in feats]
+    u = [x / np.linalg.norm(x, axis=1, keepdims=True) for x in c]
+    return np.array([[np.mean(np.sum(a * b, axis=1)) for b in u] for a in u])
+
+
+def reference_cka(x: np.ndarray, y: np.ndarray, debiased: bool) -> float:
+    n = x.shape[0]
+    k, l = x @ x.T, y @ y.T
+    if not debiased:
+        h = np.eye(n) - 1.0 / n
+        hsic = lambda a, b: np.trace(a @ h @ b @ h)  # noqa: E731
+    else:
+        def hsic(a, b):
+            a, b = a - np.diag(np.diag(a)), b - np.diag(np.diag(b))
+            one = np.ones(n)
+            return (np.trace(a @ b) + (one @ a @ one) * (one @ b @ one) / ((n - 1) * (n - 2))
+                    - 2.0 / (n - 2) * (one @ a @ b @ one)) / (n * (n - 3))
+    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+
+
+def hf_mean_pooled_features(model, loader) -> list[np.ndarray]:
+    """Features through the model's own forward (output_hidden_states), not through the layer stack."""
+    per_layer = None
+    with torch.no_grad():
+        for batch in loader:
+            hs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       token_type_ids=batch.get("token_type_ids"), output_hidden_states=True).hidden_states
+            m = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = [((h * m).sum(1) / m.sum(1).clamp_min(1.0)).double().numpy() for h in hs]
+            per_layer = pooled if per_layer is None else [np.concatenate([a, b]) for a, b in zip(per_layer, pooled)]
+    return per_layer
+
+
+def test_minilm_sst2_matches_independent_float64(tmp_path, monkeypatch, capsys, shared_data):
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", "--model", "minilm", "--data", "sst2", "--split", "dev",
+                           "--limit", "160", "--batch-size", "32", "--out", tmp_path)
+    assert code == 0, err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["layers"] == list(range(7))
+    for key in ("cos", "cka_linear", "cka_linear_debiased"):
+        assert np.asarray(results[key]).shape == (7, 7)
+    bundle = load_model("minilm")
+    bundle.model.eval()
+    ds = load_dataset("sst2", split="dev", limit=160)
+    feats = hf_mean_pooled_features(bundle.model, make_loader(ds, bundle.inputs, 32))
+    assert np.allclose(results["cos"], reference_cos(feats), atol=1e-8, rtol=0)
+    for key, debiased in (("cka_linear", False), ("cka_linear_debiased", True)):
+        expected = [[reference_cka(a, b, debiased) for b in feats] for a in feats]
+        assert np.allclose(results[key], expected, atol=1e-8, rtol=0), key
+    per_sample = np.asarray(results["cos_per_sample_to_last"])
+    assert per_sample.shape == (160, 7)
+    assert np.allclose(per_sample.mean(0), np.asarray(results["cos"])[:, -1], atol=1e-8)
+    for fig in ("heatmap_cos.png", "heatmap_cka_linear.png", "similarity_vs_last.png", "cos_boxplot.png"):
+        assert (tmp_path / fig).stat().st_size > 1000
+    assert (tmp_path / "layers.csv").read_text().count("\n") == 8
+
+
+def test_constant_cls_layer_is_null_with_warning(tmp_path, monkeypatch, capsys):
+    """[CLS] at the embedding layer is the same for every input: undefined, not NaN, not a crash."""
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", "--model", "minilm", "--data", "sentences", "--split",
+                           "all", "--pooling", "cls", "--out", tmp_path)
+    assert code == 0, err
+    text = (tmp_path / "results.json").read_text()
+    assert "NaN" not in text
+    results = json.loads(text)
+    for key in ("cos", "cka_linear", "cka_linear_debiased"):
+        assert results[key][0][3] is None and results[key][3][0] is None, key
+        assert results[key][3][4] is not None
+    assert "warning: " in err and "layer 0" in err or "[0]" in err
+
+
+def test_classifier_and_residual_outputs(tmp_path):
+    from layerwise.analysis import run_analysis
+
+    bundle = load_model("mlp-residual")
+    model_dir = save_model(bundle, tmp_path / "model")
+    results = run_analysis(model=str(model_dir), data="digits", out=tmp_path / "out", limit=100, batch_size=32)
+    assert len(results["accuracy"]) == len(results["loss"]) == 9
+    assert len(results["residual"]["norm_ratio"]) == 8
+    # Residual block: h¹ = h⁰ + f(h⁰); check the statistics against the features directly.
+    loader = make_loader(load_dataset("digits", split="test", limit=100), bundle.inputs, 100)
+    with torch.no_grad():
+        hs = [h[:, 0].double() for h in bundle.stack.hidden_states(next(iter(loader)))]
+    f = hs[1] - hs[0]
+    ratio = (hs[0].norm(dim=1) / f.norm(dim=1)).mean().item()
+    assert results["residual"]["norm_ratio"][0] == pytest.approx(ratio, rel=1e-6)
+
+
+def test_compare_cross_model_matrices(tmp_path):
+    from layerwise.analysis import run_compare
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    torch.manual_seed(1)
+    save_model(load_model("mlp-residual"), a)
+    torch.manual_seed(2)
+    save_model(load_model("mlp-residual"), b)
+    results = run_compare(model_a=str(a), model_b=str(b), data="digits", out=tmp_path / "cmp", limit=120)
+    m = np.asarray(results["cka"] if "cka" in results else results["cka_linear"])
+    assert m.shape == (9, 9)
+    assert not np.allclose(m, m.T)  # two different models: rows are model a's layers
+    same = run_compare(model_a=str(a), model_b=str(a), data="digits", out=tmp_path / "same", limit=120)
+    assert np.allclose(np.diag(np.asarray(same["cka_linear"])), 1.0, atol=1e-8)
+
+
+# ---- bad input: one line, exit 2, no traceback ---------------------------------------------------------------
+
+
+def _nan_model(tmp_path):
+    bundle = load_model("mlp-residual")
+    with torch.no_grad():
+        bundle.model.blocks[2].fc.weight.fill_(float("nan"))
+    return save_model(bundle, tmp_path / "nan-model")
+
+
+@pytest.mark.parametrize("case", ["unknown-model", "missing-data", "nan-features", "too-few", "cos-widths",
+                                  "bad-measure", "bad-pooling"])
+def test_bad_input(case, tmp_path, monkeypatch, capsys):
+    args = {
+        "unknown-model": ["analyze", "--model", "no-such-model", "--data", "digits"],
+        "missing-data": ["analyze", "--model", "mlp-residual", "--data", tmp_path / "missing.txt"],
+        "nan-features": ["analyze", "--model", _nan_model(tmp_path) if case == "nan-features" else "",
+                         "--data", "digits", "--limit", "20"],
+        "too-few": ["analyze", "--model", "mlp-residual", "--data", "digits", "--limit", "3"],
+        "cos-widths": ["compare", "--model-a", "mlp-residual", "--model-b", "vit-digits", "--data", "digits",
+                       "--limit", "20", "--measures", "cos"],
+        "bad-measure": ["analyze", "--model", "mlp-residual", "--data", "digits", "--measures", "cka,foo"],
+        "bad-pooling": ["analyze", "--model", "mlp-residual", "--data", "digits", "--pooling", "max"],
+    }[case]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--out", tmp_path / "out")
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    expected = {"unknown-model": "unknown model", "missing-data": "not found", "nan-features": "NaN",
+                "too-few": "at least 4", "cos-widths": "equal widths", "bad-measure": "unknown measure",
+                "bad-pooling": "unknown pooling"}[case]
+    assert expected in lines[0]
