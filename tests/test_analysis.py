@@ -160,3 +160,22 @@ def test_bad_input(case, tmp_path, monkeypatch, capsys):
                 "too-few": "at least 4", "cos-widths": "equal widths", "bad-measure": "unknown measure",
                 "bad-pooling": "unknown pooling"}[case]
     assert expected in lines[0]
+
+
+def test_language_model_layerwise_perplexity_matches_hf_loss(tmp_path):
+    """Per-layer next-token perplexity; at the last layer it equals exp(the model's own LM loss)."""
+    from layerwise.analysis import run_analysis
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question. " * 40)
+    results = run_analysis(model="gpt2-tiny", data=str(corpus), out=tmp_path / "out", batch_size=4)
+    bundle = load_model("gpt2-tiny")  # seeded: the same weights as the run above
+    bundle.model.eval()
+    losses, tokens = 0.0, 0
+    with torch.no_grad():
+        for batch in make_loader(load_dataset(str(corpus)), bundle.inputs, 4):
+            n = batch["input_ids"][:, 1:].numel()
+            losses += bundle.model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss.item() * n
+            tokens += n
+    assert len(results["perplexity"]) == 5
+    assert results["perplexity"][-1] == pytest.approx(np.exp(losses / tokens), rel=1e-5)

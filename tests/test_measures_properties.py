@@ -45,3 +45,28 @@ def test_procrustes_rotation_and_scale_invariant(seed, s):
     assert np.isclose(procrustes.procrustes(x @ q, y), base, atol=1e-10)
     assert np.isclose(procrustes.procrustes(s * x, y @ q), base, atol=1e-10)
     assert 0 <= base <= 1 + 1e-12
+
+
+TRANSFORMS = {
+    "orthogonal": lambda x, g: x @ torch.linalg.qr(torch.randn(x.shape[1], x.shape[1], generator=g,
+                                                               dtype=torch.float64))[0],
+    "isotropic_scaling": lambda x, g: 7.5 * x,
+    "translation": lambda x, g: x + 3 * torch.randn(x.shape[1], generator=g, dtype=torch.float64),
+    "permutation": lambda x, g: x[:, torch.randperm(x.shape[1], generator=g)],
+    "invertible_linear": lambda x, g: x @ (torch.eye(x.shape[1], dtype=torch.float64)
+                                           + 0.3 * torch.randn(x.shape[1], x.shape[1], generator=g,
+                                                               dtype=torch.float64)),
+}
+
+
+def test_registry_invariances_hold():
+    """Every invariance a registry entry claims holds numerically on random data."""
+    from layerwise.measures import MEASURES
+
+    x, y, _ = data(3)
+    for name, m in MEASURES.items():
+        opts = {"k": 5} if "knn" in name else {}
+        base = m.fn(x, y, **opts)
+        for inv in m.invariances:
+            moved = TRANSFORMS[inv](x, torch.Generator().manual_seed(1))
+            assert np.isclose(m.fn(moved, y, **opts), base, atol=1e-9), (name, inv)

@@ -81,42 +81,66 @@ class EarlyExitRunner:
 
     @torch.inference_mode()
     def __call__(self, inputs: Batch) -> ExitResult:
-        stack, policy = self.stack, self.policy
+        stack, policy, heads, hi = self.stack, self.policy, self.heads, self.hi
         state = stack.embed(inputs)
         n, device = state.h.shape[0], state.h.device
-        prediction = torch.zeros(n, dtype=torch.long, device=device)
-        layer = torch.zeros(n, dtype=torch.long, device=device)
-        confidence = torch.zeros(n, dtype=torch.float32, device=device)
-        where = torch.arange(n, device=device)  # original index of each row still in flight
-        done = torch.zeros(n, dtype=torch.bool, device=device)  # only used without compaction
         memory = policy.start(n, device)
-        for i in range(self.hi):
+        if not self.compact:
+            return self._reference(state, memory)
+        where = None  # original index of each row still in flight; None while that is all of 0..n-1
+        parts: list[tuple[Tensor, Tensor, Tensor, int]] = []  # (rows, prediction, confidence, layer) per exit
+        for i in range(hi):
             state = stack.block(i, state)
-            ell = i + 1
-            if ell < self.lo:
+            if i + 1 < self.lo:
                 continue
-            d = policy.decide(self.heads[i](state.h, state.mask), memory)
-            if not self.compact:  # reference path: every sample runs every block up to hi
-                first = (d.exit | (ell == self.hi)) & ~done
-                prediction = torch.where(first, d.prediction, prediction)
-                confidence = torch.where(first, d.confidence, confidence)
-                layer = torch.where(first, ell, layer)
-                done |= first
-                continue
-            leaving = d.exit if ell < self.hi else torch.ones_like(d.exit)
-            rows = where.numel()
-            stay = rows - int(leaving.sum())  # the one host sync per layer
+            d = policy.decide(heads[i](state.h, state.mask), memory)
+            rows = state.h.shape[0]
+            if i + 1 == hi:  # everyone left exits here
+                parts.append((where, d.prediction, d.confidence, hi))
+                break
+            stay = (0 if d.exit.item() else 1) if rows == 1 else rows - int(d.exit.sum())  # the one host sync
             if stay == rows:
                 continue
             # A stable sort puts staying rows first, in their original relative order, without a second sync.
-            order = torch.argsort(leaving.to(torch.uint8), stable=True)
+            order = torch.argsort(d.exit.to(torch.uint8), stable=True)
             out, keep = order[stay:], order[:stay]
-            target = where[out]
-            prediction[target], confidence[target], layer[target] = d.prediction[out], d.confidence[out], ell
+            idx = out if where is None else where[out]
+            parts.append((idx, d.prediction[out], d.confidence[out], i + 1))
             if stay == 0:
                 break
-            state, where = state.select(keep), where[keep]
+            where = keep if where is None else where[keep]
+            state = state.select(keep)
             memory = {k: v[keep] for k, v in memory.items()}
+        return self._assemble(parts, n, device)
+
+    @staticmethod
+    def _assemble(parts, n: int, device: torch.device) -> ExitResult:
+        if len(parts) == 1 and parts[0][0] is None:  # nobody exited early: already in order
+            _, pred, conf, ell = parts[0]
+            return ExitResult(pred, torch.full((n,), ell, dtype=torch.long, device=device), conf)
+        prediction = torch.empty(n, dtype=torch.long, device=device)
+        layer = torch.empty(n, dtype=torch.long, device=device)
+        confidence = torch.empty(n, dtype=torch.float32, device=device)
+        for idx, pred, conf, ell in parts:
+            prediction[idx], confidence[idx], layer[idx] = pred, conf, ell
+        return ExitResult(prediction, layer, confidence)
+
+    def _reference(self, state, memory) -> ExitResult:
+        """Without compaction: every sample runs every block up to max_layer (tests, comparisons)."""
+        n = state.h.shape[0]
+        prediction = torch.zeros(n, dtype=torch.long, device=state.h.device)
+        layer, confidence = torch.zeros_like(prediction), torch.zeros(n, device=state.h.device)
+        done = torch.zeros(n, dtype=torch.bool, device=state.h.device)
+        for i in range(self.hi):
+            state = self.stack.block(i, state)
+            if i + 1 < self.lo:
+                continue
+            d = self.policy.decide(self.heads[i](state.h, state.mask), memory)
+            first = (d.exit | (i + 1 == self.hi)) & ~done
+            prediction = torch.where(first, d.prediction, prediction)
+            confidence = torch.where(first, d.confidence, confidence)
+            layer = torch.where(first, i + 1, layer)
+            done |= first
         return ExitResult(prediction, layer, confidence)
 
     def run(self, batches: Iterable[Batch]) -> ExitResult:

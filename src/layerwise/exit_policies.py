@@ -80,7 +80,7 @@ class ExitPolicy:
 
 
 def _probs(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    probs = logits.float().softmax(-1)
+    probs = (logits if logits.dtype == torch.float32 else logits.float()).softmax(-1)
     confidence, prediction = probs.max(-1)
     return probs, confidence, prediction
 

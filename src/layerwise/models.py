@@ -132,9 +132,10 @@ class GPT(StackModel):
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
         self.head.weight = self.tok.weight  # weight tying, as GPT-2
-        for name, p in self.named_parameters():  # GPT-2 init: scaled residual projections
-            if name.endswith(("attn.proj.weight", "mlp.2.weight")):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.depth))
+        for name, p in self.named_parameters():  # GPT-2 init, with scaled residual projections
+            if name.endswith("weight") and p.ndim == 2:
+                std = 0.02 / math.sqrt(2 * c.depth) if name.endswith(("attn.proj.weight", "mlp.2.weight")) else 0.02
+                nn.init.normal_(p, std=std)
 
     def embed(self, inputs: dict[str, Tensor]) -> Tensor:
         ids = inputs["input_ids"]

@@ -270,8 +270,12 @@ def fit_probe(x: Tensor, y: Tensor, cv: int = 3, seed: int = 0):
     """L2 logistic regression on frozen features, C chosen by cross-validation (LogisticRegressionCV)."""
     from sklearn.linear_model import LogisticRegressionCV
 
+    import warnings
+
     clf = LogisticRegressionCV(Cs=np.logspace(-3, 3, 7), cv=cv, max_iter=3000, random_state=seed)
-    return clf.fit(x.double().numpy(), y.numpy())
+    with warnings.catch_warnings():  # scikit-learn 1.8+ announces default changes that do not affect L2 + accuracy
+        warnings.simplefilter("ignore", FutureWarning)
+        return clf.fit(x.double().numpy(), y.numpy())
 
 
 @torch.no_grad()
@@ -440,14 +444,15 @@ class Trainer:
         self.ckpt_root = self.out / "checkpoint"
         # Alternating objectives leave some parameters unused on half the steps (multi-exit heads).
         ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.stage2 in ("multi-exit",))
+        _reset_accelerate_state(cfg.mixed_precision)
         self.accelerator = acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu, kwargs_handlers=[ddp])
         self.rank, self.world = acc.process_index, acc.num_processes
         if cfg.batch_size % self.world:
             raise LayerwiseError(f"batch size {cfg.batch_size} is not divisible by {self.world} processes")
         set_seed(cfg.seed)
 
-        self.train_ds = train_ds or load_dataset(cfg.data, "train", limit=cfg.limit, seed=cfg.seed, data_dir=cfg.data_dir)
-        self.eval_ds = eval_ds or load_dataset(cfg.data, cfg.eval_split, limit=cfg.eval_limit, seed=cfg.seed,
+        self.train_ds = train_ds if train_ds is not None else load_dataset(cfg.data, "train", limit=cfg.limit, seed=cfg.seed, data_dir=cfg.data_dir)
+        self.eval_ds = eval_ds if eval_ds is not None else load_dataset(cfg.data, cfg.eval_split, limit=cfg.eval_limit, seed=cfg.seed,
                                                data_dir=cfg.data_dir)
         self.bundle = build_bundle(cfg, self.train_ds.num_classes)
         self.stack = self.bundle.stack
@@ -709,6 +714,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- small helpers
+
+
+def _reset_accelerate_state(mixed_precision: str) -> None:
+    """Accelerate keeps one process-wide state; let a later in-process run pick another precision."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    state = AcceleratorState._shared_state
+    if state and PartialState().num_processes == 1 and state.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state()
 
 
 def _jsonable(x: Any) -> Any:

@@ -82,6 +82,7 @@ def _hf_tiny(kind: str) -> Callable[[str, int | None], ModelBundle]:
 
         torch.manual_seed(0)
         text = InputSpec(modality="text", tokenizer=ByteTokenizer(), max_length=64)
+        tokens = InputSpec(modality="tokens", tokenizer=ByteTokenizer(), max_length=256)
         common = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128)
         if kind == "bert":
             cfg = T.BertConfig(vocab_size=ByteTokenizer.vocab_size, num_labels=num_classes or 2, **common)
@@ -89,11 +90,11 @@ def _hf_tiny(kind: str) -> Callable[[str, int | None], ModelBundle]:
         if kind == "gpt2":
             cfg = T.GPT2Config(vocab_size=ByteTokenizer.vocab_size, n_embd=64, n_layer=4, n_head=4, n_positions=256,
                                bos_token_id=256, eos_token_id=256)
-            return _bundle(name, T.GPT2LMHeadModel(cfg), text)
+            return _bundle(name, T.GPT2LMHeadModel(cfg), tokens)
         if kind == "llama":
             cfg = T.LlamaConfig(vocab_size=ByteTokenizer.vocab_size, num_key_value_heads=2, max_position_embeddings=256,
                                 bos_token_id=256, eos_token_id=256, pad_token_id=256, **common)
-            return _bundle(name, T.LlamaForCausalLM(cfg), text)
+            return _bundle(name, T.LlamaForCausalLM(cfg), tokens)
         cls_cfg, cls = (T.ViTConfig, T.ViTForImageClassification) if kind == "vit" else (
             T.DeiTConfig, T.DeiTForImageClassification)
         cfg = cls_cfg(image_size=32, patch_size=4, num_channels=3, num_labels=num_classes or 10, **common)
@@ -231,6 +232,8 @@ def _hf_bundle(name: str, model: nn.Module, path: Path | str, meta: dict) -> Mod
         pooled = _read_json(Path(str(path), "1_Pooling", "config.json"))
         pooling = "mean" if pooled.get("pooling_mode_mean_tokens") else "cls"
     bundle = _bundle(name, model, _input_spec(meta, default), pooling)
+    if bundle.stack.task == "lm":
+        bundle.inputs.modality = "tokens"
     if pooling and bundle.stack.task == "encoder":
         bundle.stack.readout.pooling = pooling  # a sentence-embedding model's output is its pooled feature
     bundle.meta = meta

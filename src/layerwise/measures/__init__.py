@@ -59,7 +59,8 @@ def _pairwise(prepare: Callable, pair: Callable, symmetric: bool = True) -> Call
     return matrix
 
 
-_ROT = frozenset({"orthogonal", "isotropic_scaling", "translation"})
+_ROT = frozenset({"orthogonal", "isotropic_scaling", "translation", "permutation"})
+_KNN = frozenset({"orthogonal", "isotropic_scaling", "permutation"})  # normalised, uncentred features
 _M = [
     Measure("cos", cosine.cosine, True, frozenset({"isotropic_scaling", "translation"}), False, True,
             "sample-wise cosine of globally centred features, mean over samples",
@@ -80,21 +81,22 @@ _M = [
     Measure("svcca", cca.svcca, True, _ROT, False, False,
             "SVCCA: CCA on directions explaining 99% variance (Raghu et al. 2017)",
             _pairwise(cca.svcca_prepare, cca.cca_pair)),
-    Measure("pwcca", cca.pwcca, True, _ROT, False, False,
+    Measure("pwcca", cca.pwcca, True, frozenset({"isotropic_scaling", "translation", "permutation"}), False, False,
             "projection-weighted CCA (Morcos et al. 2018); weights from the row layer",
             _pairwise(cca.cca_prepare, cca.pwcca_pair, symmetric=False), symmetric=False),
     Measure("procrustes", procrustes.procrustes, True, _ROT, False, False,
             "orthogonal Procrustes similarity ‖XᵀY‖_* = 1 - d²/2",
             _pairwise(procrustes.procrustes_prepare, procrustes.procrustes_pair)),
-    Measure("rsa", rsa.rsa, True, frozenset({"orthogonal", "isotropic_scaling"}), True, False,
-            "correlation between representational dissimilarity matrices",
+    # Correlation RDMs centre each sample across features, so rotations of the features change them.
+    Measure("rsa", rsa.rsa, True, frozenset({"isotropic_scaling", "permutation"}), True, False,
+            "correlation between representational dissimilarity matrices (1 - Pearson RDM by default)",
             _pairwise(rsa.rsa_prepare, rsa.rsa_pair)),
     Measure("pnka", pnka.pnka, True, _ROT, False, False,
             "pointwise normalized kernel alignment (Kolling et al. 2023), mean over samples",
             _pairwise(pnka.pnka_prepare, pnka.pnka_pair)),
-    Measure("mutual_knn", knn.mutual_knn, True, frozenset({"orthogonal", "isotropic_scaling"}), True, False,
+    Measure("mutual_knn", knn.mutual_knn, True, _KNN, True, False,
             "mutual k-NN alignment (Huh et al. 2024)", _pairwise(knn.knn_prepare, knn.mutual_knn_pair)),
-    Measure("cknna", knn.cknna, True, frozenset({"orthogonal", "isotropic_scaling"}), True, False,
+    Measure("cknna", knn.cknna, True, _KNN, True, False,
             "centred kernel nearest-neighbour alignment (Huh et al. 2024); asymmetric like theirs",
             _pairwise(knn.knn_prepare, knn.cknna_pair, symmetric=False), symmetric=False),
 ]

@@ -1,0 +1,144 @@
+"""Early-exit runner performance on an aligned ViT: layer-count vs wall-clock speedup, and full-depth overhead.
+
+    python benchmarks/early_exit.py [--model runs/evidence/cifar-aligned] [--threads 1] [--repeats 7]
+
+Uses ``runs/evidence/cifar-aligned`` when it exists, else trains a vit-tiny (6 blocks, 192 wide) with the aligned
+loss Σ_ℓ λ_ℓ CE(readout(hˡ), y), λ_ℓ = 2ℓ/(L(L+1)) for a few steps on a CIFAR-10 subset (digits upscaled if
+CIFAR-10 is absent). Prints, on the same inputs and thread count:
+- the plain model's time (baseline) at batch size 1 and 64;
+- the runner's time at τ, its layer-count speedup Σ L·mᵢ / Σ i·mᵢ and wall-clock speedup t_full / t_runner,
+  and their ratio (targets: ≥ 0.9 at bs 1, ≥ 0.75 at bs 64 with compaction);
+- the full-depth path (τ = 1.0, nobody exits) against the plain model (target: overhead ≤ 5%).
+Timings: warm-up, then configurations interleaved per repeat (steadier on a shared machine), median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from layerwise.data import load_dataset, make_loader
+from layerwise.early_exit import EarlyExitRunner, layer_logits, layer_speedup, materialize, model_inputs, simulate
+from layerwise.exit_policies import ConfidencePolicy
+from layerwise.zoo import load_model, save_model
+
+
+def train_aligned(bundle, steps: int, batch_size: int = 64, lr: float = 1e-3) -> str:
+    try:
+        ds = load_dataset("cifar10", "train", limit=steps * batch_size)
+    except Exception:  # no CIFAR-10 here: upscaled digits keep the same model shape and cost
+        ds = load_dataset("digits", "train")
+        ds.images = F.interpolate(ds.images, size=32).repeat(1, 3, 1, 1)
+    stack, L = bundle.stack, bundle.stack.num_layers
+    opt = torch.optim.AdamW(bundle.model.parameters(), lr=lr, weight_decay=0.05)
+    bundle.model.train()
+    step = 0
+    while step < steps:
+        for batch in make_loader(ds, bundle.inputs, batch_size, shuffle=True, seed=step):
+            y = batch.pop("labels")
+            loss = sum(2 * ell / (L * (L + 1)) * F.cross_entropy(stack.readout(s.h), y)
+                       for ell, s in enumerate(list(stack.states(batch))[1:], start=1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step == steps:
+                break
+    bundle.model.eval()
+    return f"vit-tiny trained here: {steps} aligned steps on {ds.name}"
+
+
+def test_batches(bundle, n: int, batch_size: int):
+    try:
+        ds = load_dataset("cifar10", "test", limit=n)
+    except Exception:
+        ds = load_dataset("digits", "test", limit=n)
+        ds.images = F.interpolate(ds.images, size=32).repeat(1, 3, 1, 1)
+    return materialize(make_loader(ds, bundle.inputs, batch_size), "cpu")
+
+
+def interleaved(fns: dict[str, callable], repeats: int) -> dict[str, float]:
+    for fn in fns.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="runs/evidence/cifar-aligned")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=80, help="training steps when the model must be trained here")
+    ap.add_argument("--threshold", type=float, default=None, help="default: the τ giving ~2× layer speedup")
+    ap.add_argument("--save", default=None, help="save the model trained here to this directory")
+    ap.add_argument("--n1", type=int, default=64, help="samples timed at batch size 1")
+    ap.add_argument("--n64", type=int, default=1024, help="samples timed at batch size 64")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if Path(args.model).is_dir():
+        bundle, source = load_model(args.model), f"loaded {args.model}"
+        bundle.model.eval()
+    else:
+        bundle = load_model("vit-tiny", num_classes=10)
+        source = train_aligned(bundle, args.steps)
+        if args.save:
+            save_model(bundle, args.save)
+    stack, model, L = bundle.stack, bundle.model, bundle.stack.num_layers
+    b64 = test_batches(bundle, args.n64, 64)
+    b1 = [{k: v[i:i + 1] for k, v in b.items()} for b in b64 for i in range(len(b["labels"]))][: args.n1]
+    logits = layer_logits(stack, b64, bundle.exit_heads)
+    labels = torch.cat([b["labels"] for b in b64])
+    tau = args.threshold
+    if tau is None:  # the grid value whose layer speedup is closest to 2×
+        grid = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+        tau = min(grid, key=lambda t: abs(layer_speedup(simulate(ConfidencePolicy(t), logits).histogram(L)) - 2))
+    print(f"model: {source}; L={L}; threads={args.threads}; repeats={args.repeats} (median); "
+          f"accuracy (layer L) on {len(labels)} test images: {(logits[-1].argmax(-1) == labels).float().mean():.3f}")
+    print(f"policy: max softmax ≥ τ = {tau}\n")
+
+    def plain(batches):
+        def run():
+            with torch.inference_mode():
+                for b in batches:
+                    model(**model_inputs(b))
+        return run
+
+    header = f"{'batch':>5} {'samples':>7} {'full s':>8} {'exit s':>8} {'layer×':>7} {'wall×':>7} {'wall/layer':>10} {'target':>6}"
+    print(header)
+    for bs, batches, target in ((1, b1, 0.9), (64, b64, 0.75)):
+        runner = EarlyExitRunner(stack, ConfidencePolicy(tau), bundle.exit_heads)
+        never = EarlyExitRunner(stack, ConfidencePolicy(1.0), bundle.exit_heads)
+        fns = {"full": plain(batches), "exit": lambda r=runner, b=batches: r.run(b),
+               "never": lambda r=never, b=batches: r.run(b)}
+        if bs > 1:
+            flat = EarlyExitRunner(stack, ConfidencePolicy(tau), bundle.exit_heads, compact=False)
+            fns["nocompact"] = lambda r=flat, b=batches: r.run(b)
+        t = interleaved(fns, args.repeats)
+        hist = runner.run(batches).histogram(L)
+        s_layer, s_wall = layer_speedup(hist), t["full"] / t["exit"]
+        n = sum(hist)
+        print(f"{bs:>5} {n:>7} {t['full']:>8.3f} {t['exit']:>8.3f} {s_layer:>7.2f} {s_wall:>7.2f} "
+              f"{s_wall / s_layer:>10.2f} {'≥' + str(target):>6}  {'PASS' if s_wall / s_layer >= target else 'MISS'}"
+              f"   exits per layer {hist}")
+        never_hist = never.run(batches).histogram(L)
+        overhead = t["never"] / t["full"] - 1
+        print(f"{'':>5} full-depth path (τ=1.0, exits {never_hist}): {t['never']:.3f}s vs plain {t['full']:.3f}s "
+              f"→ overhead {100 * overhead:+.1f}% (target ≤ 5%: {'PASS' if overhead <= 0.05 else 'MISS'})")
+        if "nocompact" in t:
+            print(f"{'':>5} without compaction: {t['nocompact']:.3f}s → wall {t['full'] / t['nocompact']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
