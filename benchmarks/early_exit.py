@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from layerwise.data import load_dataset, make_loader
-from layerwise.early_exit import EarlyExitRunner, layer_logits, layer_speedup, materialize, model_inputs, simulate
+from layerwise.early_exit import EarlyExitRunner, calibration_grid, layer_logits, layer_speedup, materialize, model_inputs, simulate
 from layerwise.exit_policies import ConfidencePolicy
 from layerwise.zoo import load_model, save_model
 
@@ -102,7 +102,7 @@ def main() -> None:
     labels = torch.cat([b["labels"] for b in b64])
     tau = args.threshold
     if tau is None:  # the grid value whose layer speedup is closest to 2×
-        grid = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+        grid = [round(t, 3) for t in calibration_grid(ConfidencePolicy(0.5), logits, 41)]
         tau = min(grid, key=lambda t: abs(layer_speedup(simulate(ConfidencePolicy(t), logits).histogram(L)) - 2))
     print(f"model: {source}; L={L}; threads={args.threads}; repeats={args.repeats} (median); "
           f"accuracy (layer L) on {len(labels)} test images: {(logits[-1].argmax(-1) == labels).float().mean():.3f}")

@@ -113,6 +113,8 @@ def train(
     cos_beta: Optional[float] = typer.Option(None, help="β of cos-reg"),
     depth: Optional[int] = typer.Option(None, help="override the depth of an own model (vit-*, mlp-*, gpt-tiny)"),
     max_length: Optional[int] = typer.Option(None, help="text models: tokens per example"),
+    seq_len: Optional[int] = typer.Option(None, help="language models: tokens per training block"),
+    eval_split: Optional[str] = typer.Option(None, help="split evaluated after every epoch [test]"),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N optimizer steps (and each epoch)"),
     resume: bool = typer.Option(False, "--resume", help="require a checkpoint to resume from (automatic anyway)"),
     data_dir: Optional[Path] = typer.Option(None, help="real-data root (default: $LAYERWISE_DATA)"),
@@ -130,7 +132,7 @@ def train(
         milestones=[int(m) for m in milestones.split(",") if m] if milestones is not None else None, gamma=gamma,
         grad_accum=grad_accum, max_grad_norm=max_grad_norm, mixed_precision=mixed_precision, seed=seed, limit=limit,
         eval_limit=eval_limit, augment=augment, ft_objective=ft_objective, layer_weights=weights, cos_beta=cos_beta,
-        depth=depth, max_length=max_length, checkpoint_every=checkpoint_every, resume=resume or None,
+        depth=depth, max_length=max_length, seq_len=seq_len, eval_split=eval_split, checkpoint_every=checkpoint_every, resume=resume or None,
         data_dir=str(data_dir) if data_dir else None, cpu=cpu, progress=progress)
     record = run_training(cfg)
     acc = record.get("accuracy") or [float("nan")]

@@ -15,6 +15,8 @@ Reproducibility and resumption
   the consumed batches by iterating them (so the augmentation stream replays), restores the RNGs, and
   on CPU ends bitwise equal to an uninterrupted run.
 - A non-finite loss stops the run with a ``LayerwiseError`` before any further checkpoint is written.
+- Under FSDP the checkpoint holds the full model state (``accelerator.get_state_dict``); the optimizer
+  state is the main process's view, so resuming an FSDP run is not covered (DDP and single device are).
 """
 
 from __future__ import annotations

@@ -112,6 +112,15 @@ class LinearStats:
             m[i, j] = m[j, i] = v
         return m
 
+    def constant_layers(self) -> np.ndarray:
+        """Layers whose features do not vary across samples. From sums, a constant layer's centred
+        variance tr(C_ii) = Σ‖x‖² − ‖S‖²/n is rounding noise, not zero, so compare it relatively."""
+        o = self.offsets
+        total = self.s.cpu().numpy()
+        centred = np.array([(self.s[i] - self.sums[o[i]:o[i + 1]].square().sum() / self.n).item()
+                            for i in range(len(self.widths))])
+        return centred <= 1e-12 * np.maximum(total, np.finfo(np.float64).tiny)
+
     def cka(self) -> np.ndarray:
         """Biased linear CKA, L×L: ‖C_ij‖²_F / (‖C_ii‖_F ‖C_jj‖_F), C_ij = X_iᵀX_j - S_i S_jᵀ/n."""
         if self.n < 2:
@@ -121,7 +130,7 @@ class LinearStats:
         hs = {(i, j): ((self._block(i, j) - torch.outer(sums[i], sums[j]) / self.n) ** 2).sum().item()
               for i, j in self._pairs()}
         m = self._symmetric(hs)
-        d = np.diag(m).copy()
+        d = np.where(self.constant_layers(), 0.0, np.diag(m))
         return safe_ratio(m, d, d, "features are constant across samples (e.g. [CLS] at the embedding layer)")
 
     def cka_debiased(self) -> np.ndarray:
@@ -141,7 +150,7 @@ class LinearStats:
             kl = sums[i] @ b @ sums[j] - sums[j] @ zs[j][:, i] - sums[i] @ zs[i][:, j] + self.ss[i, j]
             hs[i, j] = _hsic_u_terms(tr.item(), sk[i], sk[j], kl.item(), n)
         m = self._symmetric(hs)
-        d = np.diag(m).copy()
+        d = np.where(self.constant_layers(), 0.0, np.diag(m))
         return safe_ratio(m, d, d, "unbiased HSIC(K, K) is not positive (constant features or too few samples)")
 
 
