@@ -5,7 +5,7 @@
 
 CIFAR-10: vit-tiny (6 blocks) from scratch on a seeded 4k-image train subset, 2 epochs, augmentation on,
 evaluated on 2k test images; standard, aligned (alternating), multi-exit, cos-reg, and a 3-block standard
-model. SST-2: the packaged MiniLM fine-tuned on 1.5k train sentences, evaluated on the 872 dev sentences.
+model. SST-2: the packaged MiniLM fine-tuned on 4k train sentences (1 epoch), evaluated on the 872 dev sentences.
 Budgets are sized for a shared 2-core CPU (a few minutes per run), far below the paper's.
 COS: each layer's pooled features (the model's own token, raw residual stream) centred by their mean
 over samples, then the mean per-sample cosine to the last layer (``layerwise.measures.cosine``).
@@ -24,7 +24,7 @@ from layerwise.training import resolve_config, train
 OUT = Path("runs/evidence")
 CIFAR = dict(model="vit-tiny", data="cifar10", limit=4000, eval_limit=2000, epochs=2, batch_size=64, lr=1e-3,
              weight_decay=1e-4, schedule="cosine", warmup_steps=20, augment=True, checkpoint_every=50, seed=0)
-SST2 = dict(model="minilm", data="sst2", limit=1500, eval_split="dev", epochs=1, batch_size=32, lr=5e-5,
+SST2 = dict(model="minilm", data="sst2", limit=4000, eval_split="dev", epochs=1, batch_size=32, lr=5e-5,
             weight_decay=0.01, max_length=64, warmup_steps=5, checkpoint_every=20, seed=0)
 RUNS = {
     "cifar-standard": {**CIFAR, "objective": "standard"},

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from layerwise.errors import LayerwiseError
 from layerwise.exit_policies import ExitPolicy, make_policy
-from layerwise.stack import LayerStack
+from layerwise.stack import LayerStack, Readout
 
 Batch = dict[str, Tensor]
 
@@ -66,6 +67,22 @@ def exit_heads_of(stack: LayerStack, exit_heads: nn.ModuleList | None) -> list[n
     return list(exit_heads)
 
 
+def fast_readout(r: nn.Module) -> Callable[[Tensor, Tensor | None], Tensor]:
+    """A cls-pooled ``Readout(LayerNorm, Linear)`` as two functional calls on token 0, linear(layer_norm(h[:, 0])):
+    the same arithmetic without nn.Module dispatch (~10 µs a call on CPU, which matters at batch size 1).
+    Any other readout is returned unchanged."""
+    if not (isinstance(r, Readout) and r.pool_fn is None and r.pooling == "cls" and type(r.norm) is nn.LayerNorm
+            and type(r.head) is nn.Linear):
+        return r
+    norm, head = r.norm, r.head
+
+    def readout(h: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = F.layer_norm(h[:, 0], norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return F.linear(x, head.weight, head.bias)
+
+    return readout
+
+
 class EarlyExitRunner:
     """Run ``stack`` with early exit under ``policy``; ``runner(batch) -> ExitResult``.
 
@@ -77,7 +94,7 @@ class EarlyExitRunner:
                  compact: bool = True):
         self.stack, self.policy, self.compact = stack, policy, compact
         self.lo, self.hi = policy.check(stack)
-        self.heads = exit_heads_of(stack, exit_heads)
+        self.heads = [fast_readout(h) for h in exit_heads_of(stack, exit_heads)]
 
     @torch.inference_mode()
     def __call__(self, inputs: Batch) -> ExitResult:
