@@ -88,7 +88,8 @@ def table(runs: list[str], title: str) -> str:
 def write_tables() -> None:
     md = ["# Training evidence (CPU budget)", "", __doc__.split("\n\n", 2)[2].strip(), "",
           "acc = accuracy of the model's own (shared) readout after layer ℓ (L0 = embeddings); COS→L as above; "
-          "own-exit acc = the multi-exit model's per-layer heads.", "",
+          "own-exit acc = the multi-exit model's per-layer heads. COS at L0 of the ViTs is undefined (nan): the [CLS] "
+          "token before any block is the same for every image, so its centred feature is zero.", "",
           table([r for r in RUNS if r.startswith("cifar")], "CIFAR-10, vit-tiny, 2k test images"), "",
           table([r for r in RUNS if r.startswith("sst2")], "SST-2 dev (872), MiniLM")]
     (OUT / "training_tables.md").write_text("\n".join(md))

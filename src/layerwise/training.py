@@ -453,9 +453,11 @@ class Trainer:
             raise LayerwiseError(f"batch size {cfg.batch_size} is not divisible by {self.world} processes")
         set_seed(cfg.seed)
 
-        self.train_ds = train_ds if train_ds is not None else load_dataset(cfg.data, "train", limit=cfg.limit, seed=cfg.seed, data_dir=cfg.data_dir)
-        self.eval_ds = eval_ds if eval_ds is not None else load_dataset(cfg.data, cfg.eval_split, limit=cfg.eval_limit, seed=cfg.seed,
-                                               data_dir=cfg.data_dir)
+        if train_ds is None:
+            train_ds = load_dataset(cfg.data, "train", limit=cfg.limit, seed=cfg.seed, data_dir=cfg.data_dir)
+        if eval_ds is None:
+            eval_ds = load_dataset(cfg.data, cfg.eval_split, limit=cfg.eval_limit, seed=cfg.seed, data_dir=cfg.data_dir)
+        self.train_ds, self.eval_ds = train_ds, eval_ds
         self.bundle = build_bundle(cfg, self.train_ds.num_classes)
         self.stack = self.bundle.stack
         self.pos = Position()
