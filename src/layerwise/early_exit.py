@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from layerwise.capture import to_device
 from layerwise.errors import LayerwiseError
 from layerwise.exit_policies import ExitPolicy, make_policy
 from layerwise.stack import LayerStack, Readout
@@ -166,10 +167,6 @@ class EarlyExitRunner:
 
 
 # ---------------------------------------------------------------- whole-data helpers
-
-
-def to_device(batch: Batch, device: torch.device | str) -> Batch:
-    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 def materialize(loader: Iterable[Batch], device: torch.device | str) -> list[Batch]:

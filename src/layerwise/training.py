@@ -44,6 +44,7 @@ from layerwise.capture import to_device
 from layerwise.errors import LayerwiseError
 from layerwise.evaluate import lm_targets
 from layerwise.stack import LayerStack
+from layerwise.zoo import atomic_write
 
 SCHEDULES = ("constant", "cosine", "multistep")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -373,12 +374,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _corrupt(path: Path, e: Exception) -> LayerwiseError:
     return LayerwiseError(f"checkpoint file {path} is corrupt ({type(e).__name__}): delete {path.parent.parent} "
                           "to start over, or restore the file")
@@ -555,7 +550,7 @@ class Trainer:
         if acc.is_main_process:
             shutil.rmtree(root / name, ignore_errors=True)
             os.replace(tmp, root / name)
-            _torch_free_json({"dir": name, "step": self.pos.step, "epoch": self.pos.epoch}, root / "latest.json")
+            _atomic_text(json.dumps({"dir": name, "step": self.pos.step, "epoch": self.pos.epoch}), root / "latest.json")
             for old in root.iterdir():  # keep only the newest complete checkpoint
                 if old.is_dir() and old.name != name:
                     shutil.rmtree(old, ignore_errors=True)
@@ -734,13 +729,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _torch_free_json(obj: Any, path: Path) -> None:
-    _atomic_text(json.dumps(obj), path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 __all__ = ["TrainConfig", "Trainer", "train", "resolve_config", "load_preset", "epoch_order", "shard",

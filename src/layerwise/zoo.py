@@ -254,7 +254,7 @@ def _load_hub(spec: str, num_classes: int | None) -> ModelBundle:
     return _hf_bundle(spec, model, spec, {})
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Write through a temporary file in the same directory, then rename: never a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
@@ -269,11 +269,11 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """safetensors file written atomically (contiguous, de-aliased copies)."""
     data = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-    _atomic_write(path, lambda tmp: save_file(data, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(data, tmp, metadata=metadata))
 
 
 def atomic_save_json(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
 
 
 def save_model(bundle: ModelBundle, out: str | Path) -> Path:
@@ -321,4 +321,4 @@ def describe_models() -> dict[str, str]:
 
 
 __all__ = ["ModelBundle", "Readout", "load_model", "save_model", "make_exit_heads", "describe_models",
-           "atomic_save_tensors", "atomic_save_json"]
+           "atomic_save_tensors", "atomic_save_json", "atomic_write"]
