@@ -8,7 +8,6 @@ it runs over the kept features, or a second pass when N·ΣD floats exceed ``fea
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Iterator

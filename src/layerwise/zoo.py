@@ -26,7 +26,7 @@ from torch import nn
 from layerwise.data import ByteTokenizer, InputSpec
 from layerwise.errors import LayerwiseError
 from layerwise.models import GPTConfig, MLPConfig, StackModel, ViT, ViTConfig, build_own
-from layerwise.stack import LayerStack, Readout
+from layerwise.stack import LayerStack
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -320,5 +320,5 @@ def describe_models() -> dict[str, str]:
     return {name: text for name, (text, _) in BUILTIN.items()}
 
 
-__all__ = ["ModelBundle", "Readout", "load_model", "save_model", "make_exit_heads", "describe_models",
+__all__ = ["ModelBundle", "load_model", "save_model", "make_exit_heads", "describe_models",
            "atomic_save_tensors", "atomic_save_json", "atomic_write"]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from layerwise.errors import LayerwiseError
-from layerwise.measures._util import centre, f64, safe_ratio, same_n
+from layerwise.measures._util import f64, safe_ratio, same_n
 
 
 def _hsic_u_terms(tr, sk, sl, kl, n):
