@@ -81,7 +81,6 @@ def compare(
     typer.echo(f"wrote {out}/results.json")
 
 
-# --- train command: owned by training (layerwise/training.py) ---
 
 
 @app.command()
@@ -124,12 +123,16 @@ def train(
     """Train with a layer-wise objective (Accelerate: CPU, GPU, `accelerate launch` for several)."""
     from layerwise.training import resolve_config, train as run_training
 
-    weights = layer_weights if layer_weights in (None, "linear", "uniform") else [
-        float(w) for w in layer_weights.split(",")]
+    try:
+        weights = layer_weights if layer_weights in (None, "linear", "uniform") else [
+            float(w) for w in layer_weights.split(",")]
+        steps = [int(m) for m in milestones.split(",") if m] if milestones is not None else None
+    except ValueError as e:
+        raise LayerwiseError(f"cannot parse --layer-weights/--milestones ({e}): pass comma-separated numbers") from e
     cfg = resolve_config(
         preset, config, model=model, data=data, objective=objective, out=str(out) if out else None, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps,
-        milestones=[int(m) for m in milestones.split(",") if m] if milestones is not None else None, gamma=gamma,
+        milestones=steps, gamma=gamma,
         grad_accum=grad_accum, max_grad_norm=max_grad_norm, mixed_precision=mixed_precision, seed=seed, limit=limit,
         eval_limit=eval_limit, augment=augment, ft_objective=ft_objective, layer_weights=weights, cos_beta=cos_beta,
         depth=depth, max_length=max_length, seq_len=seq_len, eval_split=eval_split, checkpoint_every=checkpoint_every, resume=resume or None,
@@ -139,7 +142,6 @@ def train(
     typer.echo(f"wrote {cfg.out}: last-layer accuracy {acc[-1]:.4f}")
 
 
-# --- exit / truncate commands: owned by serving (layerwise/early_exit.py) ---
 @app.command("exit")
 def exit_(
     model: list[str] = typer.Option(..., "--model", help="model (repeat --model to compare several)"),
