@@ -50,15 +50,6 @@ def train_aligned(bundle, steps: int = 120, seed: int = 0):
     return bundle.model.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster (and steadier) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def aligned_mlp():
     bundle = load_model("mlp-residual", num_classes=10)

@@ -18,14 +18,6 @@ from layerwise.zoo import load_model
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_trainer(tmp_path, objective="aligned", steps=3):
     bundle = load_model("bert-tiny", num_classes=2)
     ds = load_dataset("sentences", "train")

@@ -15,15 +15,6 @@ from layerwise.training import ObjectiveModule, fit_probe, head_inputs, probe_to
 from layerwise.zoo import make_exit_heads
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The CI box has 2 shared cores: one intra-op thread is much faster for tiny models.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(depth: int = 3, num_classes: int = 4, seed: int = 0):
     torch.manual_seed(seed)
     model = build_own({"layerwise_arch": "mlp", "input_dim": 6, "dim": 8, "depth": depth,

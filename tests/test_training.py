@@ -28,14 +28,6 @@ RUN = ["--model", "mlp-residual", "--data", "digits", "--objective", "aligned", 
        "--augment", "--checkpoint-every", "5", "--seed", "1", "--no-progress", "--eval-limit", "200"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: one intra-op thread is much faster for tiny models
-    yield
-    torch.set_num_threads(n)
-
-
 def small(tmp_path: Path, name: str = "run", **kw):
     base = dict(model="mlp-residual", data="digits", out=str(tmp_path / name), epochs=1, batch_size=32, limit=256,
                 eval_limit=96, lr=1e-3, progress=False, cpu=True)

@@ -14,14 +14,6 @@ from layerwise.truncate import minimal_depth, truncate, truncate_model
 from layerwise.zoo import load_model, make_exit_heads, save_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _logits(out):
     return out.logits if hasattr(out, "logits") else out
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from layerwise.capture import capture
+from layerwise.capture import capture, pick_device
 from layerwise.data import load_dataset, make_loader
 from layerwise.errors import LayerwiseError
 from layerwise.evaluate import LayerwiseEval
@@ -29,14 +29,6 @@ from layerwise.zoo import ModelBundle, load_model
 
 STREAMED = ("cos", "cka", "cka_debiased")  # exact over all samples, whatever N
 DEFAULT_MEASURES = "cos,cka,cka_debiased"
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LayerwiseError(f"device {device} requested but no GPU is available: use --device cpu")
-    return torch.device(device)
 
 
 def parse_measures(spec: str) -> list[str]:

@@ -25,6 +25,15 @@ class CapturedBatch:
         return [self.stack.features(s, pooling) for s in self.states]
 
 
+def pick_device(device: str) -> torch.device:
+    """auto → cuda when a GPU is present, else cpu; asking for cuda without one is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LayerwiseError(f"device {device} requested but no GPU is available: use --device cpu")
+    return torch.device(device)
+
+
 def to_device(batch: dict[str, Tensor], device: torch.device | str) -> dict[str, Tensor]:
     return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from layerwise.capture import to_device
+from layerwise.capture import pick_device, to_device
 from layerwise.errors import LayerwiseError
 from layerwise.exit_policies import ExitPolicy, make_policy
 from layerwise.stack import LayerStack, Readout
@@ -378,8 +378,7 @@ def evaluate_exit(models: Sequence[str], data: str, out: str | Path, *, policy: 
         raise LayerwiseError(f"--batch-size {batch_size} / --repeats {repeats}: pass positive integers")
     if not 0.0 <= calibrate_eps < 1.0 or not 0.0 <= delta < 1.0:
         raise LayerwiseError("--calibrate-eps and --delta are accuracy differences: pass values in [0, 1)")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = pick_device(device)
     pol = make_policy(policy, threshold, min_layer, max_layer)  # validates the threshold before any work
     ds = load_dataset(data, split, limit=limit, seed=seed, data_dir=data_dir)
     if ds.kind == "corpus" or ds.labels is None:
