@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from layerwise.data import load_dataset, make_loader
-from layerwise.early_exit import _split_val, evaluate_exit, layer_logits, materialize, plain_forward, timed
-from layerwise.transfer import layerwise_accuracy
-from layerwise.truncate import truncate
-from layerwise.zoo import load_model
+from layerwise.checkpoints import load_model, truncate
+from layerwise.cli.exit import evaluate_exit
+from layerwise.data import load_dataset, make_loader, materialize
+from layerwise.data.load import holdout
+from layerwise.evaluation import layer_logits, layerwise_accuracy
+from layerwise.inference import plain_forward, timed
 
 KINDS = ("standard", "aligned", "multi-exit")
 
@@ -90,7 +91,7 @@ def main() -> None:
 
     # Test half, exactly as evaluate_exit split it.
     ds = load_dataset("cifar10", "test", limit=args.limit, seed=0)
-    _, test_ds = _split_val(ds, "0.5", "test", "cifar10", args.limit, 0, None)
+    _, test_ds = holdout(ds, 0.5, seed=0)
     spec = load_model("vit-tiny").inputs
 
     if present:

@@ -45,9 +45,9 @@ COS_SAMPLES = 1000  # COS on the first 1000 evaluation examples (one extra forwa
 @torch.no_grad()
 def cos_to_last(run: str) -> list[float]:
     """COS(ℓ, L) for ℓ = 0..L of a saved run, on its evaluation data."""
-    from layerwise.capture import capture
+    from layerwise.checkpoints import load_model
     from layerwise.data import load_dataset, make_loader
-    from layerwise.zoo import load_model
+    from layerwise.evaluation import capture
 
     cfg = RUNS[run]
     bundle = load_model(str(OUT / run))
@@ -108,7 +108,7 @@ def main() -> None:
     if not INIT.exists():
         from layerwise.models import ViT, ViTConfig
         from layerwise.stack import LayerStack
-        from layerwise.zoo import ModelBundle, load_model, save_model
+        from layerwise.checkpoints import ModelBundle, load_model, save_model
 
         torch.manual_seed(0)
         model = ViT(ViTConfig(patch_size=8, dim=192, depth=6, heads=3))

@@ -14,8 +14,8 @@ import tempfile
 from transformers import TrainingArguments
 
 from layerwise.data import load_dataset, make_loader
-from layerwise.hf_trainer import AlignedTrainer  # line 1
-from layerwise.zoo import load_model
+from layerwise.checkpoints import load_model
+from layerwise.training.hf_trainer import AlignedTrainer  # line 1
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -9,7 +9,7 @@ import torch
 
 from layerwise.cli import main
 from layerwise.data import load_dataset, make_loader
-from layerwise.zoo import load_model, save_model
+from layerwise.checkpoints import load_model, save_model
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -96,7 +96,7 @@ def test_constant_cls_layer_is_null_with_warning(tmp_path, monkeypatch, capsys):
 
 
 def test_classifier_and_residual_outputs(tmp_path):
-    from layerwise.analysis import run_analysis
+    from layerwise.cli.analyze import run_analysis
 
     bundle = load_model("mlp-residual")
     model_dir = save_model(bundle, tmp_path / "model")
@@ -113,7 +113,7 @@ def test_classifier_and_residual_outputs(tmp_path):
 
 
 def test_compare_cross_model_matrices(tmp_path):
-    from layerwise.analysis import run_compare
+    from layerwise.cli.analyze import run_compare
 
     a, b = tmp_path / "a", tmp_path / "b"
     torch.manual_seed(1)
@@ -164,7 +164,7 @@ def test_bad_input(case, tmp_path, monkeypatch, capsys):
 
 def test_language_model_layerwise_perplexity_matches_hf_loss(tmp_path):
     """Per-layer next-token perplexity; at the last layer it equals exp(the model's own LM loss)."""
-    from layerwise.analysis import run_analysis
+    from layerwise.cli.analyze import run_analysis
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("To be, or not to be, that is the question. " * 40)

@@ -10,20 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from layerwise.data import load_dataset, make_loader
-from layerwise.early_exit import (
-    EarlyExitRunner,
-    ExitResult,
-    layer_logits,
-    layer_speedup,
-    materialize,
-    model_inputs,
-    simulate,
-)
+from layerwise.data import materialize, model_inputs
+from layerwise.evaluation import layer_logits
+from layerwise.inference import EarlyExitRunner, ExitResult, layer_speedup, simulate
 from layerwise.errors import LayerwiseError
-from layerwise.exit_policies import ConfidencePolicy, EntropyPolicy, PatiencePolicy, make_policy
+from layerwise.inference import ConfidencePolicy, EntropyPolicy, PatiencePolicy, make_policy
 from layerwise.models import build_own
-from layerwise.truncate import truncate
-from layerwise.zoo import _bundle, load_model, make_exit_heads
+from layerwise.checkpoints import truncate
+from layerwise.checkpoints import load_model, make_bundle, make_exit_heads
 
 
 def train_aligned(bundle, steps: int = 120, seed: int = 0):
@@ -129,7 +123,7 @@ def test_policy_checked_against_model():
     for bad in (PatiencePolicy(9), ConfidencePolicy(0.9, max_layer=9), ConfidencePolicy(0.9, min_layer=9)):
         with pytest.raises(LayerwiseError):
             bad.check(mlp)
-    regression = _bundle("reg", build_own({"layerwise_arch": "mlp", "num_classes": 1}), load_model("mlp-residual").inputs)
+    regression = make_bundle("reg", build_own({"layerwise_arch": "mlp", "num_classes": 1}), load_model("mlp-residual").inputs)
     lm = load_model("gpt-tiny").stack
     for stack in (regression.stack, lm):
         for pol in (ConfidencePolicy(0.9), EntropyPolicy(0.1), PatiencePolicy(2)):
@@ -236,7 +230,7 @@ def test_empty_data_is_an_error(aligned_mlp):
 
 
 def test_shift_and_transfer(aligned_mlp):
-    from layerwise.transfer import shift_accuracy, transfer_accuracy
+    from layerwise.evaluation import shift_accuracy, transfer_accuracy
 
     shift = shift_accuracy(aligned_mlp, "digits", "digits", shifted_split="train", limit=200)
     L = aligned_mlp.stack.num_layers

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from layerwise.zoo import load_model, make_exit_heads, save_model
+from layerwise.checkpoints import load_model, make_exit_heads, save_model
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

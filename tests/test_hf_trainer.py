@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from layerwise import objectives as O
+from layerwise.training import objectives as O
 from layerwise.data import load_dataset, make_loader
 from layerwise.errors import LayerwiseError
-from layerwise.hf_trainer import AlignedTrainer
-from layerwise.zoo import load_model
+from layerwise.training.hf_trainer import AlignedTrainer
+from layerwise.checkpoints import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

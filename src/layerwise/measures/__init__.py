@@ -170,4 +170,26 @@ def layer_matrix(name: str, feats_a, feats_b=None, *, sample_cap: int = SAMPLE_C
     return out
 
 
-__all__ = ["MEASURES", "Measure", "SAMPLE_CAP", "layer_matrix"]
+# Measure names in results.json: linear CKA is spelled out, as users of other libraries expect.
+JSON_NAMES = {"cka": "cka_linear", "cka_debiased": "cka_linear_debiased"}
+DEFAULT_MEASURES = "cos,cka,cka_debiased"
+
+
+def json_name(measure: str) -> str:
+    """The key of ``measure`` in results.json."""
+    return JSON_NAMES.get(measure, measure)
+
+
+def parse_measures(spec: str) -> list[str]:
+    """A comma list of measure names (JSON spellings accepted), or "all"."""
+    aliases = {v: k for k, v in JSON_NAMES.items()}
+    names = list(MEASURES) if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    names = [aliases.get(n, n) for n in names]
+    unknown = [n for n in names if n not in MEASURES]
+    if unknown or not names:
+        raise LayerwiseError(f"unknown measure(s) {unknown or spec!r}: choose from {', '.join(MEASURES)} or 'all'")
+    return names
+
+
+__all__ = ["DEFAULT_MEASURES", "JSON_NAMES", "MEASURES", "Measure", "SAMPLE_CAP", "json_name", "layer_matrix",
+           "parse_measures"]

@@ -4,7 +4,7 @@
 - ``GPT``: a nanoGPT-style causal decoder.
 - ``MLP``: an MLP with or without residual connections, for the claim that COS tracks CKA only with skips.
 
-Each saves as ``config.json`` + ``model.safetensors`` (see ``zoo.save_model``).
+Each saves as ``config.json`` + ``model.safetensors`` (see ``layerwise.checkpoints.save_model``).
 """
 
 from __future__ import annotations

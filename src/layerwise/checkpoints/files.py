@@ -1,0 +1,38 @@
+"""Reading the files of a model directory, every failure a ``LayerwiseError`` that says what to do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from layerwise.errors import LayerwiseError
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; unreadable or not an object → LayerwiseError."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LayerwiseError(f"cannot read {path} ({e}); the checkpoint is corrupt: re-save or retrain it") from e
+    if not isinstance(data, dict):
+        raise LayerwiseError(f"{path} holds a JSON {type(data).__name__}, not an object: re-save the model")
+    return data
+
+
+def read_meta(path: Path) -> dict:
+    """``layerwise.json`` of a model directory ({} when absent)."""
+    return read_json(path / "layerwise.json") if (path / "layerwise.json").exists() else {}
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file; missing or corrupt → LayerwiseError."""
+    if not path.exists():
+        raise LayerwiseError(f"{path} is missing: the model directory is incomplete, re-save it")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises several types on truncated/garbled files
+        raise LayerwiseError(f"{path} is corrupt ({type(e).__name__}): re-save it or resume from another "
+                             "checkpoint") from e

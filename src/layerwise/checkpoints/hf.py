@@ -1,0 +1,91 @@
+"""Hugging Face models: from a ``save_pretrained`` directory or, when online, the hub."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from torch import nn
+
+from layerwise.checkpoints.bundle import ModelBundle, make_bundle
+from layerwise.checkpoints.files import read_json, read_meta
+from layerwise.data.spec import InputSpec, image_spec, input_spec_from_meta
+from layerwise.data.tokenizer import ByteTokenizer
+from layerwise.errors import LayerwiseError
+
+
+def hf_class(config: dict, num_classes: int | None) -> type:
+    """The transformers class named by ``config.json`` (a bare BERT gains a classifier with ``num_classes``)."""
+    import transformers as T
+
+    arch = (config.get("architectures") or [None])[0]
+    if num_classes is not None and arch in ("BertModel", None) and config.get("model_type") == "bert":
+        arch = "BertForSequenceClassification"
+    cls = getattr(T, arch, None) if isinstance(arch, str) else None
+    if cls is None:
+        raise LayerwiseError(f"unknown architecture {arch!r} in config.json; see `layerwise models`")
+    return cls
+
+
+def _head_args(cls: type, config: dict, num_classes: int | None) -> dict:
+    if num_classes is None or "Classification" not in cls.__name__:
+        return {}
+    extra = {"num_labels": num_classes}
+    if config.get("num_labels", len(config.get("id2label", {})) or 2) != num_classes:
+        extra["ignore_mismatched_sizes"] = True
+    return extra
+
+
+def load_hf_dir(path: Path, name: str, num_classes: int | None) -> ModelBundle:
+    """A ``save_pretrained`` directory (``num_classes`` adds or resizes a classification head)."""
+    config = read_json(path / "config.json")
+    cls = hf_class(config, num_classes)
+    try:
+        model = cls.from_pretrained(str(path), **_head_args(cls, config, num_classes))
+    except (OSError, ValueError) as e:
+        raise LayerwiseError(f"cannot load {path}: {str(e).splitlines()[0]}") from e
+    return hf_bundle(name, model, path, read_meta(path))
+
+
+def load_hub(spec: str, num_classes: int | None) -> ModelBundle:
+    """A hub model by name (needs the network)."""
+    import transformers as T
+
+    try:
+        config = T.AutoConfig.from_pretrained(spec).to_dict()
+        cls = hf_class(config, num_classes)
+        model = cls.from_pretrained(spec, **_head_args(cls, {}, num_classes))
+    except OSError as e:
+        raise LayerwiseError(f"unknown model {spec!r}: not a built-in name (see `layerwise models`), not a "
+                             "directory, and not loadable from the Hugging Face hub (offline?)") from e
+    return hf_bundle(spec, model, spec, {})
+
+
+def _default_inputs(model: nn.Module, path: Path | str) -> InputSpec:
+    from transformers import AutoTokenizer
+
+    cfg = model.config
+    if hasattr(cfg, "image_size"):
+        return image_spec(cfg.image_size, cfg.num_channels, (0.5,) * 3, (0.5,) * 3)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception:  # no tokenizer files (tiny models built from a config)
+        tokenizer = ByteTokenizer()
+    return InputSpec(modality="text", tokenizer=tokenizer, max_length=128)
+
+
+def hf_bundle(name: str, model: nn.Module, path: Path | str, meta: dict) -> ModelBundle:
+    """Bundle a loaded HF model: inputs from ``layerwise.json`` or the model's own tokenizer/config, and a
+    sentence-embedding model's pooling from its ``1_Pooling/config.json``."""
+    inputs = input_spec_from_meta(meta, _default_inputs(model, path))
+    pooling = meta.get("feature_pooling")
+    if pooling is None and Path(str(path), "1_Pooling", "config.json").exists():
+        pooled = read_json(Path(str(path), "1_Pooling", "config.json"))
+        pooling = "mean" if pooled.get("pooling_mode_mean_tokens") else "cls"
+    bundle = make_bundle(name, model, inputs, pooling)
+    if bundle.stack.task == "lm":
+        bundle.inputs = replace(bundle.inputs, modality="tokens")
+    if pooling and bundle.stack.task == "encoder":
+        bundle.stack.readout.pooling = pooling  # a sentence-embedding model's output is its pooled feature
+    bundle.meta = meta
+    return bundle

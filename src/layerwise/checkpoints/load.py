@@ -1,0 +1,69 @@
+"""``load_model(spec)``: a built-in name, a model directory, or (online) a Hugging Face hub name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from layerwise.checkpoints.builtin import BUILTIN
+from layerwise.checkpoints.bundle import ModelBundle, make_bundle, make_exit_heads
+from layerwise.checkpoints.files import read_json, read_meta, read_tensors
+from layerwise.checkpoints.hf import load_hf_dir, load_hub
+from layerwise.data.spec import InputSpec, image_spec, input_spec_from_meta
+from layerwise.data.tokenizer import ByteTokenizer
+from layerwise.errors import LayerwiseError
+from layerwise.models import OWN_MODELS, StackModel, ViT, build_own
+
+
+def load_model(spec: str, num_classes: int | None = None) -> ModelBundle:
+    """Load a model by short name, directory or hub name; ``num_classes`` adds/resizes a classifier head."""
+    if spec in BUILTIN:
+        return BUILTIN[spec][1](spec, num_classes)
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise LayerwiseError(f"{path} has no config.json: pass a directory written by `layerwise train` "
+                                 "or save_pretrained")
+        config = read_json(path / "config.json")
+        bundle = _load_own_dir(path, config) if "layerwise_arch" in config else load_hf_dir(path, spec, num_classes)
+        _load_exit_heads(bundle, path)
+        return bundle
+    if path.suffix or os.sep in spec or spec.startswith("."):
+        raise LayerwiseError(f"model path {spec} not found: pass an existing directory or one of "
+                             f"{', '.join(BUILTIN)}")
+    return load_hub(spec, num_classes)
+
+
+def _own_default_inputs(model: StackModel, arch: str) -> InputSpec:
+    if isinstance(model, ViT):
+        return image_spec(model.config.image_size, model.config.channels)
+    if arch == "gpt":
+        return InputSpec(modality="tokens", tokenizer=ByteTokenizer())
+    return InputSpec(modality="vector", input_dim=model.config.input_dim)
+
+
+def _load_own_dir(path: Path, config: dict) -> ModelBundle:
+    if config["layerwise_arch"] not in OWN_MODELS:
+        raise LayerwiseError(f"{path}/config.json names layerwise_arch {config['layerwise_arch']!r}: "
+                             f"use one of {', '.join(OWN_MODELS)}")
+    model = build_own(config)
+    state = read_tensors(path / "model.safetensors")
+    if "head.weight" not in state and hasattr(model, "tok"):
+        state["head.weight"] = state["tok.weight"]  # tied weights are stored once
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise LayerwiseError(f"{path}/model.safetensors does not match its config.json: {str(e).splitlines()[0]}") from e
+    meta = read_meta(path)
+    inputs = input_spec_from_meta(meta, _own_default_inputs(model, config["layerwise_arch"]))
+    bundle = make_bundle(str(path), model, inputs, meta.get("feature_pooling"))
+    bundle.meta = meta
+    return bundle
+
+
+def _load_exit_heads(bundle: ModelBundle, path: Path) -> None:
+    if not bundle.meta.get("exit_heads"):
+        return
+    heads = make_exit_heads(bundle.stack)
+    heads.load_state_dict(read_tensors(path / "exit_heads.safetensors"))
+    bundle.exit_heads = heads

@@ -1,0 +1,38 @@
+"""``save_model``: write a bundle so that ``load_model`` gives it back; every file written atomically."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from layerwise.checkpoints.bundle import ModelBundle
+from layerwise.data.tokenizer import ByteTokenizer
+from layerwise.models import StackModel
+from layerwise.report.serialize import atomic_save_tensors, write_json
+
+
+def save_model(bundle: ModelBundle, out: str | Path) -> Path:
+    """safetensors + config (own models) or ``save_pretrained`` (Hugging Face), plus ``layerwise.json``
+    (inputs, pooling, multi-exit heads)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = bundle.model
+    if isinstance(model, StackModel):
+        state = dict(model.state_dict())
+        if getattr(model, "head", None) is not None and hasattr(model, "tok"):
+            state.pop("head.weight", None)  # tied to tok.weight
+        atomic_save_tensors(state, out / "model.safetensors")
+        write_json(model.config_dict(), out / "config.json")
+    else:
+        model.save_pretrained(str(out))
+        tok = bundle.inputs.tokenizer
+        if tok is not None and hasattr(tok, "save_pretrained"):
+            tok.save_pretrained(str(out))
+    inputs = {k: v for k, v in asdict(bundle.inputs).items() if k != "tokenizer"}
+    inputs["tokenizer"] = "byte" if isinstance(bundle.inputs.tokenizer, ByteTokenizer) else None
+    meta = {**bundle.meta, "inputs": inputs, "feature_pooling": bundle.stack.feature_pooling}
+    if bundle.exit_heads is not None:
+        atomic_save_tensors(bundle.exit_heads.state_dict(), out / "exit_heads.safetensors")
+        meta["exit_heads"] = len(bundle.exit_heads)
+    write_json(meta, out / "layerwise.json")
+    return out

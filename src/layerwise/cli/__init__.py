@@ -1,0 +1,10 @@
+"""The ``layerwise`` command line: one file per command, and the only code that knows flag names.
+
+``app`` holds the Typer application and the entry point ``main`` (errors as one line, exit status 2);
+importing this package registers every command.
+"""
+
+from layerwise.cli import analyze, exit, models, train, truncate  # noqa: F401  (registers the commands)
+from layerwise.cli.app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,3 @@
+from layerwise.cli.app import main
+
+main()

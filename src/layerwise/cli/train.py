@@ -1,0 +1,72 @@
+"""``layerwise train``: flags (and ``--preset`` / ``--config``) to a ``TrainConfig``, then the trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from layerwise.cli.app import app, check_out_dir
+
+
+@app.command("train")
+def train_command(
+    model: Optional[str] = typer.Option(None, help="built-in name or model directory [vit-digits]"),
+    data: Optional[str] = typer.Option(None, help="data set name or path [digits]"),
+    objective: Optional[str] = typer.Option(
+        None, help="standard | aligned (alternating) | aligned-joint | cos-reg | multi-exit | multi-exit-joint | lp | lp-ft"),
+    out: Optional[Path] = typer.Option(None, help="run directory: log.jsonl, checkpoint/, final model"),
+    preset: Optional[str] = typer.Option(None, help="packaged preset, e.g. vit-cifar10-cpu, minilm-sst2-cpu, digits-cpu"),
+    config: Optional[Path] = typer.Option(None, help="YAML file with the same keys (flags override it)"),
+    epochs: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None, help="global batch per forward pass"),
+    lr: Optional[float] = typer.Option(None),
+    weight_decay: Optional[float] = typer.Option(None),
+    schedule: Optional[str] = typer.Option(None, help="constant | cosine | multistep (after --warmup-steps)"),
+    warmup_steps: Optional[int] = typer.Option(None),
+    milestones: Optional[str] = typer.Option(None, help="multistep epochs, comma list, e.g. 100,150"),
+    gamma: Optional[float] = typer.Option(None, help="multistep decay factor"),
+    grad_accum: Optional[int] = typer.Option(None),
+    max_grad_norm: Optional[float] = typer.Option(None),
+    mixed_precision: Optional[str] = typer.Option(None, help="no | bf16 | fp16"),
+    seed: Optional[int] = typer.Option(None),
+    limit: Optional[int] = typer.Option(None, help="training examples (seeded subset)"),
+    eval_limit: Optional[int] = typer.Option(None, help="evaluation examples (seeded subset)"),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="image augmentation"),
+    ft_objective: Optional[str] = typer.Option(None, help="stage-2 objective of lp-ft [standard]"),
+    layer_weights: Optional[str] = typer.Option(None, help="linear | uniform | comma list of L weights"),
+    cos_beta: Optional[float] = typer.Option(None, help="β of cos-reg"),
+    depth: Optional[int] = typer.Option(None, help="override the depth of an own model (vit-*, mlp-*, gpt-tiny)"),
+    max_length: Optional[int] = typer.Option(None, help="text models: tokens per example"),
+    seq_len: Optional[int] = typer.Option(None, help="language models: tokens per training block"),
+    eval_split: Optional[str] = typer.Option(None, help="split evaluated after every epoch [test]"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N optimizer steps (and each epoch)"),
+    resume: bool = typer.Option(False, "--resume", help="require a checkpoint to resume from (automatic anyway)"),
+    data_dir: Optional[Path] = typer.Option(None, help="real-data root (default: $LAYERWISE_DATA)"),
+    cpu: Optional[bool] = typer.Option(None, "--cpu", help="force CPU"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+) -> None:
+    """Train with a layer-wise objective (Accelerate: CPU, GPU, `accelerate launch` for several)."""
+    from layerwise.errors import LayerwiseError
+    from layerwise.training import resolve_config, train
+
+    try:
+        weights = layer_weights if layer_weights in (None, "linear", "uniform") else [
+            float(w) for w in layer_weights.split(",")]
+        steps = [int(m) for m in milestones.split(",") if m] if milestones is not None else None
+    except ValueError as e:
+        raise LayerwiseError(f"cannot parse --layer-weights/--milestones ({e}): pass comma-separated numbers") from e
+    cfg = resolve_config(
+        preset, config, model=model, data=data, objective=objective, out=str(out) if out else None, epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps,
+        milestones=steps, gamma=gamma,
+        grad_accum=grad_accum, max_grad_norm=max_grad_norm, mixed_precision=mixed_precision, seed=seed, limit=limit,
+        eval_limit=eval_limit, augment=augment, ft_objective=ft_objective, layer_weights=weights, cos_beta=cos_beta,
+        depth=depth, max_length=max_length, seq_len=seq_len, eval_split=eval_split, checkpoint_every=checkpoint_every,
+        resume=resume or None,
+        data_dir=str(data_dir) if data_dir else None, cpu=cpu, progress=progress)
+    check_out_dir(Path(cfg.out))
+    record = train(cfg)
+    acc = record.get("accuracy") or [float("nan")]
+    typer.echo(f"wrote {cfg.out}: last-layer accuracy {acc[-1]:.4f}")

@@ -1,0 +1,97 @@
+"""``LayerwiseDataset``: a loaded data set of images, labelled texts, or one text corpus."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from layerwise.errors import LayerwiseError
+
+Kind = Literal["image", "text", "corpus"]
+
+
+class LayerwiseDataset(Dataset):
+    """A loaded data set.
+
+    ``kind`` is "image" (items ``{"image": FloatTensor(C,H,W) in [0,1], "label": int}``),
+    "text" (items ``{"text": str, "label": int}``) or "corpus" (the whole text in ``self.text``;
+    items exist only once ``make_loader`` has tokenised it, so indexing raises).
+    For a corpus, ``limit`` and ``seed`` are kept and applied to the token blocks in ``make_loader``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kind: Kind,
+        *,
+        images: Tensor | None = None,
+        texts: list[str] | None = None,
+        labels: Tensor | None = None,
+        text: str | None = None,
+        class_names: list[str] | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.images = images
+        self.texts = texts
+        self.labels = labels
+        self.text = text
+        self.class_names = class_names
+        self.num_classes = len(class_names) if class_names is not None else None
+        self.limit = limit
+        self.seed = seed
+
+    def __len__(self) -> int:
+        """Number of examples; for a corpus, the number of characters."""
+        if self.kind == "corpus":
+            return len(self.text or "")
+        return len(self.labels) if self.labels is not None else 0
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.kind == "image":
+            return {"image": _to_unit_float(self.images[index]), "label": int(self.labels[index])}
+        if self.kind == "text":
+            return {"text": self.texts[index], "label": int(self.labels[index])}
+        raise LayerwiseError(f"{self.name} is a text corpus: iterate make_loader(ds, spec, ...) to get token blocks")
+
+    def subset(self, index: Tensor) -> LayerwiseDataset:
+        """The examples at ``index`` (a 1-D long tensor), in that order; not for corpora."""
+        if self.kind == "corpus":
+            raise LayerwiseError(f"{self.name} is a text corpus: subsets are taken of its token blocks (limit)")
+        return LayerwiseDataset(
+            self.name,
+            self.kind,
+            images=self.images[index] if self.images is not None else None,
+            texts=[self.texts[i] for i in index.tolist()] if self.texts is not None else None,
+            labels=self.labels[index],
+            class_names=self.class_names,
+        )
+
+    def __repr__(self) -> str:
+        return f"LayerwiseDataset(name={self.name!r}, kind={self.kind!r}, size={len(self)}, num_classes={self.num_classes})"
+
+
+def _to_unit_float(image: Tensor) -> Tensor:
+    """uint8 images are stored to save memory; models see float in [0, 1]."""
+    return image.float().div(255.0) if image.dtype == torch.uint8 else image.float()
+
+
+def stratified_indices(labels: np.ndarray, split: str, name: str) -> np.ndarray:
+    """Fixed 80/20 stratified split (seed 0) for data sets shipped without one."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    if split == "all":
+        return index
+    train, test = train_test_split(index, test_size=0.2, stratify=labels, random_state=0)
+    if split == "train":
+        return train
+    if split in ("test", "validation", "valid", "dev"):
+        return test
+    raise LayerwiseError(f"unknown split {split!r} for {name}: use train, test or all")

@@ -1,0 +1,94 @@
+"""``load_dataset``: a data set name or path to a ``LayerwiseDataset``.
+
+Two small data sets need no files: ``digits`` (scikit-learn) and ``sentences`` (package data); the rest
+are located through ``layerwise.data.locate``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from layerwise.data.corpora import load_tinyshakespeare, load_wikitext2
+from layerwise.data.dataset import LayerwiseDataset
+from layerwise.data.images import load_cifar10, load_digits
+from layerwise.data.locate import find_data
+from layerwise.data.text import load_glue, load_sentences
+from layerwise.errors import LayerwiseError
+
+KNOWN_NAMES = (
+    "digits, cifar10, sst2, glue/<TASK>, tinyshakespeare, wikitext2, sentences, "
+    "a directory holding GLUE-style train.tsv/dev.tsv, or a path to a .txt file"
+)
+
+
+def load_dataset(
+    spec: str,
+    split: str = "test",
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+) -> LayerwiseDataset:
+    """Load a data set by name or path; ``limit`` keeps the first ``limit`` examples after a seeded shuffle.
+
+    Names: ``digits``, ``sentences`` (splits train/test, a stratified 80/20 split with seed 0, or all),
+    ``cifar10`` (train/test), ``sst2`` / ``glue/<TASK>`` / a directory with ``train.tsv``/``dev.tsv``
+    (see ``load_glue``), ``tinyshakespeare`` (train = first 90% of the text, test/valid = last 10%),
+    ``wikitext2`` (valid/test; there is no train split), and a path to any ``.txt`` file (the whole
+    file, whatever the split).
+    """
+    if limit is not None and limit <= 0:
+        raise LayerwiseError(f"limit={limit} leaves no examples: pass a positive limit or none")
+    ds = _load_full(spec, split, data_dir)
+    if ds.kind == "corpus":
+        if not (ds.text or "").strip():
+            raise LayerwiseError(f"{ds.name} ({split}) is empty: point it at a file with text")
+        ds.limit, ds.seed = limit, seed
+        return ds
+    if len(ds) == 0:
+        raise LayerwiseError(f"{ds.name} ({split}) has no examples: check the data files")
+    return _take(ds, limit, seed) if limit is not None else ds
+
+
+def _load_full(spec: str, split: str, data_dir: str | Path | None) -> LayerwiseDataset:
+    key = spec.lower()
+    if key == "digits":
+        return load_digits(split)
+    if key == "sentences":
+        return load_sentences(split)
+    if key == "cifar10":
+        return load_cifar10(split, data_dir)
+    if key in ("sst2", "sst-2", "glue/sst2", "glue/sst-2"):
+        return load_glue(find_data("glue/SST-2", data_dir), split, name="sst2")
+    if key.startswith("glue/"):
+        return load_glue(find_data(spec, data_dir), split, name=spec)
+    if key == "tinyshakespeare":
+        return load_tinyshakespeare(split, data_dir)
+    if key in ("wikitext2", "wikitext-2"):
+        return load_wikitext2(split, data_dir)
+    path = Path(spec).expanduser()
+    if path.suffix == ".txt":
+        if not path.is_file():
+            raise LayerwiseError(f"text file {path} not found: pass an existing .txt path")
+        return LayerwiseDataset(path.stem, "corpus", text=path.read_text(encoding="utf-8"))
+    if path.is_dir() and any((path / f).is_file() for f in ("train.tsv", "dev.tsv")):
+        return load_glue(path, split, name=path.name)
+    raise LayerwiseError(f"unknown data set {spec!r}: use one of {KNOWN_NAMES}")
+
+
+def _take(ds: LayerwiseDataset, limit: int, seed: int) -> LayerwiseDataset:
+    """First ``limit`` examples of a seeded permutation, so any limit is a reproducible random subset."""
+    return ds.subset(torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:limit])
+
+
+def holdout(ds: LayerwiseDataset, fraction: float, seed: int) -> tuple[LayerwiseDataset, LayerwiseDataset]:
+    """(held-out, rest): a seeded random ``fraction`` of the examples, and the others."""
+    if not 0.0 < fraction < 1.0:
+        raise LayerwiseError(f"held-out fraction {fraction}: pass a fraction in (0, 1) or a split name")
+    n_val = int(round(fraction * len(ds)))
+    if n_val == 0 or n_val == len(ds):
+        raise LayerwiseError(f"a held-out fraction {fraction} of {len(ds)} samples leaves an empty part: use more data")
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 1))
+    return ds.subset(order[:n_val]), ds.subset(order[n_val:])

@@ -1,0 +1,63 @@
+"""A byte-level tokenizer with a Hugging Face-like call, for the project's own and tiny models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from layerwise.errors import LayerwiseError
+
+
+class ByteTokenizer:
+    """Byte-level tokenizer (ids 0-255 are UTF-8 bytes, 256 is padding) with a HF-like call."""
+
+    vocab_size = 257
+    pad_token_id = 256
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """UTF-8 bytes of ``text``; there are no special tokens (the flag exists for HF parity)."""
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Tensor | list[int], skip_special_tokens: bool = True) -> str:
+        """Bytes back to text; padding is dropped and broken UTF-8 is replaced, not raised."""
+        values = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        return bytes(i for i in values if i < 256).decode("utf-8", errors="replace")
+
+    def __call__(
+        self,
+        texts: str | list[str],
+        padding: bool | str = False,
+        truncation: bool = False,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+    ) -> dict[str, Any]:
+        """Tokenise like a HF tokenizer: right padding, ``input_ids`` and ``attention_mask``."""
+        single = isinstance(texts, str)
+        rows = [self.encode(t) for t in ([texts] if single else texts)]
+        if truncation and max_length is not None:
+            rows = [r[:max_length] for r in rows]
+        width = _pad_width(rows, padding, max_length)
+        masks = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
+        ids = [r + [self.pad_token_id] * (width - len(r)) for r in rows]
+        if return_tensors == "pt":
+            if len({len(r) for r in ids}) > 1:
+                raise LayerwiseError("texts have different lengths: pass padding=True to get tensors")
+            return {"input_ids": torch.tensor(ids, dtype=torch.long), "attention_mask": torch.tensor(masks, dtype=torch.long)}
+        if return_tensors is not None:
+            raise LayerwiseError(f"return_tensors={return_tensors!r} is not supported: use 'pt' or None")
+        return {"input_ids": ids[0] if single else ids, "attention_mask": masks[0] if single else masks}
+
+
+def _pad_width(rows: list[list[int]], padding: bool | str, max_length: int | None) -> int:
+    """Target length per HF semantics: longest in batch, max_length, or none (0 pads nothing)."""
+    if padding in (True, "longest"):
+        return max((len(r) for r in rows), default=0)
+    if padding == "max_length":
+        if max_length is None:
+            raise LayerwiseError("padding='max_length' needs max_length")
+        return max_length
+    if padding in (False, "do_not_pad"):
+        return 0
+    raise LayerwiseError(f"unknown padding {padding!r}: use True, 'longest', 'max_length' or False")

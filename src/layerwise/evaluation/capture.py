@@ -1,0 +1,55 @@
+"""Feature capture: one forward pass per batch yields every layer's state, streamed over a loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from layerwise.data.batches import to_device
+from layerwise.errors import LayerwiseError
+from layerwise.stack import LayerStack, StackState
+
+
+@dataclass
+class CapturedBatch:
+    """Layers 0..L of one batch. ``states[l].h`` is (B, T, D); ``features(pooling)`` pools them."""
+
+    stack: LayerStack
+    states: list[StackState]
+    labels: Tensor | None
+
+    def features(self, pooling: str | None = None) -> list[Tensor]:
+        return [self.stack.features(s, pooling) for s in self.states]
+
+
+@torch.no_grad()
+def capture(
+    stack: LayerStack,
+    loader: Iterable[dict[str, Tensor]],
+    *,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    desc: str = "capture",
+) -> Iterator[CapturedBatch]:
+    """Stream batches through the stack in eval mode, yielding all L+1 layers of each batch.
+
+    Nothing is kept between batches: consumers accumulate what their measure needs.
+    """
+    device = device or next(stack.parameters()).device
+    was_training = stack.training
+    stack.eval()
+    seen = 0
+    try:
+        total = len(loader) if hasattr(loader, "__len__") else None
+        for batch in tqdm(loader, total=total, desc=desc, disable=not progress, leave=False):
+            batch = to_device(batch, device)
+            seen += 1
+            yield CapturedBatch(stack, list(stack.states(batch)), batch.get("labels"))
+    finally:
+        stack.train(was_training)
+    if seen == 0:
+        raise LayerwiseError("the data set is empty: check the data path, split and --limit")

@@ -1,0 +1,17 @@
+"""Reports: what the tool writes.
+
+- ``serialize``: JSON with NaN as null, atomic writes (imported here; light, no plotting library);
+- ``figures``: every figure, drawn without pyplot's global state;
+- ``writers``: each command's output folder (results.json, CSV, figures).
+"""
+
+from layerwise.report.serialize import (
+                                        atomic_save_tensors,
+                                        atomic_write,
+                                        atomic_write_text,
+                                        jsonable,
+                                        warning_messages,
+                                        write_json,
+)
+
+__all__ = ["atomic_save_tensors", "atomic_write", "atomic_write_text", "jsonable", "warning_messages", "write_json"]

@@ -1,0 +1,81 @@
+"""Figures. Drawn on ``matplotlib.figure.Figure`` objects, never through pyplot, so no backend is chosen
+and no global matplotlib state is touched. Undefined (NaN) cells are left blank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def heatmap(matrix: np.ndarray, title: str, path: Path, xlabel: str = "layer", ylabel: str = "layer") -> None:
+    """A layer × layer matrix; NaN cells blank."""
+    fig = Figure(figsize=(5.2, 4.4))
+    ax = fig.subplots()
+    finite = np.isfinite(matrix).any()
+    im = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", origin="lower",
+                   vmin=np.nanmin(matrix) if finite else 0, vmax=np.nanmax(matrix) if finite else 1)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    fig.colorbar(im, ax=ax)
+    _save(fig, path)
+
+
+def layer_curves(results: dict, path: Path) -> None:
+    """COS and CKA of every layer against the last, with the layer-wise readout accuracy."""
+    layers = results["layers"]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for key, label in (("cos", "COS to last"), ("cka_linear", "CKA to last"),
+                       ("cka_linear_debiased", "debiased CKA to last")):
+        if key in results:
+            ax.plot(layers, np.asarray(results[key], float)[:, -1], marker="o", label=label)
+    if "accuracy" in results:
+        ax.plot(layers, results["accuracy"], marker="s", color="black", label="readout accuracy")
+    ax.set(xlabel="layer ℓ", ylabel="value", title="Similarity to the last layer and layer-wise accuracy",
+           ylim=(min(0.0, ax.get_ylim()[0]), 1.02))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def cos_boxplot(per_sample: np.ndarray, path: Path) -> None:
+    """Per-sample COS of each layer against the last (undefined samples/layers omitted)."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    columns = [col[np.isfinite(col)] for col in per_sample.T]
+    ax.boxplot([c if len(c) else [np.nan] for c in columns], positions=range(len(columns)), showfliers=False)
+    ax.set(xlabel="layer ℓ", ylabel="COS(hˡ, hᴸ) per sample", title="Per-sample COS to the last layer")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def exit_histograms(reports: Sequence[dict], path: Path) -> None:
+    """One bar chart of exit layers per model."""
+    fig = Figure(figsize=(4 * len(reports), 3.2))
+    axes = fig.subplots(1, len(reports), squeeze=False)
+    for ax, r in zip(axes[0], reports):
+        hist = r["exit_histogram"]
+        ax.bar(range(1, len(hist) + 1), hist, color="tab:blue")
+        ax.set(title=f"{Path(r['name']).name}: {r['policy']} τ={r['threshold']:g}", xlabel="exit layer",
+               ylabel="samples", xticks=range(1, len(hist) + 1))
+    _save(fig, path)
+
+
+def exit_sweep(reports: Sequence[dict], path: Path) -> None:
+    """Accuracy against the layer-count and the wall-clock speedup over a threshold sweep, one curve per model."""
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    for key, ax in zip(("layer_speedup", "wall_speedup"), axes):
+        for r in reports:
+            ax.plot([p[key] for p in r["sweep"]], [p["accuracy"] for p in r["sweep"]], "o-", label=Path(r["name"]).name)
+        ax.set(xlabel=f"{key.replace('_', ' ')} (×)", ylabel="accuracy", title=key.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path)

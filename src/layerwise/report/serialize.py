@@ -1,0 +1,73 @@
+"""Files the tool writes: JSON with NaN as null, and atomic writes (temporary file, then rename)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import save_file
+
+
+def jsonable(x: Any, digits: int | None = None) -> Any:
+    """numpy/torch → lists; NaN/Inf → None (JSON has no NaN, and a silent NaN is a bug); paths → str;
+    floats rounded to ``digits`` decimals when given."""
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return None
+        return x if digits is None else round(x, digits)
+    if isinstance(x, dict):
+        return {str(k): jsonable(v, digits) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v, digits) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` to a temporary file in the same directory, then rename: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_json(obj: Any, path: Path, digits: int | None = None) -> None:
+    """``obj`` as indented JSON (NaN → null), written atomically; creates the parent directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(jsonable(obj, digits), indent=2, allow_nan=False), path)
+
+
+def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file written atomically (contiguous, de-aliased CPU copies)."""
+    data = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(data, tmp, metadata=metadata))
+
+
+def warning_messages(caught) -> list[str]:
+    """Our own warnings (undefined layers, subsampling), once each; third-party chatter is dropped."""
+    seen: list[str] = []
+    for w in caught:
+        if "layerwise" not in str(w.filename):
+            continue
+        msg = str(w.message).splitlines()[0]
+        if msg not in seen:
+            seen.append(msg)
+    return seen

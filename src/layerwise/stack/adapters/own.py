@@ -1,0 +1,27 @@
+"""The project's own ViT, GPT and MLP (``layerwise.models``), built stack-shaped already."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from layerwise.stack.readout import Readout
+from layerwise.stack.registry import register_adapter
+from layerwise.stack.state import StackParts, StackState
+
+
+@register_adapter("layerwise (ViT, GPT, MLP)", lambda m: hasattr(m, "arch") and hasattr(m, "config_dict"))
+def own_model(model: nn.Module) -> StackParts:
+    def embed(inputs: dict[str, Tensor]) -> StackState:
+        return StackState(h=model.embed(inputs), mask=inputs.get("attention_mask"))
+
+    lm = model.pooling == "none"
+    return StackParts(
+        embed=embed,
+        blocks=model.blocks,
+        readout=Readout(model.norm, model.head, model.pooling),
+        task="lm" if lm else "classification",
+        feature_pooling="last" if lm else "cls",
+        hidden_size=model.config.dim,
+        num_classes=None if lm else model.config.num_classes,
+        call_block=lambda block, state: block(state.h),
+    )

@@ -1,0 +1,85 @@
+"""The layer stack: any supported model viewed as embed → blocks → readout.
+
+    h⁰ = embed(x),   hˡ = blockₗ(hˡ⁻¹) for ℓ = 1..L,   logits = readout(hˡ) = head(pool(norm(hˡ)))
+
+Everything else (capture, measures, aligned training, early exit, truncation) goes through this class,
+so adding an architecture means adding one adapter (``layerwise/stack/adapters/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterator
+
+from torch import Tensor, nn
+
+from layerwise.data.batches import model_inputs
+from layerwise.errors import LayerwiseError
+from layerwise.stack.readout import pool
+from layerwise.stack.registry import Adapter, find_adapter
+from layerwise.stack.state import StackParts, StackState, Task, default_call_block
+
+
+class LayerStack(nn.Module):
+    """A model viewed as embed → L blocks → readout. Wraps the model; its weights are untouched.
+
+    >>> stack = LayerStack(model)
+    >>> hs = stack.hidden_states(inputs)          # [h⁰, …, hᴸ], each (B, T, D)
+    >>> logits = stack.readout(hs[3], mask)       # the model's own readout after block 3
+    """
+
+    def __init__(self, model: nn.Module, adapter: Adapter | None = None, parts: StackParts | None = None):
+        super().__init__()
+        self.model = model
+        self.adapter = adapter or (None if parts is not None else find_adapter(model))
+        p = parts or self.adapter.parts(model)
+        self._embed = p.embed
+        self.blocks = p.blocks
+        self.readout = p.readout
+        self.task: Task = p.task
+        self.feature_pooling = p.feature_pooling
+        self.hidden_size = p.hidden_size
+        self.num_classes = p.num_classes
+        self._call_block = p.call_block or default_call_block
+
+    @property
+    def num_layers(self) -> int:
+        """L, the number of blocks; features exist for layers 0..L."""
+        return len(self.blocks)
+
+    def embed(self, inputs: dict[str, Tensor]) -> StackState:
+        """h⁰ and the per-block context (attention masks, position information)."""
+        return self._embed(model_inputs(inputs))
+
+    def block(self, index: int, state: StackState) -> StackState:
+        """Run block ``index`` (0-based, producing h^{index+1})."""
+        return replace(state, h=self._call_block(self.blocks[index], state))
+
+    def states(self, inputs: dict[str, Tensor], upto: int | None = None) -> Iterator[StackState]:
+        """Yield the state at layers 0, 1, …, upto (default L), one block at a time."""
+        upto = self.num_layers if upto is None else upto
+        if not 0 <= upto <= self.num_layers:
+            raise LayerwiseError(f"layer {upto} out of range: this model has layers 0..{self.num_layers}")
+        state = self.embed(inputs)
+        yield state
+        for i in range(upto):
+            state = self.block(i, state)
+            yield state
+
+    def hidden_states(self, inputs: dict[str, Tensor], upto: int | None = None) -> list[Tensor]:
+        """[h⁰, …, h^upto], each (B, T, D)."""
+        return [s.h for s in self.states(inputs, upto)]
+
+    def forward(self, inputs: dict[str, Tensor], upto: int | None = None) -> Tensor:
+        """readout(h^upto): with upto = L this is the wrapped model's own output."""
+        for state in self.states(inputs, upto):
+            pass
+        return self.readout(state.h, state.mask)
+
+    def layer_logits(self, inputs: dict[str, Tensor]) -> list[Tensor]:
+        """readout(hˡ) for every layer ℓ = 0..L in one forward pass."""
+        return [self.readout(s.h, s.mask) for s in self.states(inputs)]
+
+    def features(self, state: StackState, pooling: str | None = None) -> Tensor:
+        """The feature of the token predictions use (raw residual stream, before the final norm)."""
+        return pool(state.h, state.mask, pooling or self.feature_pooling)

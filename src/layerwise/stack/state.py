@@ -1,0 +1,62 @@
+"""What flows between blocks (``StackState``) and what an adapter hands the stack (``StackParts``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from torch import Tensor, nn
+
+from layerwise.stack.readout import Readout
+
+Task = Literal["classification", "lm", "encoder"]
+
+
+@dataclass
+class StackState:
+    """Hidden states between blocks plus what each block needs besides them (masks, positions)."""
+
+    h: Tensor
+    mask: Tensor | None = None  # (B, T) padding mask of the inputs, 1 = real token
+    block_args: tuple = ()
+    block_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def select(self, rows: Tensor) -> StackState:
+        """Keep only the given batch rows (early-exit compaction); shared broadcast tensors are kept whole."""
+        b = self.h.shape[0]
+
+        def take(x: Any) -> Any:
+            if isinstance(x, Tensor) and x.ndim >= 2 and x.shape[0] == b:
+                return x[rows]
+            if isinstance(x, tuple):
+                return tuple(take(v) for v in x)
+            if isinstance(x, list):
+                return [take(v) for v in x]
+            return x
+
+        return StackState(
+            h=self.h[rows],
+            mask=None if self.mask is None else self.mask[rows],
+            block_args=take(self.block_args),
+            block_kwargs={k: take(v) for k, v in self.block_kwargs.items()},
+        )
+
+
+@dataclass
+class StackParts:
+    """What an adapter hands the stack."""
+
+    embed: Callable[[dict[str, Tensor]], StackState]
+    blocks: nn.ModuleList
+    readout: Readout
+    task: Task
+    feature_pooling: str  # the model's own token choice for features (cls / last / mean)
+    hidden_size: int
+    num_classes: int | None = None
+    call_block: Callable[[nn.Module, StackState], Tensor] | None = None
+
+
+def default_call_block(block: nn.Module, state: StackState) -> Tensor:
+    """Hugging Face blocks take the captured positional/keyword inputs and may return a tuple."""
+    out = block(state.h, *state.block_args, **state.block_kwargs)
+    return out[0] if isinstance(out, (tuple, list)) else out

@@ -1,0 +1,372 @@
+"""Layer-wise training on Hugging Face Accelerate: standard, aligned, cos-reg, multi-exit, LP and LP-FT.
+
+One code path for one CPU, one GPU (``--mixed-precision bf16|fp16``: ``torch.autocast``, and a gradient
+scaler for fp16) and several processes (``accelerate launch``: DDP, or FSDP from Accelerate's config).
+``train(config)`` is the whole API; the ``layerwise train`` command is a thin wrapper.
+
+Reproducibility and resumption
+- ``--batch-size`` is the global batch of one forward pass (split evenly across processes); an optimizer
+  step consumes ``grad_accum`` of them. Epoch e visits a permutation drawn from a generator seeded by
+  (seed, e), cut into full batches (the ragged tail is dropped), so any position can be replayed.
+- A checkpoint (every ``checkpoint_every`` optimizer steps and at each epoch end, ``checkpointing.py``)
+  holds the weights, optimizer + scheduler state, every RNG state, the position and the running epoch loss.
+  Resuming skips the consumed batches by iterating them (so the augmentation stream replays), restores the
+  RNGs, and on CPU ends bitwise equal to an uninterrupted run.
+- A non-finite loss stops the run with a ``LayerwiseError`` before any further checkpoint is written.
+- Under FSDP the checkpoint holds the full model state (``accelerator.get_state_dict``); the optimizer
+  state is the main process's view, so resuming an FSDP run is not covered (DDP and single device are).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from layerwise.checkpoints import ModelBundle, load_model, make_exit_heads, save_model
+from layerwise.data import load_dataset, make_loader, to_device
+from layerwise.errors import LayerwiseError
+from layerwise.evaluation.per_layer import evaluate_layers, layer_losses
+from layerwise.models import StackModel, build_own
+from layerwise.report.serialize import atomic_write_text, jsonable
+from layerwise.stack import LayerStack
+from layerwise.training import objectives as O
+from layerwise.training.checkpointing import (
+    checkpoint_name,
+    corrupt,
+    latest_checkpoint,
+    load_checkpoint,
+    set_rng_state,
+    write_checkpoint,
+)
+from layerwise.training.config import RESUME_KEYS, TrainConfig
+from layerwise.training.probe import (
+    fit_probe,
+    head_inputs,
+    probe_to_linear,
+    readout_linear,
+)
+from layerwise.training.schedules import (
+    epoch_order,
+    make_optimizer,
+    make_scheduler,
+    shard,
+)
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class ObjectiveModule(nn.Module):
+    """Wraps the stack (and multi-exit heads) so one ``forward(batch, phase)`` returns the loss.
+
+    Computing the loss inside ``forward`` lets DDP/FSDP see every parameter use.
+    """
+
+    def __init__(self, stack: LayerStack, exit_heads: nn.ModuleList | None, weights: Tensor, beta: float):
+        super().__init__()
+        self.stack, self.exit_heads, self.beta = stack, exit_heads, beta
+        self.register_buffer("weights", weights.float(), persistent=False)
+
+    def forward(self, batch: dict[str, Tensor], phase: str) -> Tensor:
+        states = list(self.stack.states(batch))[1:]  # layers 1..L
+        hs, mask, labels, task = [s.h for s in states], states[-1].mask, batch["labels"], self.stack.task
+        readout = self.stack.readout
+        if phase == "standard":
+            return O.standard(layer_losses([readout], hs[-1:], mask, labels, task))
+        if phase == "aligned":
+            return O.aligned(layer_losses([readout] * len(hs), hs, mask, labels, task), self.weights)
+        if phase == "multi-exit":
+            return O.multi_exit(layer_losses(list(self.exit_heads), hs, mask, labels, task), self.weights)
+        if phase == "cos-reg":
+            ce_last = layer_losses([readout], hs[-1:], mask, labels, task)[0]
+            return O.cos_reg(ce_last, [self.stack.features(s) for s in states], self.weights, self.beta)
+        raise LayerwiseError(f"unknown training phase {phase!r}")
+
+
+@dataclass
+class Position:
+    """Where the run stands: epochs completed, micro-batches consumed in the current epoch, optimizer steps."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    lp_done: bool = False
+
+
+def build_bundle(cfg: TrainConfig, num_classes: int | None) -> ModelBundle:
+    """Load the model, apply --depth / --max-length (to this bundle only), add multi-exit heads when needed."""
+    bundle = load_model(cfg.model, num_classes=num_classes)
+    if cfg.depth is not None:
+        if not isinstance(bundle.model, StackModel):
+            raise LayerwiseError("--depth applies to the project's own models (vit-*, gpt-tiny, mlp-*) only")
+        model = build_own({**bundle.model.config_dict(), "depth": cfg.depth})
+        bundle = ModelBundle(bundle.name, model, LayerStack(model), bundle.inputs, meta=bundle.meta)
+    if cfg.max_length is not None:
+        bundle.inputs = replace(bundle.inputs, max_length=cfg.max_length)
+    if cfg.stage2 in ("multi-exit", "multi-exit-joint") and bundle.exit_heads is None:
+        heads = make_exit_heads(bundle.stack)
+        heads[-1] = bundle.stack.readout  # the last exit is the model's own readout
+        bundle.exit_heads = heads
+    return bundle
+
+
+def _accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Alternating objectives leave some parameters unused on half the steps (multi-exit heads).
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.stage2 in ("multi-exit",))
+    try:  # mixed precision is ours (autocast + scaler), so in-process runs may differ in it
+        return Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp])
+    except ValueError as e:
+        raise LayerwiseError(f"Accelerate was already set up differently in this process ({e}): "
+                             "train in a new process") from e
+
+
+class Trainer:
+    """Build everything from a TrainConfig, then ``fit()``. ``step(micro_batches)`` is one optimizer step."""
+
+    def __init__(self, cfg: TrainConfig, train_ds=None, eval_ds=None):
+        from accelerate.utils import set_seed
+
+        self.cfg = cfg = cfg.check()
+        self.out = Path(cfg.out)
+        self.ckpt_root = self.out / "checkpoint"
+        self.accelerator = acc = _accelerator(cfg)
+        self.rank, self.world = acc.process_index, acc.num_processes
+        if cfg.batch_size % self.world:
+            raise LayerwiseError(f"batch size {cfg.batch_size} is not divisible by {self.world} processes")
+        set_seed(cfg.seed)
+        dtype = AUTOCAST_DTYPES.get(cfg.mixed_precision)
+        self.autocast = (lambda: torch.autocast(acc.device.type, dtype=dtype)) if dtype else nullcontext
+        self.scaler = torch.amp.GradScaler(acc.device.type, enabled=cfg.mixed_precision == "fp16")
+
+        if train_ds is None:
+            train_ds = load_dataset(cfg.data, "train", limit=cfg.limit, seed=cfg.seed, data_dir=cfg.data_dir)
+        if eval_ds is None:
+            eval_ds = load_dataset(cfg.data, cfg.eval_split, limit=cfg.eval_limit, seed=cfg.seed, data_dir=cfg.data_dir)
+        self.train_ds, self.eval_ds = train_ds, eval_ds
+        self.bundle = build_bundle(cfg, self.train_ds.num_classes)
+        self.stack = self.bundle.stack
+        self.pos = Position()
+        self.eval_loader = self._loader(self.eval_ds, cfg.eval_batch_size or cfg.batch_size)
+        self._train_set = None
+        n = len(self._epoch_dataset(0)[0])
+        self.micro_per_epoch = (n // cfg.batch_size) // cfg.grad_accum * cfg.grad_accum
+        self.steps_per_epoch = self.micro_per_epoch // cfg.grad_accum
+        if cfg.objective != "lp" and cfg.epochs and self.steps_per_epoch == 0:
+            raise LayerwiseError(f"{n} training examples make no full batch of {cfg.batch_size}×{cfg.grad_accum}: "
+                                 "lower --batch-size/--grad-accum or raise --limit")
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+
+        weights = O.layer_weights(self.stack.num_layers, cfg.layer_weights)
+        self.module = ObjectiveModule(self.stack, self.bundle.exit_heads, weights, cfg.cos_beta)
+        self.optimizer = make_optimizer(self.module, cfg.lr, cfg.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, cfg.schedule, self.total_steps, cfg.warmup_steps,
+                                        [m * self.steps_per_epoch for m in cfg.milestones], cfg.gamma)
+        self._rng = self._resume()
+        self.model, self.optimizer = acc.prepare(self.module, self.optimizer)
+
+    # -- data
+
+    def _loader(self, ds, batch_size: int) -> DataLoader:
+        return make_loader(ds, self.bundle.inputs, batch_size, seq_len=self.cfg.seq_len, num_workers=self.cfg.num_workers)
+
+    def _epoch_dataset(self, epoch: int):
+        """(dataset, collate) for an epoch; image augmentation draws from a stream seeded by (seed, epoch, rank)."""
+        cfg = self.cfg
+        if self._train_set is not None and not cfg.augment:
+            return self._train_set  # collation is deterministic: build once (corpora tokenise once)
+        seed = (cfg.seed * 100_003 + epoch) * 64 + self.rank
+        base = make_loader(self.train_ds, self.bundle.inputs, 1, augment=cfg.augment, seed=seed, seq_len=cfg.seq_len)
+        self._train_set = (base.dataset, base.collate_fn)
+        return self._train_set
+
+    def _epoch_loader(self, epoch: int) -> DataLoader:
+        dataset, collate = self._epoch_dataset(epoch)
+        batches = epoch_order(len(dataset), self.cfg.batch_size, self.cfg.seed, epoch)[: self.micro_per_epoch]
+        # An own generator: creating the iterator must not draw from the global RNG (resume replays it).
+        return DataLoader(dataset, batch_sampler=shard(batches, self.rank, self.world), collate_fn=collate,
+                          num_workers=self.cfg.num_workers, generator=torch.Generator().manual_seed(self.cfg.seed))
+
+    # -- checkpoints
+
+    def _resume(self) -> dict | None:
+        path = latest_checkpoint(self.ckpt_root) if self.ckpt_root.exists() else None
+        if path is None:
+            if self.cfg.resume:
+                raise LayerwiseError(f"--resume: no checkpoint in {self.ckpt_root}; run without --resume to start")
+            return None
+        ck = load_checkpoint(path, self.rank)
+        state = ck["trainer_state"]
+        saved = state.get("config", {})
+        changed = [k for k in RESUME_KEYS if k in saved and saved[k] != jsonable(getattr(self.cfg, k))]
+        if changed:
+            raise LayerwiseError(f"{path} was written with other {', '.join(changed)}: use the same options, "
+                                 f"or another --out to start a new run")
+        try:
+            self.module.load_state_dict(ck["model"])
+        except RuntimeError as e:
+            raise LayerwiseError(f"{path}/model.safetensors does not match the model: {str(e).splitlines()[0]}") from e
+        try:
+            self.optimizer.load_state_dict(ck["optimizer"]["optimizer"])
+            self.scheduler.load_state_dict(ck["optimizer"]["scheduler"])
+            if "scaler" in ck["optimizer"]:
+                self.scaler.load_state_dict(ck["optimizer"]["scaler"])
+            self.pos = Position(**state["position"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise corrupt(path / "optimizer.pt", e) from e
+        return ck["rng"]
+
+    def save_checkpoint(self, tag: str) -> Path:
+        """Write DIR/checkpoint/step-N-TAG (see ``checkpointing.write_checkpoint``)."""
+        state = self.accelerator.get_state_dict(self.model)  # collective under FSDP: every rank calls it
+        return write_checkpoint(
+            self.accelerator, self.ckpt_root, checkpoint_name(self.pos.step, tag), state,
+            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+             "scaler": self.scaler.state_dict()},
+            {"position": asdict(self.pos), "config": jsonable(asdict(self.cfg))})
+
+    # -- training
+
+    def step(self, micro_batches: Sequence[dict[str, Tensor]]) -> float:
+        """One optimizer step over ``grad_accum`` micro-batches; returns their mean loss."""
+        acc, phase = self.accelerator, O.phase(self.cfg.stage2, self.pos.step)
+        total = 0.0
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            with nullcontext() if last else acc.no_sync(self.model):
+                with self.autocast():
+                    loss = self.model(to_device(batch, acc.device), phase)
+                value = loss.item()
+                self._check_finite(value)
+                acc.backward(self.scaler.scale(loss / len(micro_batches)))
+            total += value
+        if self.cfg.max_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pos.step += 1
+        return total / len(micro_batches)
+
+    def _check_finite(self, value: float) -> None:
+        bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=self.accelerator.device)
+        if self.world > 1:  # every process must stop together, or the others hang in the next all-reduce
+            bad = self.accelerator.reduce(bad, "sum")
+        if bad.item():
+            last = latest_checkpoint(self.ckpt_root) if self.ckpt_root.exists() else None
+            keep = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
+            raise LayerwiseError(f"the loss became {value} at step {self.pos.step} (epoch {self.pos.epoch + 1}): "
+                                 f"lower --lr, add --max-grad-norm or use --mixed-precision no; {keep}")
+
+    def evaluate(self) -> dict[str, list[float]]:
+        acc = self.accelerator
+        return evaluate_layers(self.stack, self.eval_loader, self.bundle.exit_heads, device=acc.device, rank=self.rank,
+                               world=self.world, reduce=(lambda t: acc.reduce(t, "sum")) if self.world > 1 else None,
+                               autocast=self.autocast)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with (self.out / "log.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _trim_log(self) -> None:
+        """On resume, drop records of epochs the checkpoint had not completed (they are redone)."""
+        path = self.out / "log.jsonl"
+        if not self.accelerator.is_main_process or not path.exists():
+            return
+        keep = [line for line in path.read_text().splitlines() if line.strip()
+                and json.loads(line).get("epoch", 0) <= self.pos.epoch]
+        atomic_write_text("".join(line + "\n" for line in keep), path)
+
+    def linear_probe(self) -> dict[str, float]:
+        """LP stage: fit the readout's last Linear on frozen features (C by cross-validation)."""
+        if self.stack.task != "classification":
+            raise LayerwiseError(f"LP needs a classifier; {self.cfg.model} is a {self.stack.task} model")
+        loader = self._loader(self.train_ds, self.cfg.eval_batch_size or self.cfg.batch_size)
+        x, y = head_inputs(self.stack, loader, self.accelerator.device)
+        clf = fit_probe(x, y, self.cfg.lp_cv, self.cfg.seed)
+        probe_to_linear(clf, readout_linear(self.stack))
+        return {"lp_C": float(np.ravel(clf.C_)[0]), "lp_train_accuracy": float(clf.score(x.double().numpy(), y.numpy()))}
+
+    def fit(self) -> dict[str, Any]:
+        """Train (resuming if a checkpoint exists), log every epoch, save the final model; return its metrics."""
+        cfg, acc = self.cfg, self.accelerator
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        t0 = time.perf_counter()
+        if self._rng is not None:
+            self._trim_log()
+            set_rng_state(self._rng)
+        elif (self.out / "log.jsonl").exists() and acc.is_main_process:
+            (self.out / "log.jsonl").unlink()  # a fresh run starts a fresh log
+        record: dict[str, Any] = {}
+        if cfg.objective in ("lp", "lp-ft") and not self.pos.lp_done:
+            info = self.linear_probe()
+            self.pos.lp_done = True
+            record = {"epoch": 0, "step": 0, "stage": "lp", **info, **self.evaluate()}
+            self._log(record)
+            if cfg.objective == "lp-ft" and cfg.epochs:
+                self.save_checkpoint("lp")
+        if cfg.objective != "lp":
+            record = self._train_epochs(t0) or record
+        if not record:
+            record = {"epoch": self.pos.epoch, "step": self.pos.step, **self.evaluate()}
+        if acc.is_main_process:
+            self.bundle.meta["training"] = {k: v for k, v in jsonable(asdict(cfg)).items()
+                                            if k not in ("out", "resume", "progress", "cpu")}
+            save_model(self.bundle, self.out)
+            atomic_write_text(json.dumps(record, indent=2), self.out / "metrics.json")
+        acc.wait_for_everyone()
+        return record
+
+    def _train_epochs(self, t0: float) -> dict[str, Any]:
+        cfg, acc, pos = self.cfg, self.accelerator, self.pos
+        record: dict[str, Any] = {}
+        while pos.epoch < cfg.epochs:
+            it = iter(self._epoch_loader(pos.epoch))
+            for _ in range(pos.batch):  # replay consumed batches (advances the augmentation stream identically)
+                next(it)
+            bar = tqdm(total=self.steps_per_epoch, initial=pos.batch // cfg.grad_accum, leave=False,
+                       desc=f"epoch {pos.epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and acc.is_main_process))
+            while pos.batch < self.micro_per_epoch:
+                loss = self.step([next(it) for _ in range(cfg.grad_accum)])
+                pos.batch += cfg.grad_accum
+                pos.loss_sum += loss
+                pos.loss_n += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint("mid")
+            bar.close()
+            train_loss = torch.tensor([pos.loss_sum, float(pos.loss_n)], dtype=torch.float64, device=acc.device)
+            if self.world > 1:
+                train_loss = acc.reduce(train_loss, "sum")
+            record = {"epoch": pos.epoch + 1, "step": pos.step, "lr": self.scheduler.get_last_lr()[0],
+                      "train_loss": (train_loss[0] / train_loss[1].clamp_min(1)).item(), **self.evaluate(),
+                      "elapsed_s": round(time.perf_counter() - t0, 2)}
+            self._log(record)
+            pos.epoch, pos.batch, pos.loss_sum, pos.loss_n = pos.epoch + 1, 0, 0.0, 0
+            self.save_checkpoint("end")
+        return record
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run a training job described by ``cfg``; returns the final evaluation record."""
+    return Trainer(cfg).fit()
