@@ -1,13 +1,7 @@
 """Models by name and on disk: built-in names, loading and saving, multi-exit heads, truncated copies."""
 
 from layerwise.checkpoints.builtin import BUILTIN, describe_models
-from layerwise.checkpoints.bundle import (
-           ModelBundle,
-           exit_readouts,
-           make_bundle,
-           make_exit_heads,
-           truncate,
-)
+from layerwise.checkpoints.bundle import ModelBundle, exit_readouts, make_bundle, make_exit_heads, truncate
 from layerwise.checkpoints.load import load_model
 from layerwise.checkpoints.save import save_model
 

@@ -8,13 +8,7 @@
 """
 
 from layerwise.data.augment import augment_images
-from layerwise.data.batches import (
-           Batch,
-           labels_of,
-           materialize,
-           model_inputs,
-           to_device,
-)
+from layerwise.data.batches import Batch, labels_of, materialize, model_inputs, to_device
 from layerwise.data.collate import make_loader, prepare_images
 from layerwise.data.corpora import corpus_blocks
 from layerwise.data.dataset import LayerwiseDataset

@@ -15,12 +15,7 @@ from layerwise.evaluation.per_layer import (
                                             lm_targets,
                                             readout_targets,
 )
-from layerwise.evaluation.transfer import (
-                                            layerwise_accuracy,
-                                            readout_inputs,
-                                            shift_accuracy,
-                                            transfer_accuracy,
-)
+from layerwise.evaluation.transfer import layerwise_accuracy, readout_inputs, shift_accuracy, transfer_accuracy
 
 __all__ = ["CapturedBatch", "LayerScores", "analyze", "capture", "compare", "dense_ce", "evaluate_layers",
            "evaluate_model", "layer_logits", "layer_losses", "layer_measures", "layer_sums", "layerwise_accuracy",

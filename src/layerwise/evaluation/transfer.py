@@ -17,14 +17,7 @@ import torch
 from torch import Tensor
 
 from layerwise.checkpoints import ModelBundle
-from layerwise.data import (
-    LayerwiseDataset,
-    labels_of,
-    load_dataset,
-    make_loader,
-    materialize,
-    model_inputs,
-)
+from layerwise.data import LayerwiseDataset, labels_of, load_dataset, make_loader, materialize, model_inputs
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.per_layer import layer_logits
 

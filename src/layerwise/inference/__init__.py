@@ -11,12 +11,7 @@ from layerwise.inference.policies import (
                                           default_thresholds,
                                           make_policy,
 )
-from layerwise.inference.runner import (
-                                          EarlyExitRunner,
-                                          ExitResult,
-                                          FirstExit,
-                                          layer_speedup,
-)
+from layerwise.inference.runner import EarlyExitRunner, ExitResult, FirstExit, layer_speedup
 from layerwise.inference.simulate import accuracy, calibrate, calibration_grid, simulate
 from layerwise.inference.timing import median_seconds, plain_forward, timed
 

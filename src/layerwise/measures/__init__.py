@@ -1,13 +1,15 @@
 """Registry of layer-similarity measures and `layer_matrix`, the L_a×L_b matrix over all layer pairs.
 
+One file per family (cosine, cka, cca, procrustes, rsa, pnka, knn): pure functions, and at its end the
+family's ``MEASURES``, each with its invariances as named fields (``base.Invariances``). A new measure is
+a function and one ``Measure(...)`` line in its family's file (a new family: add it to ``FAMILIES``).
+``streaming.py`` holds the additive statistics behind exact COS and linear CKA over any N.
+
 Every measure is computed in float64. Measures that need N×N structure (`needs_pairwise`) run on a
 random subset of at most `SAMPLE_CAP` samples (fixed seed, same rows for both models), with a warning.
 """
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
@@ -15,92 +17,12 @@ import torch
 from layerwise.errors import LayerwiseError
 from layerwise.measures import cca, cka, cosine, knn, pnka, procrustes, rsa
 from layerwise.measures._util import warn_undefined
+from layerwise.measures.base import Invariances, Measure
 
 SAMPLE_CAP = 2000  # N×N float64 kernels per layer: 32 MB each at the cap
 
-INVARIANCES = frozenset({"orthogonal", "isotropic_scaling", "translation", "invertible_linear", "permutation"})
-
-
-@dataclass(frozen=True)
-class Measure:
-    """A similarity measure. `fn(X, Y, **options) -> float`; `matrix(feats_a, feats_b|None, **options)`
-    gives all pairs at once, reusing per-layer work (rows: feats_a; feats_b=None: within-model)."""
-
-    name: str
-    fn: Callable[..., float]
-    higher_is_more_similar: bool
-    invariances: frozenset[str]
-    needs_pairwise: bool
-    equal_width: bool
-    description: str
-    matrix: Callable[..., np.ndarray]
-    symmetric: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.invariances <= INVARIANCES:
-            raise ValueError(f"unknown invariances {set(self.invariances - INVARIANCES)}")
-
-
-def _pairwise(prepare: Callable, pair: Callable, symmetric: bool = True) -> Callable[..., np.ndarray]:
-    """Matrix from a per-layer `prepare` (done once per layer) and a cheap `pair` on prepared layers."""
-
-    def matrix(feats_a, feats_b=None, **options) -> np.ndarray:
-        pa = [prepare(x, **options) for x in feats_a]
-        pb = pa if feats_b is None else [prepare(x, **options) for x in feats_b]
-        m = np.empty((len(pa), len(pb)))
-        for i in range(len(pa)):
-            for j in range(len(pb)):
-                if feats_b is None and symmetric and j < i:
-                    m[i, j] = m[j, i]  # within-model and symmetric: each pair once
-                else:
-                    m[i, j] = pair(pa[i], pb[j])
-        return m
-
-    return matrix
-
-
-_ROT = frozenset({"orthogonal", "isotropic_scaling", "translation", "permutation"})
-_KNN = frozenset({"orthogonal", "isotropic_scaling", "permutation"})  # normalised, uncentred features
-_M = [
-    Measure("cos", cosine.cosine, True, frozenset({"isotropic_scaling", "translation"}), False, True,
-            "sample-wise cosine of globally centred features, mean over samples",
-            cosine.cosine_pairs),
-    Measure("cka", cka.cka, True, _ROT, False, False, "linear CKA (biased HSIC), Kornblith et al. 2019",
-            partial(cka.linear_matrix, debiased=False)),
-    Measure("cka_debiased", cka.cka_debiased, True, _ROT, False, False,
-            "linear CKA with unbiased HSIC (Song et al. 2012; Nguyen et al. 2021)",
-            partial(cka.linear_matrix, debiased=True)),
-    Measure("cka_rbf", cka.cka_rbf, True, _ROT, True, False,
-            "RBF-kernel CKA, σ = factor × median off-diagonal distance",
-            _pairwise(cka.rbf_prepare, cka.rbf_pair)),
-    Measure("cka_minibatch", cka.cka_minibatch, True, _ROT, False, False,
-            "minibatch debiased linear CKA (Nguyen et al. 2021), mean HSICs then ratio",
-            cka.minibatch_matrix),
-    Measure("cca", cca.mean_cca, True, _ROT | {"invertible_linear"}, False, False,
-            "mean canonical correlation", _pairwise(cca.cca_prepare, cca.cca_pair)),
-    Measure("svcca", cca.svcca, True, _ROT, False, False,
-            "SVCCA: CCA on directions explaining 99% variance (Raghu et al. 2017)",
-            _pairwise(cca.svcca_prepare, cca.cca_pair)),
-    Measure("pwcca", cca.pwcca, True, frozenset({"isotropic_scaling", "translation", "permutation"}), False, False,
-            "projection-weighted CCA (Morcos et al. 2018); weights from the row layer",
-            _pairwise(cca.cca_prepare, cca.pwcca_pair, symmetric=False), symmetric=False),
-    Measure("procrustes", procrustes.procrustes, True, _ROT, False, False,
-            "orthogonal Procrustes similarity ‖XᵀY‖_* = 1 - d²/2",
-            _pairwise(procrustes.procrustes_prepare, procrustes.procrustes_pair)),
-    # Correlation RDMs centre each sample across features, so rotations of the features change them.
-    Measure("rsa", rsa.rsa, True, frozenset({"isotropic_scaling", "permutation"}), True, False,
-            "correlation between representational dissimilarity matrices (1 - Pearson RDM by default)",
-            _pairwise(rsa.rsa_prepare, rsa.rsa_pair)),
-    Measure("pnka", pnka.pnka, True, _ROT, False, False,
-            "pointwise normalized kernel alignment (Kolling et al. 2023), mean over samples",
-            _pairwise(pnka.pnka_prepare, pnka.pnka_pair)),
-    Measure("mutual_knn", knn.mutual_knn, True, _KNN, True, False,
-            "mutual k-NN alignment (Huh et al. 2024)", _pairwise(knn.knn_prepare, knn.mutual_knn_pair)),
-    Measure("cknna", knn.cknna, True, _KNN, True, False,
-            "centred kernel nearest-neighbour alignment (Huh et al. 2024); asymmetric like theirs",
-            _pairwise(knn.knn_prepare, knn.cknna_pair, symmetric=False), symmetric=False),
-]
-MEASURES: dict[str, Measure] = {m.name: m for m in _M}
+FAMILIES = (cosine, cka, cca, procrustes, rsa, pnka, knn)
+MEASURES: dict[str, Measure] = {m.name: m for family in FAMILIES for m in family.MEASURES}
 
 
 def _validate(feats, model: str, n: int | None) -> list[torch.Tensor]:
@@ -191,5 +113,5 @@ def parse_measures(spec: str) -> list[str]:
     return names
 
 
-__all__ = ["DEFAULT_MEASURES", "JSON_NAMES", "MEASURES", "Measure", "SAMPLE_CAP", "json_name", "layer_matrix",
+__all__ = ["FAMILIES", "Invariances", "DEFAULT_MEASURES", "JSON_NAMES", "MEASURES", "Measure", "SAMPLE_CAP", "json_name", "layer_matrix",
            "parse_measures"]

@@ -6,10 +6,13 @@ collinear neurons are handled). Plain CCA requires N > width: with N <= d every 
 raise instead of returning a meaningless 1; SVCCA only needs N > the number of kept directions.
 """
 
+from dataclasses import replace
+
 import torch
 
 from layerwise.errors import LayerwiseError
 from layerwise.measures._util import centre, f64, same_n
+from layerwise.measures.base import SIMILARITY_TRANSFORMS, Invariances, Measure, pairwise
 
 
 def _basis(u: torch.Tensor, s: torch.Tensor, shape) -> torch.Tensor:
@@ -77,3 +80,14 @@ def pwcca(x: torch.Tensor, y: torch.Tensor) -> float:
     """Projection-weighted CCA (Morcos et al. 2018), weights from X's neurons."""
     same_n(x, y)
     return pwcca_pair(cca_prepare(x), cca_prepare(y))
+
+
+MEASURES = [
+    Measure("cca", mean_cca, pairwise(cca_prepare, cca_pair), replace(SIMILARITY_TRANSFORMS, invertible_linear=True),
+            "mean canonical correlation"),
+    Measure("svcca", svcca, pairwise(svcca_prepare, cca_pair), SIMILARITY_TRANSFORMS,
+            "SVCCA: CCA on directions explaining 99% variance (Raghu et al. 2017)"),
+    Measure("pwcca", pwcca, pairwise(cca_prepare, pwcca_pair, symmetric=False),
+            Invariances(isotropic_scaling=True, translation=True, permutation=True),
+            "projection-weighted CCA (Morcos et al. 2018); weights from the row layer", symmetric=False),
+]

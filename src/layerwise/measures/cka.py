@@ -6,11 +6,14 @@ Unbiased HSIC (Song et al. 2012; Nguyen et al. 2021, eq. 3), with K̃ = K with z
     HSIC_u = [tr(K̃L̃) + 1ᵀK̃1·1ᵀL̃1/((n-1)(n-2)) - 2/(n-2)·1ᵀK̃L̃1] / (n(n-3)).
 """
 
+from functools import partial
+
 import numpy as np
 import torch
 
 from layerwise.errors import LayerwiseError
 from layerwise.measures._util import f64, safe_ratio, same_n
+from layerwise.measures.base import SIMILARITY_TRANSFORMS, Measure, pairwise
 from layerwise.measures.streaming import LinearStats, hsic_u_terms, need4
 
 
@@ -100,3 +103,15 @@ def cka_minibatch(x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> f
     """Minibatch debiased linear CKA between two layers (see minibatch_matrix)."""
     same_n(x, y)
     return float(minibatch_matrix([x, y], batch_size=batch_size)[0, 1])
+
+
+MEASURES = [
+    Measure("cka", cka, partial(linear_matrix, debiased=False), SIMILARITY_TRANSFORMS,
+            "linear CKA (biased HSIC), Kornblith et al. 2019"),
+    Measure("cka_debiased", cka_debiased, partial(linear_matrix, debiased=True), SIMILARITY_TRANSFORMS,
+            "linear CKA with unbiased HSIC (Song et al. 2012; Nguyen et al. 2021)"),
+    Measure("cka_rbf", cka_rbf, pairwise(rbf_prepare, rbf_pair), SIMILARITY_TRANSFORMS,
+            "RBF-kernel CKA, σ = factor × median off-diagonal distance", needs_pairwise=True),
+    Measure("cka_minibatch", cka_minibatch, minibatch_matrix, SIMILARITY_TRANSFORMS,
+            "minibatch debiased linear CKA (Nguyen et al. 2021), mean HSICs then ratio"),
+]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from layerwise.measures._util import f64, same_n
+from layerwise.measures.base import Invariances, Measure
 from layerwise.measures.streaming import CosineAccumulator, check_equal_widths
 
 
@@ -33,3 +34,9 @@ def cosine_pairs(feats_a, feats_b=None) -> np.ndarray:
     feats = list(feats_a) + list(feats_b or [])
     m = cosine_matrix(feats)[0]
     return m if feats_b is None else m[:len(feats_a), len(feats_a):]
+
+
+MEASURES = [
+    Measure("cos", cosine, cosine_pairs, Invariances(isotropic_scaling=True, translation=True),
+            "sample-wise cosine of globally centred features, mean over samples", equal_width=True),
+]

@@ -12,6 +12,7 @@ import torch
 
 from layerwise.errors import LayerwiseError
 from layerwise.measures._util import f64, same_n
+from layerwise.measures.base import Invariances, Measure, pairwise
 
 
 def knn_prepare(x: torch.Tensor, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,3 +70,14 @@ def cknna(x: torch.Tensor, y: torch.Tensor, k: int = 10) -> float:
     """Centred kernel nearest-neighbour alignment (Huh et al. 2024, unbiased variant)."""
     same_n(x, y)
     return cknna_pair(knn_prepare(x, k), knn_prepare(y, k))
+
+
+# Neighbourhoods of normalised, uncentred features: a translation changes them.
+_KNN = Invariances(orthogonal=True, isotropic_scaling=True, permutation=True)
+MEASURES = [
+    Measure("mutual_knn", mutual_knn, pairwise(knn_prepare, mutual_knn_pair), _KNN,
+            "mutual k-NN alignment (Huh et al. 2024)", needs_pairwise=True),
+    Measure("cknna", cknna, pairwise(knn_prepare, cknna_pair, symmetric=False), _KNN,
+            "centred kernel nearest-neighbour alignment (Huh et al. 2024); asymmetric like theirs",
+            needs_pairwise=True, symmetric=False),
+]

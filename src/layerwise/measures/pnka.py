@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from layerwise.measures._util import centre, f64, same_n
+from layerwise.measures.base import SIMILARITY_TRANSFORMS, Measure, pairwise
 
 
 def pnka_prepare(x: torch.Tensor) -> torch.Tensor:
@@ -42,3 +43,9 @@ def pnka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Mean per-sample PNKA."""
     same_n(x, y)
     return pnka_pair(pnka_prepare(x), pnka_prepare(y))
+
+
+MEASURES = [
+    Measure("pnka", pnka, pairwise(pnka_prepare, pnka_pair), SIMILARITY_TRANSFORMS,
+            "pointwise normalized kernel alignment (Kolling et al. 2023), mean over samples"),
+]

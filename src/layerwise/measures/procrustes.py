@@ -8,6 +8,7 @@ leaves XᵀY's singular values unchanged): d² = min_Q ‖X - YQ‖²_F = 2 - 2�
 import torch
 
 from layerwise.measures._util import centre, f64, same_n
+from layerwise.measures.base import SIMILARITY_TRANSFORMS, Measure, pairwise
 
 
 def procrustes_prepare(x: torch.Tensor) -> torch.Tensor:
@@ -25,3 +26,9 @@ def procrustes(x: torch.Tensor, y: torch.Tensor) -> float:
     """Procrustes similarity ‖XᵀY‖_* of centred, unit-Frobenius X and Y (1 - d²/2)."""
     same_n(x, y)
     return procrustes_pair(procrustes_prepare(x), procrustes_prepare(y))
+
+
+MEASURES = [
+    Measure("procrustes", procrustes, pairwise(procrustes_prepare, procrustes_pair), SIMILARITY_TRANSFORMS,
+            "orthogonal Procrustes similarity ‖XᵀY‖_* = 1 - d²/2"),
+]

@@ -9,6 +9,7 @@ import torch
 
 from layerwise.errors import LayerwiseError
 from layerwise.measures._util import f64, same_n
+from layerwise.measures.base import Invariances, Measure, pairwise
 
 
 def _rdm_upper(x: torch.Tensor, rdm: str) -> torch.Tensor:
@@ -48,3 +49,10 @@ def rsa(x: torch.Tensor, y: torch.Tensor, rdm: str = "correlation", method: str 
     same_n(x, y)
     return rsa_pair(rsa_prepare(x, rdm, method), rsa_prepare(y, rdm, method))
 
+
+MEASURES = [
+    # Correlation RDMs centre each sample across features, so rotations of the features change them.
+    Measure("rsa", rsa, pairwise(rsa_prepare, rsa_pair), Invariances(isotropic_scaling=True, permutation=True),
+            "correlation between representational dissimilarity matrices (1 - Pearson RDM by default)",
+            needs_pairwise=True),
+]

@@ -7,13 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layerwise.report.figures import (
-    cos_boxplot,
-    exit_histograms,
-    exit_sweep,
-    heatmap,
-    layer_curves,
-)
+from layerwise.report.figures import cos_boxplot, exit_histograms, exit_sweep, heatmap, layer_curves
 from layerwise.report.serialize import jsonable, write_json
 
 RESULT_DIGITS = 10  # analysis results are rounded to 10 decimals in results.json and layers.csv

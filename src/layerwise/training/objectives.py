@@ -20,10 +20,11 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.per_layer import dense_ce, layer_losses
+from layerwise.stack import LayerStack
 
 OBJECTIVES = ("standard", "aligned", "aligned-joint", "cos-reg", "multi-exit", "multi-exit-joint", "lp", "lp-ft")
 FT_OBJECTIVES = ("standard", "aligned", "aligned-joint", "cos-reg", "multi-exit", "multi-exit-joint")
@@ -105,5 +106,35 @@ def phase(objective: str, step: int) -> str:
     raise LayerwiseError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
 
 
-__all__ = ["OBJECTIVES", "FT_OBJECTIVES", "layer_weights", "dense_ce", "layer_ce", "standard", "aligned",
+# ---------------------------------------------------------------- the trained module
+
+
+class ObjectiveModule(nn.Module):
+    """Wraps the stack (and multi-exit heads) so one ``forward(batch, phase)`` returns the loss.
+
+    Computing the loss inside ``forward`` lets DDP/FSDP see every parameter use.
+    """
+
+    def __init__(self, stack: LayerStack, exit_heads: nn.ModuleList | None, weights: Tensor, beta: float):
+        super().__init__()
+        self.stack, self.exit_heads, self.beta = stack, exit_heads, beta
+        self.register_buffer("weights", weights.float(), persistent=False)
+
+    def forward(self, batch: dict[str, Tensor], phase: str) -> Tensor:
+        states = list(self.stack.states(batch))[1:]  # layers 1..L
+        hs, mask, labels, task = [s.h for s in states], states[-1].mask, batch["labels"], self.stack.task
+        readout = self.stack.readout
+        if phase == "standard":
+            return standard(layer_losses([readout], hs[-1:], mask, labels, task))
+        if phase == "aligned":
+            return aligned(layer_losses([readout] * len(hs), hs, mask, labels, task), self.weights)
+        if phase == "multi-exit":
+            return multi_exit(layer_losses(list(self.exit_heads), hs, mask, labels, task), self.weights)
+        if phase == "cos-reg":
+            ce_last = layer_losses([readout], hs[-1:], mask, labels, task)[0]
+            return cos_reg(ce_last, [self.stack.features(s) for s in states], self.weights, self.beta)
+        raise LayerwiseError(f"unknown training phase {phase!r}")
+
+
+__all__ = ["ObjectiveModule", "OBJECTIVES", "FT_OBJECTIVES", "layer_weights", "dense_ce", "layer_ce", "standard", "aligned",
            "cosine_gap", "cos_reg", "multi_exit", "phase"]

@@ -29,14 +29,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from layerwise.checkpoints import ModelBundle, load_model, make_exit_heads, save_model
 from layerwise.data import load_dataset, make_loader, to_device
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.per_layer import evaluate_layers, layer_losses
+from layerwise.evaluation.per_layer import evaluate_layers
 from layerwise.models import StackModel, build_own
 from layerwise.report.serialize import atomic_write_text, jsonable
 from layerwise.stack import LayerStack
@@ -50,47 +50,11 @@ from layerwise.training.checkpointing import (
     write_checkpoint,
 )
 from layerwise.training.config import RESUME_KEYS, TrainConfig
-from layerwise.training.probe import (
-    fit_probe,
-    head_inputs,
-    probe_to_linear,
-    readout_linear,
-)
-from layerwise.training.schedules import (
-    epoch_order,
-    make_optimizer,
-    make_scheduler,
-    shard,
-)
+from layerwise.training.objectives import ObjectiveModule
+from layerwise.training.probe import fit_probe, head_inputs, probe_to_linear, readout_linear
+from layerwise.training.schedules import epoch_order, make_optimizer, make_scheduler, shard
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class ObjectiveModule(nn.Module):
-    """Wraps the stack (and multi-exit heads) so one ``forward(batch, phase)`` returns the loss.
-
-    Computing the loss inside ``forward`` lets DDP/FSDP see every parameter use.
-    """
-
-    def __init__(self, stack: LayerStack, exit_heads: nn.ModuleList | None, weights: Tensor, beta: float):
-        super().__init__()
-        self.stack, self.exit_heads, self.beta = stack, exit_heads, beta
-        self.register_buffer("weights", weights.float(), persistent=False)
-
-    def forward(self, batch: dict[str, Tensor], phase: str) -> Tensor:
-        states = list(self.stack.states(batch))[1:]  # layers 1..L
-        hs, mask, labels, task = [s.h for s in states], states[-1].mask, batch["labels"], self.stack.task
-        readout = self.stack.readout
-        if phase == "standard":
-            return O.standard(layer_losses([readout], hs[-1:], mask, labels, task))
-        if phase == "aligned":
-            return O.aligned(layer_losses([readout] * len(hs), hs, mask, labels, task), self.weights)
-        if phase == "multi-exit":
-            return O.multi_exit(layer_losses(list(self.exit_heads), hs, mask, labels, task), self.weights)
-        if phase == "cos-reg":
-            ce_last = layer_losses([readout], hs[-1:], mask, labels, task)[0]
-            return O.cos_reg(ce_last, [self.stack.features(s) for s in states], self.weights, self.beta)
-        raise LayerwiseError(f"unknown training phase {phase!r}")
 
 
 @dataclass
