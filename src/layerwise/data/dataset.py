@@ -60,6 +60,16 @@ class LayerwiseDataset(Dataset):
             return {"text": self.texts[index], "label": int(self.labels[index])}
         raise LayerwiseError(f"{self.name} is a text corpus: iterate make_loader(ds, spec, ...) to get token blocks")
 
+    def check_labels(self, num_classes: int | None, model: str) -> None:
+        """Labels must be class indices 0..C−1 of the model's head (C = ``num_classes``; None: no head)."""
+        if self.labels is None or not num_classes or not len(self.labels):
+            return
+        low, high = int(self.labels.min()), int(self.labels.max())
+        if low < 0 or high >= num_classes:
+            bad = low if low < 0 else high
+            raise LayerwiseError(f"{self.name} has label {bad}, outside the {num_classes} classes 0..{num_classes - 1} "
+                                 f"of {model}: relabel the data or use a model with a matching head")
+
     def subset(self, index: Tensor) -> LayerwiseDataset:
         """The examples at ``index`` (a 1-D long tensor), in that order; not for corpora."""
         if self.kind == "corpus":

@@ -1,0 +1,45 @@
+"""Typed validation of options: one pydantic model per command's options, every violation one
+``LayerwiseError`` line naming the option and what to pass instead.
+
+The same model validates flags and YAML files, so a value is checked once, in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+
+from layerwise.errors import LayerwiseError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Options(BaseModel):
+    """Base of option schemas: unknown keys are errors, types are strict ("three" is not an int, 64.5 is
+    not a batch size, "yes" is not a boolean), and assignments are validated too."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, frozen=False)
+
+
+def _finite(x: float) -> float:
+    if not math.isfinite(x):
+        raise ValueError("must be a finite number")
+    return x
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
+
+
+def validate(model: type[M], values: dict[str, Any], source: str = "options") -> M:
+    """``model(**values)``, or a LayerwiseError listing each bad key, its value and the rule it breaks."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "value"
+            given = f" (got {err['input']!r})" if err["type"] != "missing" and "input" in err else ""
+            problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}{given}")
+        raise LayerwiseError(f"bad {source}: {'; '.join(problems)}") from None
