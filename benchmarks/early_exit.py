@@ -1,6 +1,10 @@
 """Early-exit runner performance on an aligned ViT: layer-count vs wall-clock speedup, and full-depth overhead.
 
-    python benchmarks/early_exit.py [--model runs/evidence/cifar-aligned] [--threads 1] [--repeats 7]
+    python benchmarks/early_exit.py [--model runs/evidence/cifar-aligned] [--threads 1] [--repeats 7] [--quick] [--json]
+
+--quick: --repeats 5 --n1 32 --n64 256 unless given, about 2.5 minutes on 2 cores when it trains (it keeps the
+  80 training steps: after 30 the exit confidences are too flat for any τ to give ~2× layer speedup).
+--json: after the table, print the figures as one JSON object on the last line of stdout.
 
 Uses ``runs/evidence/cifar-aligned`` when it exists, else trains a vit-tiny (6 blocks, 192 wide) with the aligned
 loss Σ_ℓ λ_ℓ CE(readout(hˡ), y), λ_ℓ = 2ℓ/(L(L+1)) for a few steps on a CIFAR-10 subset (digits upscaled if
@@ -15,6 +19,7 @@ Timings: warm-up, then configurations interleaved per repeat (steadier on a shar
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -22,10 +27,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from layerwise.data import load_dataset, make_loader
-from layerwise.early_exit import EarlyExitRunner, calibration_grid, layer_logits, layer_speedup, materialize, model_inputs, simulate
-from layerwise.exit_policies import ConfidencePolicy
-from layerwise.zoo import load_model, save_model
+from layerwise.checkpoints import load_model, save_model
+from layerwise.data import load_dataset, make_loader, materialize, model_inputs
+from layerwise.evaluation import layer_logits
+from layerwise.inference import ConfidencePolicy, EarlyExitRunner, calibration_grid, layer_speedup, simulate
 
 
 def train_aligned(bundle, steps: int, batch_size: int = 64, lr: float = 1e-3) -> str:
@@ -75,7 +80,7 @@ def interleaved(fns: dict[str, callable], repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="runs/evidence/cifar-aligned")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=7)
@@ -84,7 +89,12 @@ def main() -> None:
     ap.add_argument("--save", default=None, help="save the model trained here to this directory")
     ap.add_argument("--n1", type=int, default=64, help="samples timed at batch size 1")
     ap.add_argument("--n64", type=int, default=1024, help="samples timed at batch size 64")
+    ap.add_argument("--quick", action="store_true", help="smoke test: --repeats 5 --n1 32 --n64 256 unless given")
+    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last on stdout")
     args = ap.parse_args()
+    if args.quick:
+        ap.set_defaults(repeats=5, n1=32, n64=256)
+        args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if Path(args.model).is_dir():
@@ -104,8 +114,9 @@ def main() -> None:
     if tau is None:  # the grid value whose layer speedup is closest to 2×
         grid = [round(t, 3) for t in calibration_grid(ConfidencePolicy(0.5), logits, 41)]
         tau = min(grid, key=lambda t: abs(layer_speedup(simulate(ConfidencePolicy(t), logits).histogram(L)) - 2))
+    acc = (logits[-1].argmax(-1) == labels).float().mean().item()
     print(f"model: {source}; L={L}; threads={args.threads}; repeats={args.repeats} (median); "
-          f"accuracy (layer L) on {len(labels)} test images: {(logits[-1].argmax(-1) == labels).float().mean():.3f}")
+          f"accuracy (layer L) on {len(labels)} test images: {acc:.3f}")
     print(f"policy: max softmax ≥ τ = {tau}\n")
 
     def plain(batches):
@@ -117,6 +128,8 @@ def main() -> None:
 
     header = f"{'batch':>5} {'samples':>7} {'full s':>8} {'exit s':>8} {'layer×':>7} {'wall×':>7} {'wall/layer':>10} {'target':>6}"
     print(header)
+    figures = {"model": source, "L": L, "threads": args.threads, "repeats": args.repeats, "test_images": len(labels),
+               "accuracy": acc, "tau": tau}
     for bs, batches, target in ((1, b1, 0.9), (64, b64, 0.75)):
         runner = EarlyExitRunner(stack, ConfidencePolicy(tau), bundle.exit_heads)
         never = EarlyExitRunner(stack, ConfidencePolicy(1.0), bundle.exit_heads)
@@ -136,8 +149,14 @@ def main() -> None:
         overhead = t["never"] / t["full"] - 1
         print(f"{'':>5} full-depth path (τ=1.0, exits {never_hist}): {t['never']:.3f}s vs plain {t['full']:.3f}s "
               f"→ overhead {100 * overhead:+.1f}% (target ≤ 5%: {'PASS' if overhead <= 0.05 else 'MISS'})")
+        row = figures[f"batch {bs}"] = {"samples": n, "times_s": t, "layer_speedup": s_layer, "wall_speedup": s_wall,
+                                        "wall/layer": s_wall / s_layer, "target": target,
+                                        "full_depth_overhead": overhead, "exits_per_layer": hist}
         if "nocompact" in t:
             print(f"{'':>5} without compaction: {t['nocompact']:.3f}s → wall {t['full'] / t['nocompact']:.2f}×")
+            row["wall_speedup_nocompact"] = t["full"] / t["nocompact"]
+    if args.json:
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Benchmark of the layer-similarity engine on random transformer-shaped features; prints one table.
 
-    python benchmarks/similarity.py [--n 10000] [--quick] [--torch-cka-batches K]
+    python benchmarks/similarity.py [--n 10000] [--quick] [--json] [--torch-cka-batches K]
+
+--quick: N=2000 (memory at 2000 and 8000), a smoke test of about a minute on 2 cores.
+--json: after the table, print the figures as one JSON object on the last line of stdout.
 
 torch-cka recomputes every Gram and two N³ products per layer pair, ~45 s per 1024-sample batch here;
 by default it runs on the first batch and its full-N time is extrapolated linearly (labelled).
@@ -11,6 +14,7 @@ they can be streamed without being held.
 """
 
 import argparse
+import json
 import multiprocessing as mp
 import sys
 import time
@@ -19,7 +23,8 @@ import warnings
 import numpy as np
 import torch
 
-from layerwise.measures.cka import LinearStats, minibatch_matrix
+from layerwise.measures.cka import minibatch_matrix
+from layerwise.measures.streaming import LinearStats
 
 L, D, CHUNK = 13, 768, 1000
 
@@ -115,6 +120,7 @@ def main() -> None:
     ap.add_argument("--torch-cka-batches", type=int, default=1,
                     help="run torch-cka on the first K batches only and extrapolate (0: full run; "
                          "it takes ~45 s per 1024-sample batch on 2 cores)")
+    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last on stdout")
     args = ap.parse_args()
     n = 2000 if args.quick else args.n
     rows = []
@@ -137,21 +143,21 @@ def main() -> None:
     t_mb, m_mb = timed(lambda: minibatch_matrix(feats, batch_size=args.batch))
     _, m_mb_sub = timed(lambda: minibatch_matrix(sub, batch_size=args.batch))
     t_tc, m_tc = timed(lambda: torch_cka(sub, args.batch))
-    est = t_tc * nb / k
+    est, d_tc = t_tc * nb / k, float(np.abs(m_mb_sub - m_tc).max())
     label = "full run" if k == nb else f"measured on {k}/{nb} batches, extrapolated ×{nb / k:.1f}"
     rows += [(f"2 ours: minibatch debiased CKA, batch {args.batch}, 13×13", f"{t_mb:.2f} s", ""),
              (f"2 torch-cka 0.21 (float64), same batches ({label})", f"{est:.1f} s",
               f"ours {est / t_mb:.0f}× faster (target ≥20×)"),
-             ("2 max |ours - torch-cka|", f"{np.abs(m_mb_sub - m_tc).max():.1e}", "target ≤1e-6")]
+             ("2 max |ours - torch-cka|", f"{d_tc:.1e}", "target ≤1e-6")]
 
     # (3) naive per-pair reference on a few pairs, extrapolated to the 78 off-diagonal pairs.
     pairs = [(0, 12), (3, 4), (5, 9), (11, 12)]
     t_pairs, vals = timed(lambda: [naive_pair(feats[i], feats[j]) for i, j in pairs])
     t_naive = t_pairs / len(pairs) * 78
+    d_naive = float(max(abs(m_cka[i, j] - v) for (i, j), v in zip(pairs, vals)))
     rows += [("3 naive per-pair float64 (4 pairs timed, ×78/4)", f"{t_naive:.1f} s",
               f"ours {t_naive / t_ours:.1f}× faster"),
-             ("3 max |ours - naive| on those pairs",
-              f"{max(abs(m_cka[i, j] - v) for (i, j), v in zip(pairs, vals)):.1e}", "")]
+             ("3 max |ours - naive| on those pairs", f"{d_naive:.1e}", "")]
 
     for m, (_, peak, grow, stat_mb, _) in runs.items():
         rows.append((f"4 streamed exact CKA stats, N={m:,} (fresh process)",
@@ -163,6 +169,14 @@ def main() -> None:
         print(f"{name.ljust(w)}  {val:>14}  {note}")
     print(f"\nlinear CKA[0, 12] = {m_cka[0, 12]:.4f}, CKA[5, 6] = {m_cka[5, 6]:.4f}; "
           f"minibatch CKA[0, 12] = {m_mb[0, 12]:.4f}")
+    if args.json:
+        print(json.dumps({
+            "n": n, "threads": torch.get_num_threads(), "batch": args.batch, "batches": nb, "torch_cka_batches": k,
+            "floor_s": t_floor, "ours_exact_s": t_ours, "ours_over_floor": t_ours / t_floor,
+            "ours_minibatch_s": t_mb, "torch_cka_s": est, "torch_cka_over_ours": est / t_mb, "max_diff_torch_cka": d_tc,
+            "naive_s": t_naive, "naive_over_ours": t_naive / t_ours, "max_diff_naive": d_naive,
+            "memory": {str(m): {"stats_mb": r[3], "peak_rss_mb": r[1], "growth_mb": r[2]} for m, r in runs.items()},
+        }))
 
 
 if __name__ == "__main__":

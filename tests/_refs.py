@@ -1,11 +1,20 @@
-"""Independent float64 reference implementations (straightforward formulas, numpy) for the measure tests."""
+"""Independent float64 reference implementations: straightforward formulas written out by hand.
+
+- similarity measures (numpy/scipy) for the measure, streaming and analysis tests;
+- readout arithmetic (torch float64): LayerNorm, Linear, GELU, cosine and cross-entropy by log-sum-exp,
+  for the objective, trainer and layer-stack tests.
+
+Nothing here calls layerwise: a test compares the library against these formulas.
+"""
 
 import itertools
+import math
 
 import numpy as np
 import scipy.linalg
 import scipy.spatial.distance
 import scipy.stats
+import torch
 
 
 def centre(x):
@@ -147,3 +156,64 @@ def cknna(x, y, k):
     m = ma * mb
     kl = _hsic_u_platonic(m * ka, m * kb)
     return kl / np.sqrt(_hsic_u_platonic(ma * ka, ma * ka) * _hsic_u_platonic(mb * kb, mb * kb))
+
+
+# ---------------------------------------------------------------- readout arithmetic (torch, float64)
+
+
+def layer_norm64(x, weight, bias, eps):
+    """(x − mean) / sqrt(biased var + eps) · γ + β over the last dimension."""
+    x = x.double()
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + eps) * weight.double() + bias.double()
+
+
+def linear64(x, weight, bias=None):
+    """x Wᵀ + b."""
+    y = x.double() @ weight.double().T
+    return y if bias is None else y + bias.double()
+
+
+def gelu64(x):
+    """The exact (erf) GELU: x · Φ(x)."""
+    x = x.double()
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def cross_entropy64(logits, targets):
+    """Mean over rows of log Σⱼ exp(zⱼ) − z_y, with the row maximum taken out of the exponent."""
+    z = logits.double()
+    m = z.max(-1).values
+    lse = torch.log(torch.exp(z - m[:, None]).sum(-1)) + m
+    return (lse - z[torch.arange(len(targets)), targets]).mean()
+
+
+def next_token_ce64(logits, ids, mask=None):
+    """Language-model CE: logits at position t score token t+1; targets at padded positions dropped."""
+    keep = torch.ones_like(ids[:, 1:], dtype=torch.bool) if mask is None else mask[:, 1:].bool()
+    return cross_entropy64(logits[:, :-1][keep], ids[:, 1:][keep])
+
+
+def mean_cosine64(a, b):
+    """mean_i aᵢ·bᵢ / (|aᵢ| |bᵢ|)."""
+    a, b = a.double(), b.double()
+    return ((a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))).mean()
+
+
+def own_mlp_hidden64(model, x):
+    """h⁰..hᴸ (B, D) of the project's own residual MLP, from its weights in float64:
+    h⁰ = W_in x + b_in, hˡ = hˡ⁻¹ + gelu(Wₗ hˡ⁻¹ + bₗ)."""
+    h = linear64(x.flatten(1), model.inp.weight, model.inp.bias)
+    hs = [h]
+    for block in model.blocks:
+        assert block.residual, "this reference is for the residual MLP"
+        h = h + gelu64(linear64(h, block.fc.weight, block.fc.bias))
+        hs.append(h)
+    return hs
+
+
+def linear_layer_weights(num_layers):
+    """λ_ℓ = 2ℓ / (L(L+1)) for ℓ = 1..L, as float64."""
+    return torch.tensor([2 * ell / (num_layers * (num_layers + 1)) for ell in range(1, num_layers + 1)],
+                        dtype=torch.float64)

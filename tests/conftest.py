@@ -18,12 +18,13 @@ def one_thread():
 
 
 @pytest.fixture
-def shared_data():
-    """The real-data root (LAYERWISE_DATA or ../shared/data); skip with a reason where it is absent."""
-    from layerwise.data import find_data
-    from layerwise.errors import LayerwiseError
+def shared_data(monkeypatch):
+    """The real-data root, also exported as LAYERWISE_DATA so the library finds it from any working
+    directory; skip with a reason where it is absent."""
+    from fixtures import real_data_dir
 
-    try:
-        return find_data("glue/SST-2/dev.tsv").parents[2]
-    except LayerwiseError as e:
-        pytest.skip(f"real data not available: {e}")
+    root = real_data_dir()
+    if root is None:
+        pytest.skip("real data absent: set LAYERWISE_DATA to the shared data root")
+    monkeypatch.setenv("LAYERWISE_DATA", str(root))
+    return root

@@ -8,19 +8,15 @@ import sys
 
 import torch
 from accelerate import Accelerator
+from fixtures import layer_features  # this script's directory (tests/) is on sys.path
 
 from layerwise.measures.cka import LinearStats
 from layerwise.measures.cosine import CosineAccumulator
 
 
-def dataset(n=203, widths=(6, 6, 6, 6), seed=0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, widths[0], generator=g)
-    out = []
-    for d in widths:
-        x = torch.tanh(x @ torch.randn(x.shape[1], d, generator=g)) + 0.3 * torch.randn(n, d, generator=g) + 1.0
-        out.append(x)
-    return out
+def dataset() -> list[torch.Tensor]:
+    """The fixed float32 features both the 2-process run and the single-process reference use."""
+    return layer_features(203, (6, 6, 6, 6), seed=0, dtype=torch.float32)
 
 
 def batches(feats, idx, size=16):

@@ -3,13 +3,15 @@
 import json
 import sys
 
+import _refs as ref
 import numpy as np
 import pytest
 import torch
+from fixtures import data_batches
 
+from layerwise.checkpoints import load_model, save_model
 from layerwise.cli import main
 from layerwise.data import load_dataset, make_loader
-from layerwise.checkpoints import load_model, save_model
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -21,27 +23,6 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
         code = e.code or 0
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def reference_cos(feats: list[np.ndarray]) -> np.ndarray:
-    c = [f - f.mean(0) for f in feats]
-    u = [x / np.linalg.norm(x, axis=1, keepdims=True) for x in c]
-    return np.array([[np.mean(np.sum(a * b, axis=1)) for b in u] for a in u])
-
-
-def reference_cka(x: np.ndarray, y: np.ndarray, debiased: bool) -> float:
-    n = x.shape[0]
-    k, l = x @ x.T, y @ y.T
-    if not debiased:
-        h = np.eye(n) - 1.0 / n
-        hsic = lambda a, b: np.trace(a @ h @ b @ h)  # noqa: E731
-    else:
-        def hsic(a, b):
-            a, b = a - np.diag(np.diag(a)), b - np.diag(np.diag(b))
-            one = np.ones(n)
-            return (np.trace(a @ b) + (one @ a @ one) * (one @ b @ one) / ((n - 1) * (n - 2))
-                    - 2.0 / (n - 2) * (one @ a @ b @ one)) / (n * (n - 3))
-    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
 
 
 def hf_mean_pooled_features(model, loader) -> list[np.ndarray]:
@@ -69,9 +50,8 @@ def test_minilm_sst2_matches_independent_float64(tmp_path, monkeypatch, capsys, 
     bundle.model.eval()
     ds = load_dataset("sst2", split="dev", limit=160)
     feats = hf_mean_pooled_features(bundle.model, make_loader(ds, bundle.inputs, 32))
-    assert np.allclose(results["cos"], reference_cos(feats), atol=1e-8, rtol=0)
-    for key, debiased in (("cka_linear", False), ("cka_linear_debiased", True)):
-        expected = [[reference_cka(a, b, debiased) for b in feats] for a in feats]
+    for key, reference in (("cos", ref.cosine), ("cka_linear", ref.cka), ("cka_linear_debiased", ref.cka_debiased)):
+        expected = [[reference(a, b) for b in feats] for a in feats]
         assert np.allclose(results[key], expected, atol=1e-8, rtol=0), key
     per_sample = np.asarray(results["cos_per_sample_to_last"])
     assert per_sample.shape == (160, 7)
@@ -103,10 +83,10 @@ def test_classifier_and_residual_outputs(tmp_path):
     results = run_analysis(model=str(model_dir), data="digits", out=tmp_path / "out", limit=100, batch_size=32)
     assert len(results["accuracy"]) == len(results["loss"]) == 9
     assert len(results["residual"]["norm_ratio"]) == 8
-    # Residual block: h¹ = h⁰ + f(h⁰); check the statistics against the features directly.
-    loader = make_loader(load_dataset("digits", split="test", limit=100), bundle.inputs, 100)
+    # Residual block: h¹ = h⁰ + f(h⁰); check the statistics against features computed from the weights.
+    batch = data_batches("digits", bundle.inputs, limit=100, batch_size=100)[0]
     with torch.no_grad():
-        hs = [h[:, 0].double() for h in bundle.stack.hidden_states(next(iter(loader)))]
+        hs = ref.own_mlp_hidden64(bundle.model, batch["inputs"])
     f = hs[1] - hs[0]
     ratio = (hs[0].norm(dim=1) / f.norm(dim=1)).mean().item()
     assert results["residual"]["norm_ratio"][0] == pytest.approx(ratio, rel=1e-6)
@@ -179,3 +159,36 @@ def test_language_model_layerwise_perplexity_matches_hf_loss(tmp_path):
             tokens += n
     assert len(results["perplexity"]) == 5
     assert results["perplexity"][-1] == pytest.approx(np.exp(losses / tokens), rel=1e-5)
+
+
+def test_half_precision_checkpoint_is_analysed_in_float32(tmp_path):
+    """A model saved in bfloat16 (which transformers loads as bfloat16) is analysed in float32 by default: the
+    same numbers as after an explicit float32 cast. ``dtype="bfloat16"`` keeps the half precision."""
+    from layerwise.cli.analyze import run_analysis
+    from layerwise.evaluation import analyze
+
+    bundle = load_model("bert-tiny")
+    bundle.model.to(torch.bfloat16)
+    saved = str(save_model(bundle, tmp_path / "bf16"))
+    loaded = load_model(saved)
+    assert next(loaded.model.parameters()).dtype == torch.bfloat16
+    run = dict(model=saved, data="sentences", limit=64, measures="cka_linear,cos")
+    default = run_analysis(**run, out=tmp_path / "default")
+    half = run_analysis(**run, out=tmp_path / "half", dtype="bfloat16")
+    loaded.model.float()
+    reference = analyze(loaded, load_dataset("sentences", limit=64), ["cka", "cos"])
+    for key in ("cka_linear", "cos", "accuracy", "loss"):
+        np.testing.assert_array_equal(default[key], reference[key], err_msg=key)
+    assert not np.allclose(half["cka_linear"], default["cka_linear"], rtol=0, atol=1e-6)
+
+
+def test_float64_runs_an_own_image_model(tmp_path):
+    """Floating inputs follow the model's dtype (a float64 ViT would reject float32 pixels)."""
+    from layerwise.cli.analyze import run_analysis
+
+    saved = save_model(load_model("vit-digits"), tmp_path / "vit")  # built-in own models start at random
+    run = dict(model=str(saved), data="digits", limit=48, measures="cka_linear")
+    single = run_analysis(**run, out=tmp_path / "f32")
+    double = run_analysis(**run, out=tmp_path / "f64", dtype="float64")
+    assert double["config"]["dtype"] == "float64"
+    np.testing.assert_allclose(double["cka_linear"], single["cka_linear"], atol=1e-4)

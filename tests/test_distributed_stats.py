@@ -1,40 +1,28 @@
 """Two CPU processes (accelerate, gloo) accumulate shards and all-reduce: equals the single-process result."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from dist_stats_script import dataset
+from fixtures import TESTS, free_port, subprocess_env
 
 from layerwise.measures.cka import LinearStats
 from layerwise.measures.cosine import cosine_matrix
-
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-from dist_stats_script import dataset  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_two_process_all_reduce_matches_single(tmp_path):
     out = tmp_path / "out.json"
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
-           "OMP_NUM_THREADS": "1", "ACCELERATE_CONFIG_FILE": str(tmp_path / "none.yaml")}
+    env = subprocess_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",
+                         ACCELERATE_CONFIG_FILE=str(tmp_path / "none.yaml"))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-           str(HERE / "dist_stats_script.py"), str(out)]
+           str(TESTS / "dist_stats_script.py"), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(out.read_text())

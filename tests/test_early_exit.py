@@ -8,40 +8,23 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures import data_batches, logits_of, train_aligned
 
-from layerwise.data import load_dataset, make_loader
+from layerwise.checkpoints import load_model, make_bundle, make_exit_heads, truncate
 from layerwise.data import materialize, model_inputs
-from layerwise.evaluation import layer_logits
-from layerwise.inference import EarlyExitRunner, ExitResult, layer_speedup, simulate
 from layerwise.errors import LayerwiseError
-from layerwise.inference import ConfidencePolicy, EntropyPolicy, PatiencePolicy, make_policy
+from layerwise.evaluation import layer_logits
+from layerwise.inference import (
+    ConfidencePolicy,
+    EarlyExitRunner,
+    EntropyPolicy,
+    ExitResult,
+    PatiencePolicy,
+    layer_speedup,
+    make_policy,
+    simulate,
+)
 from layerwise.models import build_own
-from layerwise.checkpoints import truncate
-from layerwise.checkpoints import load_model, make_bundle, make_exit_heads
-
-
-def train_aligned(bundle, steps: int = 120, seed: int = 0):
-    """A few plain-PyTorch steps of the aligned loss Σ_ℓ λ_ℓ CE(readout(hˡ), y), λ_ℓ = 2ℓ/(L(L+1))."""
-    torch.manual_seed(seed)
-    ds = load_dataset("digits", "train")
-    loader = make_loader(ds, bundle.inputs, 64, shuffle=True, seed=seed)
-    stack, L = bundle.stack, bundle.stack.num_layers
-    opt = torch.optim.AdamW(bundle.model.parameters(), lr=3e-3)
-    bundle.model.train()
-    step = 0
-    while step < steps:
-        for batch in loader:
-            labels = batch.pop("labels")
-            states = list(stack.states(batch))[1:]
-            loss = sum(2 * ell / (L * (L + 1)) * F.cross_entropy(stack.readout(s.h, s.mask), labels)
-                       for ell, s in enumerate(states, start=1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            if step == steps:
-                break
-    return bundle.model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +36,7 @@ def aligned_mlp():
 
 @pytest.fixture(scope="module")
 def digits_batches():
-    spec = load_model("mlp-residual").inputs
-    return materialize(make_loader(load_dataset("digits", "test", limit=96), spec, 32), "cpu")
+    return data_batches("digits", load_model("mlp-residual").inputs, limit=96)
 
 
 def one_by_one(batches):
@@ -183,7 +165,7 @@ def test_compaction_with_masks_and_hf_models(name, data):
     """bert-tiny batches are padded: compaction must slice the (B, 1, 1|T, T) attention mask with the batch."""
     bundle = load_model(name, num_classes=10 if data == "digits" else 2)
     bundle.model.eval()
-    batches = materialize(make_loader(load_dataset(data, "test", limit=24), bundle.inputs, 12), "cpu")
+    batches = data_batches(data, bundle.inputs, limit=24, batch_size=12)
     if "attention_mask" in batches[0]:
         assert (batches[0]["attention_mask"] == 0).any()
     pol = ConfidencePolicy(spread_threshold(bundle, batches))
@@ -194,9 +176,7 @@ def test_compaction_with_masks_and_hf_models(name, data):
     assert torch.allclose(batched.confidence, single.confidence, atol=1e-5)
     full = EarlyExitRunner(bundle.stack, ConfidencePolicy(1.0)).run(batches)
     with torch.inference_mode():
-        logits = torch.cat([torch.as_tensor(getattr(bundle.model(**model_inputs(b)), "logits", None)
-                                            if name == "bert-tiny" else bundle.model(**model_inputs(b)))
-                            for b in batches])
+        logits = torch.cat([logits_of(bundle.model(**model_inputs(b))) for b in batches])
     assert torch.equal(full.prediction, logits.argmax(-1))
 
 

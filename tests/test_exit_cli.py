@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from fixtures import subprocess_env
 
 from layerwise.checkpoints import load_model, make_exit_heads, save_model
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "layerwise.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "layerwise.cli", *args], cwd=cwd, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
 
 
 def strict_json(path: Path) -> dict:

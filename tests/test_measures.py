@@ -1,14 +1,14 @@
 """Every measure against an independent float64 reference (tests/_refs.py), plus errors and peers' bugs."""
 
+import _refs as ref
 import numpy as np
 import pytest
 import torch
+from fixtures import layer_features
 from sklearn.cross_decomposition import CCA
 
-import _refs as ref
 from layerwise.errors import LayerwiseError, UndefinedLayerWarning
-from layerwise.measures import MEASURES, layer_matrix
-from layerwise.measures import cca, cka, cosine, knn, pnka, procrustes, rsa
+from layerwise.measures import MEASURES, cca, cka, cosine, knn, layer_matrix, pnka, procrustes, rsa
 
 TOL = 1e-8
 
@@ -23,16 +23,6 @@ def pair(n=60, d1=8, d2=6, seed=0, noise=0.5):
 
 def t(a):
     return torch.from_numpy(np.asarray(a))
-
-
-def layers(n=50, d=6, n_layers=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d))
-    out = []
-    for _ in range(n_layers):
-        x = np.tanh(x @ rng.normal(size=(d, d)) / np.sqrt(d)) + 0.3 * rng.normal(size=(n, d))
-        out.append(t(x.copy()))
-    return out
 
 
 @pytest.mark.parametrize("fn, reference", [
@@ -60,7 +50,7 @@ def test_measure_matches_reference(fn, reference):
 def test_cosine_matches_numpy():
     x, y = pair(d2=8)
     assert cosine.cosine(t(x), t(y)) == pytest.approx(ref.cosine(x, y), abs=TOL)
-    feats = layers()
+    feats = layer_features()
     mean, per = cosine.cosine_matrix(feats)
     for a in range(4):
         for b in range(4):
@@ -128,7 +118,7 @@ def torch_cka_matrix(feats_a, feats_b, batch_size):
         la, lb = len(feats_a), len(feats_b)
         c = CKA(_Stack(la), _Stack(lb), "a", "b", [f"layers.{i}" for i in range(la)],
                 [f"layers.{i}" for i in range(lb)])
-        loader = lambda f: DataLoader(TensorDataset(torch.stack(f, 1)), batch_size=batch_size)  # noqa: E731
+        loader = lambda f: DataLoader(TensorDataset(torch.stack(f, 1)), batch_size=batch_size)
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -139,7 +129,7 @@ def torch_cka_matrix(feats_a, feats_b, batch_size):
 
 
 def test_minibatch_matches_torch_cka():
-    fa, fb = layers(n=96, d=6, n_layers=3, seed=1), layers(n=96, d=5, n_layers=2, seed=2)
+    fa, fb = layer_features(96, (6,) * 3, seed=1), layer_features(96, (5,) * 2, seed=2)
     ours = layer_matrix("cka_minibatch", fa, fb, batch_size=32)
     theirs = torch_cka_matrix(fa, fb, 32)
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
@@ -149,7 +139,7 @@ def test_minibatch_averages_before_ratio_not_last_batch():
     """ckatorch's bug: the result was overwritten by the last batch. Ours = mean HSICs, then ratio."""
     x, y = pair(n=90, d2=6)
     bounds = [(0, 30), (30, 60), (60, 90)]
-    h = lambda a, b: np.mean([ref.hsic_unbiased(a[s:e] @ a[s:e].T, b[s:e] @ b[s:e].T) for s, e in bounds])  # noqa: E731
+    h = lambda a, b: np.mean([ref.hsic_unbiased(a[s:e] @ a[s:e].T, b[s:e] @ b[s:e].T) for s, e in bounds])
     want = h(x, y) / np.sqrt(h(x, x) * h(y, y))
     got = cka.cka_minibatch(t(x), t(y), batch_size=30)
     assert got == pytest.approx(want, abs=TOL)
@@ -172,7 +162,7 @@ def test_minibatch_small_batches():
 @pytest.mark.parametrize("name", sorted(MEASURES))
 def test_layer_matrix_entries_are_pairwise_fn(name):
     """Also anatome's swap bug: M[a_i, b_j] uses a's features for rows; not symmetric across models."""
-    fa, fb = layers(n=40, d=6, seed=3), layers(n=40, d=6, seed=4)
+    fa, fb = layer_features(40, (6,) * 4, seed=3), layer_features(40, (6,) * 4, seed=4)
     opts = {"k": 5} if "knn" in name else {"batch_size": 20} if name == "cka_minibatch" else {}
     m = layer_matrix(name, fa, fb, **opts)
     fn = MEASURES[name].fn
@@ -187,14 +177,14 @@ def test_layer_matrix_entries_are_pairwise_fn(name):
 
 
 def test_cross_model_different_widths():
-    fa, fb = layers(n=40, d=6, n_layers=3), layers(n=40, d=9, n_layers=2, seed=5)
+    fa, fb = layer_features(40, (6,) * 3), layer_features(40, (9,) * 2, seed=5)
     m = layer_matrix("cka", fa, fb)
     assert m.shape == (3, 2)
     assert m[2, 1] == pytest.approx(ref.cka(fa[2].numpy(), fb[1].numpy()), abs=TOL)
 
 
 def test_sample_cap_subsamples_with_warning():
-    fa = layers(n=120, d=5, n_layers=2)
+    fa = layer_features(120, (5,) * 2)
     with pytest.warns(UserWarning, match="subsampled from 120 to 50"):
         m = layer_matrix("rsa", fa, sample_cap=50, seed=1)
     idx = torch.randperm(120, generator=torch.Generator().manual_seed(1))[:50].sort().values
@@ -204,7 +194,7 @@ def test_sample_cap_subsamples_with_warning():
 # --- errors and undefined values ------------------------------------------------------------------
 
 def test_nan_features_raise():
-    fa = layers()
+    fa = layer_features()
     fa[2] = fa[2].clone()
     fa[2][3, 1] = float("nan")
     with pytest.raises(LayerwiseError, match="layer 2 features contain NaN/Inf; check the model/inputs"):
@@ -215,7 +205,7 @@ def test_nan_features_raise():
 
 
 def test_mismatched_samples_raise():
-    fa = layers()
+    fa = layer_features()
     with pytest.raises(LayerwiseError, match="samples"):
         layer_matrix("cka", [fa[0], fa[1][:-1]])
     with pytest.raises(LayerwiseError, match="samples"):
@@ -225,32 +215,32 @@ def test_mismatched_samples_raise():
 
 
 def test_too_few_samples_raise():
-    fa = [x[:3] for x in layers()]
+    fa = [x[:3] for x in layer_features()]
     with pytest.raises(LayerwiseError, match="debiased CKA needs at least 4 samples, got 3"):
         layer_matrix("cka_debiased", fa)
     with pytest.raises(LayerwiseError, match="at least 2 samples"):
         layer_matrix("cka", [x[:1] for x in fa])
     with pytest.raises(LayerwiseError, match="SVCCA or more samples"):
-        cca.mean_cca(*[x[:5] for x in layers(d=6)[:2]])
+        cca.mean_cca(*[x[:5] for x in layer_features()[:2]])
     with pytest.raises(LayerwiseError, match="k < N"):
         knn.mutual_knn(fa[0], fa[1])
 
 
 def test_cos_needs_equal_widths():
     with pytest.raises(LayerwiseError, match="COS needs equal widths: layer a has 6, layer b has 9; use CKA"):
-        layer_matrix("cos", layers(d=6, n_layers=2), layers(d=9, n_layers=2))
+        layer_matrix("cos", layer_features(50, (6,) * 2), layer_features(50, (9,) * 2))
     with pytest.raises(LayerwiseError, match="COS needs equal widths"):
         cosine.cosine(t(np.ones((5, 2))), t(np.ones((5, 3))))
 
 
 def test_unknown_measure():
     with pytest.raises(LayerwiseError, match="unknown measure"):
-        layer_matrix("nope", layers())
+        layer_matrix("nope", layer_features())
 
 
 @pytest.mark.parametrize("name", ["cka", "cka_debiased", "cos", "rsa", "pnka", "cca", "cka_minibatch"])
 def test_constant_layer_is_nan_with_warning(name):
-    fa = layers(n=40)
+    fa = layer_features(40, (6,) * 4)
     fa[0] = torch.ones(40, 6) * 3.0
     opts = {"batch_size": 20} if name == "cka_minibatch" else {}
     with pytest.warns(UndefinedLayerWarning, match=r"layer 0: features are constant across samples .*"
@@ -261,7 +251,7 @@ def test_constant_layer_is_nan_with_warning(name):
 
 
 def test_constant_layer_in_streaming_stats_warns():
-    fa = layers(n=40)
+    fa = layer_features(40, (6,) * 4)
     fa[1] = torch.zeros(40, 6)
     with pytest.warns(UndefinedLayerWarning, match=r"layer\(s\) \[1\]"):
         m = cka.LinearStats.of(fa).cka()
@@ -269,7 +259,7 @@ def test_constant_layer_in_streaming_stats_warns():
 
 
 def test_zero_norm_sample_is_nan_with_warning():
-    fa = layers(n=30, n_layers=2)
+    fa = layer_features(30, (6,) * 2)
     fa[0] = torch.round(fa[0] * 8) / 8  # dyadic values: sums are exact, so the mean is exactly zero below
     fa[0][4] = 0.0
     fa[0][5] -= fa[0].sum(0)  # global mean is now zero, so centred row 4 is zero

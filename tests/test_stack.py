@@ -1,14 +1,14 @@
 """The layer stack against the wrapped models' own forward passes."""
 
+import _refs as ref
 import pytest
 import torch
 import torch.nn.functional as F
 import transformers as T
 
 from layerwise import LayerwiseError
-from layerwise.stack import ADAPTERS, register_adapter
-from layerwise.models import GPT, MLP, ViT, GPTConfig, MLPConfig, ViTConfig
-from layerwise.stack import LayerStack, pool
+from layerwise.models import GPT, MLP, GPTConfig, MLPConfig, ViT, ViTConfig
+from layerwise.stack import ADAPTERS, LayerStack, pool, register_adapter
 
 torch.manual_seed(0)
 IDS = torch.randint(5, 90, (3, 7))
@@ -92,11 +92,9 @@ def test_readout_recomputes_final_norm_per_layer():
     stack = LayerStack(model)
     with torch.no_grad():
         hs = stack.hidden_states(dict(pixel_values=PIXELS))
+        norm, head = model.norm, model.head
         for h in hs:
-            x = h[:, 0].double()
-            normed = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)
-            normed = normed * model.norm.weight.double() + model.norm.bias.double()
-            expected = normed @ model.head.weight.double().T + model.head.bias.double()
+            expected = ref.linear64(ref.layer_norm64(h[:, 0], norm.weight, norm.bias, norm.eps), head.weight, head.bias)
             assert torch.allclose(stack.readout(h).double(), expected, atol=1e-5)
 
 

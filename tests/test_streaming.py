@@ -1,22 +1,19 @@
 """Streaming statistics: batch splits and merges give the in-memory full-data values."""
 
+import _refs as ref
 import numpy as np
 import torch
-from hypothesis import given, settings, strategies as st
+from fixtures import layer_features
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import _refs as ref
 from layerwise.measures.cka import LinearStats, cross_block
 from layerwise.measures.cosine import CosineAccumulator, cosine_matrix
 
 
-def feats(n=48, widths=(5, 7, 5, 3), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, widths[0], generator=g)
-    out = []
-    for d in widths:
-        x = torch.tanh(x @ torch.randn(x.shape[1], d, generator=g)) + 0.5 * torch.randn(n, d, generator=g) + 2.0
-        out.append(x)
-    return out
+def feats(widths=(5, 7, 5, 3), seed=0):
+    """float32 features (as models produce) far from zero mean, so streaming centring is exercised."""
+    return layer_features(48, widths, seed=seed, noise=0.5, offset=2.0, dtype=torch.float32)
 
 
 def split(f, cuts):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,25 +11,27 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import ROOT, free_port, subprocess_env, train_config
 from safetensors.torch import load_file
 
-from layerwise.training import objectives as O
-from layerwise.errors import LayerwiseError
-from layerwise.training import (epoch_order, latest_checkpoint, load_checkpoint, load_preset, make_scheduler,
-                                resolve_config, shard, train)
 from layerwise.checkpoints import load_model
+from layerwise.errors import LayerwiseError
+from layerwise.training import (
+    epoch_order,
+    latest_checkpoint,
+    load_checkpoint,
+    load_preset,
+    make_scheduler,
+    resolve_config,
+    shard,
+    train,
+)
+from layerwise.training import objectives as O
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+ENV = subprocess_env()
 CLI = [sys.executable, "-c", "from layerwise.cli import main; main()", "train"]
 RUN = ["--model", "mlp-residual", "--data", "digits", "--objective", "aligned", "--epochs", "3", "--batch-size", "32",
        "--augment", "--checkpoint-every", "5", "--seed", "1", "--no-progress", "--eval-limit", "200"]
-
-
-def small(tmp_path: Path, name: str = "run", **kw):
-    base = dict(model="mlp-residual", data="digits", out=str(tmp_path / name), epochs=1, batch_size=32, limit=256,
-                eval_limit=96, lr=1e-3, progress=False, cpu=True)
-    return resolve_config(**{**base, **kw})
 
 
 def records(path: Path) -> list[dict]:
@@ -93,7 +93,7 @@ def test_presets_and_config_file_precedence(tmp_path):
 
 
 def test_multi_exit_logs_heads_and_saves_them(tmp_path):
-    cfg = small(tmp_path, objective="multi-exit", epochs=2)
+    cfg = train_config(tmp_path, objective="multi-exit", epochs=2)
     rec = train(cfg)
     assert len(rec["exit_accuracy"]) == 8 and len(rec["accuracy"]) == 9
     # The last exit is the model's own readout.
@@ -104,9 +104,9 @@ def test_multi_exit_logs_heads_and_saves_them(tmp_path):
 
 
 def test_lp_and_lp_ft(tmp_path):
-    lp = train(small(tmp_path, "lp", objective="lp"))
+    lp = train(train_config(tmp_path, "lp", objective="lp"))
     assert lp["stage"] == "lp" and lp["lp_train_accuracy"] > 0.5
-    ft = train(small(tmp_path, "lpft", objective="lp-ft", ft_objective="aligned-joint", epochs=1))
+    ft = train(train_config(tmp_path, "lpft", objective="lp-ft", ft_objective="aligned-joint", epochs=1))
     log = records(tmp_path / "lpft" / "log.jsonl")
     assert [r["epoch"] for r in log] == [0, 1]
     assert log[0]["accuracy"][-1] == pytest.approx(lp["accuracy"][-1])  # same LP stage
@@ -114,18 +114,18 @@ def test_lp_and_lp_ft(tmp_path):
 
 
 def test_cos_reg_and_depth_override_and_lm(tmp_path):
-    rec = train(small(tmp_path, "cos", objective="cos-reg", model="vit-digits", depth=3, limit=128))
+    rec = train(train_config(tmp_path, "cos", objective="cos-reg", model="vit-digits", depth=3, limit=128))
     assert len(rec["accuracy"]) == 4
     assert load_model(str(tmp_path / "cos")).stack.num_layers == 3
     text = tmp_path / "corpus.txt"
     text.write_text("to be or not to be, that is the question. " * 60)
-    lm = train(small(tmp_path, "lm", model="gpt-tiny", data=str(text), objective="aligned", depth=2, seq_len=32,
+    lm = train(train_config(tmp_path, "lm", model="gpt-tiny", data=str(text), objective="aligned", depth=2, seq_len=32,
                      batch_size=8, limit=None, eval_limit=None))
     assert len(lm["perplexity"]) == 3 and all(p > 1 for p in lm["perplexity"])
 
 
 def test_bf16_mixed_precision_runs_on_cpu(tmp_path):
-    rec = train(small(tmp_path, mixed_precision="bf16", objective="aligned-joint", limit=128))
+    rec = train(train_config(tmp_path, mixed_precision="bf16", objective="aligned-joint", limit=128))
     assert all(0 <= a <= 1 for a in rec["accuracy"])
 
 
@@ -141,7 +141,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         return loss * float("nan") if len(calls) == 6 else loss
 
     monkeypatch.setattr(O, "standard", poisoned)
-    cfg = small(tmp_path, objective="standard", checkpoint_every=2)
+    cfg = train_config(tmp_path, objective="standard", checkpoint_every=2)
     with pytest.raises(LayerwiseError, match=r"loss became nan at step 5 .*last good checkpoint"):
         train(cfg)
     root = Path(cfg.out) / "checkpoint"
@@ -152,7 +152,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 def test_huge_lr_gives_clear_error(tmp_path):
     with pytest.raises(LayerwiseError, match="lower --lr"):
-        train(small(tmp_path, lr=1e30, epochs=3))
+        train(train_config(tmp_path, lr=1e30, epochs=3))
 
 
 # ---------------------------------------------------------------- kill and resume (real CLI subprocesses)
@@ -203,18 +203,12 @@ def test_corrupt_checkpoint_is_a_clear_error(uninterrupted, tmp_path):
 # ---------------------------------------------------------------- two processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     script = str(ROOT / "tests" / "dist_train_script.py")
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run([sys.executable, script, str(one)], check=True, env=ENV, cwd=ROOT, capture_output=True)
-    env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", env["MASTER_PORT"]]
     done = subprocess.run(launch + [script, str(two)], env=env, cwd=ROOT, capture_output=True, text=True)

@@ -6,19 +6,13 @@ import json
 
 import pytest
 import torch
+from fixtures import data_batches, logits_of
 
-from layerwise.data import load_dataset, make_loader
-from layerwise.data import materialize, model_inputs
-from layerwise.errors import LayerwiseError
-from layerwise.checkpoints import truncate
+from layerwise.checkpoints import load_model, make_exit_heads, save_model, truncate
 from layerwise.cli.truncate import truncate_model
+from layerwise.data import model_inputs
+from layerwise.errors import LayerwiseError
 from layerwise.evaluation import minimal_depth
-from layerwise.checkpoints import load_model, make_exit_heads, save_model
-
-
-def _logits(out):
-    return out.logits if hasattr(out, "logits") else out
-
 
 CASES = [("vit-digits", "digits", 10, 2), ("mlp-residual", "digits", 10, 5), ("bert-tiny", "sentences", 2, 2),
          ("vit-hf-tiny", None, 10, 3)]
@@ -27,7 +21,7 @@ CASES = [("vit-digits", "digits", 10, 2), ("mlp-residual", "digits", 10, 5), ("b
 def _batch(bundle, data):
     if data is None:  # 32×32 RGB for the HF ViT
         return {"pixel_values": torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
-    return model_inputs(materialize(make_loader(load_dataset(data, "test", limit=12), bundle.inputs, 12), "cpu")[0])
+    return model_inputs(data_batches(data, bundle.inputs, limit=12, batch_size=12)[0])
 
 
 @pytest.mark.parametrize("name,data,classes,k", CASES)
@@ -47,7 +41,7 @@ def test_truncate_round_trip_predicts_the_stack_at_k(tmp_path, name, data, class
     assert config.get("depth", config.get("num_hidden_layers")) == k
     with torch.inference_mode():
         assert torch.allclose(loaded.stack(x), want, atol=1e-5)
-        assert torch.allclose(_logits(loaded.model(**x)), want, atol=1e-5)  # the plain forward, too
+        assert torch.allclose(logits_of(loaded.model(**x)), want, atol=1e-5)  # the plain forward, too
     assert bundle.stack.num_layers > k  # the original is untouched
 
 

@@ -17,3 +17,18 @@ def reexport(old: str, sources: dict[str, list[str]]) -> None:
         target = importlib.import_module(source)
         for name in names:
             setattr(module, name, getattr(target, name))
+
+
+def moved_names(package: str, names: dict[str, str]):
+    """A module ``__getattr__`` (PEP 562) for names that left ``package``: ``names[old] = "new.module:attr"``.
+    Each use warns once per call site and returns the object from its new home."""
+
+    def __getattr__(name: str):
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module, _, attr = names[name].partition(":")
+        warnings.warn(f"{package}.{name} is deprecated and will be removed in the next release: use {module}.{attr}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(module), attr)
+
+    return __getattr__

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
 from layerwise.data.spec import InputSpec
-from layerwise.errors import LayerwiseError
 from layerwise.stack import LayerStack
+from layerwise.stack.heads import exit_readouts, make_exit_heads  # noqa: F401  (re-exported)
 from layerwise.stack.surgery import keep_blocks
 
 
@@ -36,20 +35,6 @@ def make_bundle(name: str, model: nn.Module, inputs: InputSpec, feature_pooling:
     if feature_pooling:
         stack.feature_pooling = feature_pooling
     return ModelBundle(name=name, model=model, stack=stack, inputs=inputs)
-
-
-def make_exit_heads(stack: LayerStack) -> nn.ModuleList:
-    """Multi-exit baseline: an own copy of the readout (norm + head) for each layer 1..L."""
-    return nn.ModuleList(copy.deepcopy(stack.readout) for _ in range(stack.num_layers))
-
-
-def exit_readouts(stack: LayerStack, exit_heads: nn.ModuleList | None) -> list[nn.Module]:
-    """The readout serving each layer 1..L: a multi-exit model's own heads, else the shared readout."""
-    if exit_heads is None:
-        return [stack.readout] * stack.num_layers
-    if len(exit_heads) != stack.num_layers:
-        raise LayerwiseError(f"{len(exit_heads)} exit heads for {stack.num_layers} layers: re-save the model")
-    return list(exit_heads)
 
 
 def truncate(bundle: ModelBundle, k: int) -> ModelBundle:

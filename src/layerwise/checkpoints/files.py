@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from layerwise.checkpoints.schemas import check_meta
 from layerwise.errors import LayerwiseError
 
 
@@ -23,8 +24,18 @@ def read_json(path: Path) -> dict:
 
 
 def read_meta(path: Path) -> dict:
-    """``layerwise.json`` of a model directory ({} when absent)."""
-    return read_json(path / "layerwise.json") if (path / "layerwise.json").exists() else {}
+    """``layerwise.json`` of a model directory, checked against its schema ({} when absent)."""
+    file = path / "layerwise.json"
+    return check_meta(read_json(file), file) if file.exists() else {}
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], file: Path) -> None:
+    """``module.load_state_dict(state)``; weights that do not fit the module → LayerwiseError naming ``file``."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:  # its first line only says "Error(s) in loading state_dict"; the second says which
+        detail = " ".join(" ".join(str(e).splitlines()[:2]).split())
+        raise LayerwiseError(f"{file} does not fit the model its folder describes ({detail}): re-save the model") from e
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 
 from layerwise.checkpoints.bundle import ModelBundle, make_bundle
@@ -13,18 +16,50 @@ from layerwise.data.spec import InputSpec, image_spec, input_spec_from_meta
 from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.errors import LayerwiseError
 
+# What transformers raises on a folder whose config.json has mistyped values (strict config dataclasses) or
+# inconsistent ones (an id2label that is no mapping, a width not divisible by the heads, a negative size).
+_BAD_FOLDER = (OSError, ValueError, TypeError, AttributeError, KeyError, RuntimeError, StrictDataclassError)
 
-def hf_class(config: dict, num_classes: int | None) -> type:
-    """The transformers class named by ``config.json`` (a bare BERT gains a classifier with ``num_classes``)."""
+
+def _architecture(config: dict, source: str) -> str | None:
+    """The class name ``config.json`` gives under ``architectures`` (a list of names), if any."""
+    names = config.get("architectures")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise LayerwiseError(f"{source}: architectures is {names!r}, not a list of class names: fix it or "
+                             "re-save the model")
+    return names[0] if names else None
+
+
+def hf_class(config: dict, num_classes: int | None, source: str = "config.json") -> type:
+    """The transformers class named by ``config.json`` (a bare BERT gains a classifier with ``num_classes``);
+    ``source`` names the file in errors."""
     import transformers as T
 
-    arch = (config.get("architectures") or [None])[0]
+    arch = _architecture(config, source)
     if num_classes is not None and arch in ("BertModel", None) and config.get("model_type") == "bert":
         arch = "BertForSequenceClassification"
-    cls = getattr(T, arch, None) if isinstance(arch, str) else None
-    if cls is None:
-        raise LayerwiseError(f"unknown architecture {arch!r} in config.json; see `layerwise models`")
+    if arch is None:
+        raise LayerwiseError(f"{source} names no architecture (layerwise_arch for this project's models, "
+                             "architectures for Hugging Face ones): re-save the model")
+    cls = getattr(T, arch, None)
+    if not (isinstance(cls, type) and issubclass(cls, T.PreTrainedModel)):  # `pipeline` is no model class
+        raise LayerwiseError(f"unknown architecture {arch!r} in {source}; see `layerwise models`")
     return cls
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Without transformers' progress bars (local weights load or save in a moment; the bars would only add
+    lines around the command's own output and errors); the previous setting is restored."""
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
 
 
 def _head_args(cls: type, config: dict, num_classes: int | None) -> dict:
@@ -38,13 +73,15 @@ def _head_args(cls: type, config: dict, num_classes: int | None) -> dict:
 
 def load_hf_dir(path: Path, name: str, num_classes: int | None) -> ModelBundle:
     """A ``save_pretrained`` directory (``num_classes`` adds or resizes a classification head)."""
-    config = read_json(path / "config.json")
-    cls = hf_class(config, num_classes)
+    config, meta = read_json(path / "config.json"), read_meta(path)  # both checked before the weights load
+    cls = hf_class(config, num_classes, str(path / "config.json"))
     try:
-        model = cls.from_pretrained(str(path), **_head_args(cls, config, num_classes))
-    except (OSError, ValueError) as e:
-        raise LayerwiseError(f"cannot load {path}: {str(e).splitlines()[0]}") from e
-    return hf_bundle(name, model, path, read_meta(path))
+        with quiet_transformers():
+            model = cls.from_pretrained(str(path), **_head_args(cls, config, num_classes))
+    except _BAD_FOLDER as e:
+        raise LayerwiseError(f"cannot load {path} ({' '.join(str(e).split())}): fix its config.json or "
+                             "re-save the model") from e
+    return hf_bundle(name, model, path, meta)
 
 
 def load_hub(spec: str, num_classes: int | None) -> ModelBundle:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from layerwise.checkpoints.builtin import BUILTIN
 from layerwise.checkpoints.bundle import ModelBundle, make_bundle, make_exit_heads
-from layerwise.checkpoints.files import read_json, read_meta, read_tensors
+from layerwise.checkpoints.files import load_state, read_json, read_meta, read_tensors
 from layerwise.checkpoints.hf import load_hf_dir, load_hub
+from layerwise.checkpoints.schemas import check_own_config
 from layerwise.data.spec import InputSpec, image_spec, input_spec_from_meta
 from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.errors import LayerwiseError
-from layerwise.models import OWN_MODELS, StackModel, ViT, build_own
+from layerwise.models import StackModel, ViT, build_own
 
 
 def load_model(spec: str, num_classes: int | None = None) -> ModelBundle:
@@ -42,19 +43,22 @@ def _own_default_inputs(model: StackModel, arch: str) -> InputSpec:
     return InputSpec(modality="vector", input_dim=model.config.input_dim)
 
 
-def _load_own_dir(path: Path, config: dict) -> ModelBundle:
-    if config["layerwise_arch"] not in OWN_MODELS:
-        raise LayerwiseError(f"{path}/config.json names layerwise_arch {config['layerwise_arch']!r}: "
-                             f"use one of {', '.join(OWN_MODELS)}")
-    model = build_own(config)
-    state = read_tensors(path / "model.safetensors")
-    if "head.weight" not in state and hasattr(model, "tok"):
-        state["head.weight"] = state["tok.weight"]  # tied weights are stored once
+def _build_own(config: dict, file: Path) -> StackModel:
+    """The own model a validated ``config.json`` describes; values its modules reject → LayerwiseError."""
     try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise LayerwiseError(f"{path}/model.safetensors does not match its config.json: {str(e).splitlines()[0]}") from e
-    meta = read_meta(path)
+        return build_own(config)
+    except (ValueError, RuntimeError) as e:  # e.g. a negative width: torch refuses the tensor shape
+        raise LayerwiseError(f"{file} describes no buildable model ({str(e).splitlines()[0]}): fix its values "
+                             "or re-save the model") from e
+
+
+def _load_own_dir(path: Path, config: dict) -> ModelBundle:
+    config, meta = check_own_config(config, path / "config.json"), read_meta(path)  # checked before any weights
+    model = _build_own(config, path / "config.json")
+    state = read_tensors(path / "model.safetensors")
+    if "head.weight" not in state and "tok.weight" in state and hasattr(model, "tok"):
+        state["head.weight"] = state["tok.weight"]  # tied weights are stored once
+    load_state(model, state, path / "model.safetensors")
     inputs = input_spec_from_meta(meta, _own_default_inputs(model, config["layerwise_arch"]))
     bundle = make_bundle(str(path), model, inputs, meta.get("feature_pooling"))
     bundle.meta = meta
@@ -65,5 +69,5 @@ def _load_exit_heads(bundle: ModelBundle, path: Path) -> None:
     if not bundle.meta.get("exit_heads"):
         return
     heads = make_exit_heads(bundle.stack)
-    heads.load_state_dict(read_tensors(path / "exit_heads.safetensors"))
+    load_state(heads, read_tensors(path / "exit_heads.safetensors"), path / "exit_heads.safetensors")
     bundle.exit_heads = heads

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from layerwise.checkpoints.bundle import ModelBundle
+from layerwise.checkpoints.hf import quiet_transformers
 from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.models import StackModel
 from layerwise.report.serialize import atomic_save_tensors, write_json
@@ -24,7 +25,8 @@ def save_model(bundle: ModelBundle, out: str | Path) -> Path:
         atomic_save_tensors(state, out / "model.safetensors")
         write_json(model.config_dict(), out / "config.json")
     else:
-        model.save_pretrained(str(out))
+        with quiet_transformers():
+            model.save_pretrained(str(out))
         tok = bundle.inputs.tokenizer
         if tok is not None and hasattr(tok, "save_pretrained"):
             tok.save_pretrained(str(out))

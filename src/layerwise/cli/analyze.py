@@ -1,51 +1,92 @@
-"""``layerwise analyze`` and ``layerwise compare``: load, measure, write."""
+"""``layerwise analyze`` and ``layerwise compare``: check, load, measure, write."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
+from pydantic import PositiveInt
 
-from layerwise.cli.app import app, check_out_dir, report_warnings
+from layerwise.cli.app import Flags, app, check_flags, check_out_dir, report_warnings
 
 DEFAULT_MEASURES = "cos,cka_linear,cka_linear_debiased"
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+DTYPE_HELP = "precision the model runs in, whatever it was saved in: " + " | ".join(DTYPES)
 
 
-def _load(model: str, device):
+class AnalysisFlags(Flags):
+    """The flags of ``analyze`` and ``compare`` that are checked before anything loads."""
+
+    batch_size: PositiveInt
+    sample_cap: PositiveInt
+    limit: PositiveInt | None
+    dtype: Literal[DTYPES]  # type: ignore[valid-type]
+
+
+def _prepare(measures: str, out: Path, device: str, **flags):
+    """Everything checkable before loading: the flags and ``--out`` (answered before torch is even imported),
+    then the measure names and the device."""
+    check_flags(AnalysisFlags, **flags)
+    check_out_dir(Path(out))
+    from layerwise.device import pick_device
+    from layerwise.measures import parse_measures
+
+    return parse_measures(measures), pick_device(device)
+
+
+def _load(model: str, device, dtype: str):
+    """The model on ``device``, cast to ``dtype``: a checkpoint saved in half precision is analysed in float32
+    unless asked otherwise, since bf16 features shift the similarities (CKA(1, L) 0.65 against 0.96)."""
+    import torch
+
     from layerwise.checkpoints import load_model
 
     bundle = load_model(model)
-    bundle.model.to(device).eval()
+    bundle.model.to(device=device, dtype=getattr(torch, dtype)).eval()
     return bundle
+
+
+def _check_labels(ds, bundle, model: str) -> None:
+    """A classifier's labels must index its classes, checked before any forward pass (regression heads and
+    encoders take any label)."""
+    stack = bundle.stack
+    if stack.task == "classification" and (stack.num_classes or 0) > 1:
+        ds.check_labels(stack.num_classes, model)
+
+
+def _with_warnings(run, *args, **kwargs) -> dict:
+    """``run(*args, **kwargs)``, its own warnings (undefined layers, subsampling) in ``results["warnings"]``."""
+    from layerwise.report import warning_messages
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = run(*args, **kwargs)
+    results["warnings"] = warning_messages(caught)
+    return results
 
 
 def run_analysis(*, model: str, data: str, out: Path, split: str = "test", limit: int | None = None,
                  batch_size: int = 64, pooling: str | None = None, measures: str = DEFAULT_MEASURES,
-                 sample_cap: int = 2000, data_dir=None, device: str = "auto", seed: int = 0) -> dict:
+                 sample_cap: int = 2000, data_dir=None, device: str = "auto", seed: int = 0,
+                 dtype: str = "float32") -> dict:
     """``layerwise analyze``: similarity matrices, per-layer readout accuracy/loss and residual statistics of
     one model, written to ``out`` (results.json, layers.csv, figures)."""
-    from layerwise.data import load_dataset
-    from layerwise.device import pick_device
+    names, dev = _prepare(measures, out, device, batch_size=batch_size, sample_cap=sample_cap, limit=limit,
+                          dtype=dtype)
+    from layerwise.data import load_dataset  # after the checks: a bad flag is answered without loading torch
     from layerwise.evaluation import analyze
-    from layerwise.measures import parse_measures
-    from layerwise.report import warning_messages
     from layerwise.report.writers import write_analysis
 
-    names = parse_measures(measures)
-    check_out_dir(Path(out))
-    dev = pick_device(device)
-    bundle = _load(model, dev)
+    bundle = _load(model, dev, dtype)
     ds = load_dataset(data, split=split, limit=limit, seed=seed, data_dir=data_dir)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        results = analyze(bundle, ds, names, batch_size=batch_size, pooling=pooling, sample_cap=sample_cap,
-                          seed=seed, device=dev, skip_inapplicable=measures.strip() == "all")
-    results["warnings"] = warning_messages(caught)
+    _check_labels(ds, bundle, model)
+    results = _with_warnings(analyze, bundle, ds, names, batch_size=batch_size, pooling=pooling,
+                             sample_cap=sample_cap, seed=seed, device=dev, skip_inapplicable=measures.strip() == "all")
     results["config"] = dict(model=model, data=data, split=split, limit=limit, batch_size=batch_size,
                              pooling=pooling or bundle.stack.feature_pooling, measures=names, sample_cap=sample_cap,
-                             device=str(dev), seed=seed, task=bundle.stack.task)
+                             device=str(dev), seed=seed, task=bundle.stack.task, dtype=dtype)
     write_analysis(results, Path(out))
     return results
 
@@ -53,29 +94,24 @@ def run_analysis(*, model: str, data: str, out: Path, split: str = "test", limit
 def run_compare(*, model_a: str, model_b: str, data: str, out: Path, split: str = "test",
                 limit: int | None = None, batch_size: int = 64, pooling: str | None = None,
                 measures: str = DEFAULT_MEASURES, sample_cap: int = 2000, data_dir=None, device: str = "auto",
-                seed: int = 0) -> dict:
+                seed: int = 0, dtype: str = "float32") -> dict:
     """``layerwise compare``: L_a × L_b matrices between two models' layers on the same inputs."""
-    from layerwise.data import load_dataset
-    from layerwise.device import pick_device
+    names, dev = _prepare(measures, out, device, batch_size=batch_size, sample_cap=sample_cap, limit=limit,
+                          dtype=dtype)
+    from layerwise.data import load_dataset  # after the checks: a bad flag is answered without loading torch
     from layerwise.evaluation import compare
-    from layerwise.measures import parse_measures
-    from layerwise.report import warning_messages
     from layerwise.report.writers import write_compare
 
-    names = parse_measures(measures)
-    check_out_dir(Path(out))
-    dev = pick_device(device)
-    a = _load(model_a, dev)
+    a = _load(model_a, dev, dtype)
     ds = load_dataset(data, split=split, limit=limit, seed=seed, data_dir=data_dir)
-    b = _load(model_b, dev)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        results = compare(a, b, ds, names, batch_size=batch_size, pooling=pooling, sample_cap=sample_cap, seed=seed,
-                          device=dev, skip_inapplicable=measures.strip() == "all")
-    results["warnings"] = warning_messages(caught)
+    b = _load(model_b, dev, dtype)
+    for bundle, name in ((a, model_a), (b, model_b)):
+        _check_labels(ds, bundle, name)
+    results = _with_warnings(compare, a, b, ds, names, batch_size=batch_size, pooling=pooling,
+                             sample_cap=sample_cap, seed=seed, device=dev, skip_inapplicable=measures.strip() == "all")
     results["config"] = dict(model_a=model_a, model_b=model_b, data=data, split=split, limit=limit,
                              batch_size=batch_size, pooling=pooling, measures=names, sample_cap=sample_cap,
-                             device=str(dev), seed=seed)
+                             device=str(dev), seed=seed, dtype=dtype)
     write_compare(results, Path(out))
     return results
 
@@ -92,13 +128,14 @@ def analyze_command(
     measures: str = typer.Option(DEFAULT_MEASURES, help="comma list (see README), or 'all'"),
     sample_cap: int = typer.Option(2000, help="max samples for measures that need N×N structure"),
     data_dir: Optional[Path] = typer.Option(None, help="real-data root (default: $LAYERWISE_DATA)"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
     seed: int = typer.Option(0),
+    dtype: str = typer.Option("float32", help=DTYPE_HELP),
 ) -> None:
     """Per-layer similarity, readout accuracy and residual analysis; writes results.json, CSV and figures."""
     results = run_analysis(model=model, data=data, out=out, split=split, limit=limit, batch_size=batch_size,
                            pooling=pooling, measures=measures, sample_cap=sample_cap, data_dir=data_dir,
-                           device=device, seed=seed)
+                           device=device, seed=seed, dtype=dtype)
     report_warnings(results)
     typer.echo(f"wrote {out}/results.json")
 
@@ -116,12 +153,13 @@ def compare_command(
     measures: str = typer.Option(DEFAULT_MEASURES, help="comma list (see README), or 'all'"),
     sample_cap: int = typer.Option(2000),
     data_dir: Optional[Path] = typer.Option(None),
-    device: str = typer.Option("auto"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
     seed: int = typer.Option(0),
+    dtype: str = typer.Option("float32", help=DTYPE_HELP),
 ) -> None:
     """Cross-model L_a×L_b similarity matrices on the same inputs."""
     results = run_compare(model_a=model_a, model_b=model_b, data=data, out=out, split=split, limit=limit,
                           batch_size=batch_size, pooling=pooling, measures=measures, sample_cap=sample_cap,
-                          data_dir=data_dir, device=device, seed=seed)
+                          data_dir=data_dir, device=device, seed=seed, dtype=dtype)
     report_warnings(results)
     typer.echo(f"wrote {out}/results.json")

@@ -1,16 +1,43 @@
-"""The Typer application and the entry point: bad input prints one line ``error: …`` and exits 2."""
+"""The Typer application and the entry point: bad input prints one line ``error: …`` and exits 2.
+
+Also what every command shares: the ``--out`` check and the base of the per-command flag schemas.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
+from pydantic import ConfigDict
 
 from layerwise.errors import LayerwiseError
+from layerwise.schema import Options, validate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Study how representations move through the layers of a transformer, and use it.")
+
+F = TypeVar("F", bound="Flags")
+
+
+def flag_name(key: str) -> str:
+    """``batch_size`` → ``--batch-size``: how Typer spells a parameter on the command line."""
+    return "--" + key.replace("_", "-")
+
+
+class Flags(Options):
+    """Base of a command's flag schema: its errors name the flag (``--batch-size``), not the Python name."""
+
+    model_config = ConfigDict(alias_generator=flag_name, validate_by_alias=True, validate_by_name=False)
+
+
+def check_flags(schema: type[F], **values: Any) -> F:
+    """``values`` (keyed by parameter name) validated by ``schema``; one line naming the flag otherwise."""
+    return validate(schema, {flag_name(key): value for key, value in values.items()}, "options")
 
 
 def report_warnings(results: dict) -> None:
@@ -20,9 +47,26 @@ def report_warnings(results: dict) -> None:
 
 
 def check_out_dir(out: Path, option: str = "--out") -> Path:
-    """An output folder that exists as a folder or can be created; checked before any long work."""
+    """An output folder that exists as a writable folder or can be created; checked before any long work.
+
+    Writability is probed by creating the folder and a file in it, since permissions alone do not tell
+    (root, read-only mounts, a file where a parent folder should be). Only what the probe created is removed.
+    """
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise LayerwiseError(f"{option} {out} is an existing file: pass a folder")
+    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=out, prefix=".layerwise-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as e:
+        raise LayerwiseError(f"{option} {out} cannot be written ({e.strerror or e}): pass a writable folder") from e
+    finally:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return out
 
 
@@ -34,16 +78,34 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
+def _fail(message: str) -> None:
+    """Print ``error: message`` as exactly one line and exit 2."""
+    _close_progress_bars()
+    typer.echo("error: " + " ".join(message.split()), err=True)
+    sys.exit(2)
+
+
+def _usage_hint(e: typer.TyperException) -> str:
+    ctx = getattr(e, "ctx", None)
+    return f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+
+
 def main() -> None:
-    """Entry point: bad input prints one line and exits 2, without a traceback."""
+    """Entry point: bad input, including bad or missing flags, prints one line and exits 2, without a traceback.
+
+    Click's own usage box is bypassed (``standalone_mode=False``) so that its errors read like ours; a bare
+    ``layerwise`` prints the help.
+    """
     import layerwise.cli  # noqa: F401  (registers the commands)
 
     try:
-        app()
+        status = app(args=sys.argv[1:] or ["--help"], prog_name="layerwise", standalone_mode=False)
+    except typer.TyperException as e:  # Click's usage errors: a flag that is unknown, missing or mistyped
+        _fail(e.format_message() + _usage_hint(e))
     except LayerwiseError as e:
-        _close_progress_bars()
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        _fail(str(e))
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    if isinstance(status, int) and status:  # --help returns 0; an interrupt inside a command returns 130
+        sys.exit(status)

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Annotated, Any, Optional, Sequence
 
 import typer
+from pydantic import Field, PositiveInt
 
-from layerwise.cli.app import app, check_out_dir
+from layerwise.cli.app import Flags, app, check_flags, check_out_dir
 from layerwise.errors import LayerwiseError
+
+AccuracyDifference = Annotated[float, Field(ge=0.0, lt=1.0)]  # also rejects NaN
+
+
+class ExitFlags(Flags):
+    """The flags of ``exit`` checked before anything loads (the policy checks its own threshold and layers)."""
+
+    batch_size: PositiveInt
+    repeats: PositiveInt
+    limit: PositiveInt | None
+    calibrate_eps: AccuracyDifference
+    delta: AccuracyDifference
 
 
 def _validation_split(ds, val_split: str | None, data: str, limit: int | None, seed: int, data_dir):
@@ -34,20 +47,18 @@ def evaluate_exit(models: Sequence[str], data: str, out: str | Path, *, policy: 
                   device: str = "auto", seed: int = 0, data_dir: str | Path | None = None, repeats: int = 1,
                   shift_data: str | None = None) -> dict[str, Any]:
     """``layerwise exit``: write ``out/results.json``, ``exit_histogram.png`` and ``sweep.png``."""
-    from layerwise.checkpoints import BUILTIN, load_model
+    if not models:
+        raise LayerwiseError("no model given: pass --model at least once")
+    check_flags(ExitFlags, batch_size=batch_size, repeats=repeats, limit=limit, calibrate_eps=calibrate_eps,
+                delta=delta)
+    out = check_out_dir(Path(out))
+    from layerwise.checkpoints import BUILTIN, load_model  # after the checks: a bad flag is answered without torch
     from layerwise.data import load_dataset, make_loader, materialize
     from layerwise.device import pick_device
     from layerwise.evaluation import evaluate_model, layerwise_accuracy
     from layerwise.inference import make_policy
     from layerwise.report.writers import write_exit
 
-    if not models:
-        raise LayerwiseError("no model given: pass --model at least once")
-    if batch_size < 1 or repeats < 1:
-        raise LayerwiseError(f"--batch-size {batch_size} / --repeats {repeats}: pass positive integers")
-    if not 0.0 <= calibrate_eps < 1.0 or not 0.0 <= delta < 1.0:
-        raise LayerwiseError("--calibrate-eps and --delta are accuracy differences: pass values in [0, 1)")
-    out = check_out_dir(Path(out))
     dev = pick_device(device)
     pol = make_policy(policy, threshold, min_layer, max_layer)  # validates the threshold before any work
     ds = load_dataset(data, split, limit=limit, seed=seed, data_dir=data_dir)
@@ -64,6 +75,9 @@ def evaluate_exit(models: Sequence[str], data: str, out: str | Path, *, policy: 
         if ds.num_classes and bundle.stack.num_classes and ds.num_classes > bundle.stack.num_classes:
             raise LayerwiseError(f"{spec} predicts {bundle.stack.num_classes} classes but {data} has "
                                  f"{ds.num_classes}: pick a model trained on it")
+        for part in (ds, val_ds):  # a validation split given by name is other data
+            if part is not None:
+                part.check_labels(bundle.stack.num_classes, spec)
         test = materialize(make_loader(test_ds, bundle.inputs, batch_size), dev)
         val = None if val_ds is None else materialize(make_loader(val_ds, bundle.inputs, batch_size), dev)
         report = evaluate_model(bundle, pol, test, val, eps=calibrate_eps, delta=delta, thresholds=thresholds,

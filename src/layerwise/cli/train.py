@@ -43,6 +43,8 @@ def train_command(
     eval_split: Optional[str] = typer.Option(None, help="split evaluated after every epoch [test]"),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N optimizer steps (and each epoch)"),
     resume: bool = typer.Option(False, "--resume", help="require a checkpoint to resume from (automatic anyway)"),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="start a run in a folder that holds other files (they are kept)"),
     data_dir: Optional[Path] = typer.Option(None, help="real-data root (default: $LAYERWISE_DATA)"),
     cpu: Optional[bool] = typer.Option(None, "--cpu", help="force CPU"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
@@ -64,7 +66,7 @@ def train_command(
         grad_accum=grad_accum, max_grad_norm=max_grad_norm, mixed_precision=mixed_precision, seed=seed, limit=limit,
         eval_limit=eval_limit, augment=augment, ft_objective=ft_objective, layer_weights=weights, cos_beta=cos_beta,
         depth=depth, max_length=max_length, seq_len=seq_len, eval_split=eval_split, checkpoint_every=checkpoint_every,
-        resume=resume or None,
+        resume=resume or None, overwrite=overwrite or None,
         data_dir=str(data_dir) if data_dir else None, cpu=cpu, progress=progress)
     check_out_dir(Path(cfg.out))
     record = train(cfg)

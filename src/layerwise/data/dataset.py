@@ -21,6 +21,7 @@ class LayerwiseDataset(Dataset):
     "text" (items ``{"text": str, "label": int}``) or "corpus" (the whole text in ``self.text``;
     items exist only once ``make_loader`` has tokenised it, so indexing raises).
     For a corpus, ``limit`` and ``seed`` are kept and applied to the token blocks in ``make_loader``.
+    Images must be finite: NaN or Inf is refused when ``images`` is set, before any model sees it.
     """
 
     def __init__(
@@ -47,6 +48,17 @@ class LayerwiseDataset(Dataset):
         self.limit = limit
         self.seed = seed
 
+    @property
+    def images(self) -> Tensor | None:
+        """(N, C, H, W) images, uint8 or float in [0, 1]; checked for NaN/Inf whenever set."""
+        return self._images
+
+    @images.setter
+    def images(self, images: Tensor | None) -> None:
+        if images is not None:
+            _check_finite(self.name, images)
+        self._images = images
+
     def __len__(self) -> int:
         """Number of examples; for a corpus, the number of characters."""
         if self.kind == "corpus":
@@ -61,9 +73,12 @@ class LayerwiseDataset(Dataset):
         raise LayerwiseError(f"{self.name} is a text corpus: iterate make_loader(ds, spec, ...) to get token blocks")
 
     def check_labels(self, num_classes: int | None, model: str) -> None:
-        """Labels must be class indices 0..C−1 of the model's head (C = ``num_classes``; None: no head)."""
+        """Labels must be integer class indices 0..C−1 of the model's head (C = ``num_classes``; None: no head)."""
         if self.labels is None or not num_classes or not len(self.labels):
             return
+        if self.labels.is_floating_point():
+            raise LayerwiseError(f"{self.name} has {self.labels.dtype} labels: labels are class indices, "
+                                 "pass them as an integer tensor (e.g. labels.long())")
         low, high = int(self.labels.min()), int(self.labels.max())
         if low < 0 or high >= num_classes:
             bad = low if low < 0 else high
@@ -85,6 +100,19 @@ class LayerwiseDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"LayerwiseDataset(name={self.name!r}, kind={self.kind!r}, size={len(self)}, num_classes={self.num_classes})"
+
+
+def _check_finite(name: str, images: Tensor) -> None:
+    """Refuse NaN/Inf pixels once, where the data enters, so no model scores or trains on them silently."""
+    if not isinstance(images, Tensor):
+        raise LayerwiseError(f"{name} images are a {type(images).__name__}: pass a torch.Tensor (N, C, H, W)")
+    # Integer pixels (uint8) cannot be NaN or Inf; one pass over float ones decides the common, clean case.
+    if not images.is_floating_point() or bool(torch.isfinite(images).all()):
+        return
+    bad = ~torch.isfinite(images).reshape(len(images), -1).all(dim=1)
+    first, count = int(bad.nonzero()[0]), int(bad.sum())
+    raise LayerwiseError(f"{name} contains NaN/Inf at example {first} ({count} of {len(images)} examples): "
+                         "fix the data (replace or drop those examples)")
 
 
 def _to_unit_float(image: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ import torch
 
 from layerwise.data.corpora import load_tinyshakespeare, load_wikitext2
 from layerwise.data.dataset import LayerwiseDataset
+from layerwise.data.files import read_text
 from layerwise.data.images import load_cifar10, load_digits
 from layerwise.data.locate import find_data
 from layerwise.data.text import load_glue, load_sentences
@@ -72,7 +73,7 @@ def _load_full(spec: str, split: str, data_dir: str | Path | None) -> LayerwiseD
     if path.suffix == ".txt":
         if not path.is_file():
             raise LayerwiseError(f"text file {path} not found: pass an existing .txt path")
-        return LayerwiseDataset(path.stem, "corpus", text=path.read_text(encoding="utf-8"))
+        return LayerwiseDataset(path.stem, "corpus", text=read_text(path))
     if path.is_dir() and any((path / f).is_file() for f in ("train.tsv", "dev.tsv")):
         return load_glue(path, split, name=path.name)
     raise LayerwiseError(f"unknown data set {spec!r}: use one of {KNOWN_NAMES}")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from layerwise.data.dataset import LayerwiseDataset, stratified_indices
+from layerwise.data.files import normalize_text, read_text
 from layerwise.data.locate import DATA_ENV
 from layerwise.errors import LayerwiseError
 
@@ -25,28 +26,55 @@ def load_sentences(split: str) -> LayerwiseDataset:
 
 
 def parse_tsv(content: str, source: str) -> tuple[list[str], list[int]]:
-    """Sentences and labels from a GLUE SST-2 style TSV (header with ``sentence`` and ``label``)."""
-    lines = [line for line in content.splitlines() if line.strip()]
-    if not lines:
+    """Sentences and labels from a GLUE SST-2 style TSV (header with ``sentence`` and ``label``).
+
+    A leading byte-order mark, CRLF line ends and blank lines are accepted; labels must be class
+    indices 0, 1, 2, … and a row without one is an error naming its line (as numbered in the file).
+    """
+    rows = _rows(content)
+    if not rows:
         raise LayerwiseError(f"{source} is empty: it needs a header 'sentence<TAB>label' and rows")
-    header = lines[0].split("\t")
+    header = _columns(rows[0][1])
     if "sentence" not in header or "label" not in header:
         raise LayerwiseError(f"{source} has columns {header}: expected a header with 'sentence' and 'label'")
     s_col, l_col = header.index("sentence"), header.index("label")
     texts, labels = [], []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in rows[1:]:
         fields = line.split("\t")
-        try:
-            labels.append(int(fields[l_col]))
-        except (IndexError, ValueError):
-            raise LayerwiseError(f"{source} line {number} has no integer label: fix or remove that row") from None
+        if len(fields) <= max(s_col, l_col):
+            raise LayerwiseError(f"{source} line {number} has {len(fields)} tab-separated fields but the header has "
+                                 f"{len(header)}: fix or remove that row")
+        labels.append(_label(fields[l_col], source, number))
         texts.append(fields[s_col].strip())
     return texts, labels
 
 
+def _rows(content: str) -> list[tuple[int, str]]:
+    """The non-blank lines of a TSV with their 1-based line numbers in the file."""
+    lines = normalize_text(content).split("\n")  # not splitlines(): it also splits at \x85, \u2028, … inside text
+    return [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _columns(header: str) -> list[str]:
+    """Column names of a header line, without stray spaces around them."""
+    return [name.strip() for name in header.split("\t")]
+
+
+def _label(field: str, source: str, number: int) -> int:
+    """A class index 0, 1, 2, …; anything else (negative, fractional, words) names the row to fix."""
+    value = field.strip()
+    # isascii: int() would also take "1_0", "١" (Arabic-Indic one) and the like, which no label file means.
+    if value.isascii() and value.isdigit():
+        return int(value)
+    if value.startswith("-") and value[1:].isascii() and value[1:].isdigit():
+        raise LayerwiseError(f"{source} line {number} has label {value}: labels are class indices counted from 0; "
+                             "fix or remove that row")
+    raise LayerwiseError(f"{source} line {number} has no integer label ({value!r}): fix or remove that row")
+
+
 def _tsv_is_labelled(path: Path) -> bool:
-    with path.open(encoding="utf-8") as f:
-        return "label" in f.readline().rstrip("\n").split("\t")
+    rows = _rows(read_text(path))
+    return bool(rows) and "label" in _columns(rows[0][1])
 
 
 def load_glue(directory: Path, split: str, *, name: str) -> LayerwiseDataset:
@@ -64,7 +92,7 @@ def load_glue(directory: Path, split: str, *, name: str) -> LayerwiseDataset:
     path = directory / f"{split}.tsv"
     if not path.is_file():
         raise LayerwiseError(f"{path} not found: set {DATA_ENV} or pass --data-dir to the data root that holds it")
-    texts, labels = parse_tsv(path.read_text(encoding="utf-8"), str(path))
+    texts, labels = parse_tsv(read_text(path), str(path))
     sentiment = directory.name.upper() in ("SST-2", "SST2") or name == "sst2"
     class_names = SENTIMENT_CLASSES if sentiment else [str(c) for c in range(max(labels, default=-1) + 1)]
     return LayerwiseDataset(name, "text", texts=texts, labels=torch.tensor(labels, dtype=torch.long), class_names=class_names)

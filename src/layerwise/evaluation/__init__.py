@@ -6,17 +6,35 @@ from layerwise.evaluation.capture import CapturedBatch, capture
 from layerwise.evaluation.depth import minimal_depth
 from layerwise.evaluation.exits import evaluate_model
 from layerwise.evaluation.per_layer import (
-                                            LayerScores,
-                                            dense_ce,
-                                            evaluate_layers,
-                                            layer_logits,
-                                            layer_losses,
-                                            layer_sums,
-                                            lm_targets,
-                                            readout_targets,
+    LayerScores,
+    dense_ce,
+    evaluate_layers,
+    layer_logits,
+    layer_losses,
+    layer_sums,
+    lm_targets,
+    readout_targets,
 )
 from layerwise.evaluation.transfer import layerwise_accuracy, readout_inputs, shift_accuracy, transfer_accuracy
 
-__all__ = ["CapturedBatch", "LayerScores", "analyze", "capture", "compare", "dense_ce", "evaluate_layers",
-           "evaluate_model", "layer_logits", "layer_losses", "layer_measures", "layer_sums", "layerwise_accuracy",
-           "lm_targets", "minimal_depth", "readout_inputs", "readout_targets", "shift_accuracy", "transfer_accuracy"]
+__all__ = [
+    "CapturedBatch",
+    "LayerScores",
+    "analyze",
+    "capture",
+    "compare",
+    "dense_ce",
+    "evaluate_layers",
+    "evaluate_model",
+    "layer_logits",
+    "layer_losses",
+    "layer_measures",
+    "layer_sums",
+    "layerwise_accuracy",
+    "lm_targets",
+    "minimal_depth",
+    "readout_inputs",
+    "readout_targets",
+    "shift_accuracy",
+    "transfer_accuracy",
+]

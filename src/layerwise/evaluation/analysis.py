@@ -26,13 +26,18 @@ from layerwise.measures.streaming import CosineAccumulator, LinearStats
 from layerwise.stack import POOLINGS
 
 
+def _at_least_float32(x: Tensor) -> Tensor:
+    """Half-precision features widened to float32; float64 ones (a float64 model) kept."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def pooled_features(batch, pooling: str | None) -> list[Tensor]:
     """Per-layer (B, D) features; pooling 'all' makes every non-padding token a row."""
     if pooling != "all":
-        return [f.float() for f in batch.features(pooling)]
+        return [_at_least_float32(f) for f in batch.features(pooling)]
     states = batch.states
     keep = None if states[0].mask is None else states[0].mask.bool()
-    return [(s.h[keep] if keep is not None else s.h.flatten(0, 1)).float() for s in states]
+    return [_at_least_float32(s.h[keep] if keep is not None else s.h.flatten(0, 1)) for s in states]
 
 
 def check_finite(feats: list[Tensor]) -> None:
@@ -59,7 +64,7 @@ class FeatureStore:
         self.offset += b
         if len(rows):
             self.subset.append([f[rows.to(f.device)].cpu() for f in feats])
-        size = sum(f.numel() * 4 for f in feats)
+        size = sum(f.numel() * f.element_size() for f in feats)
         if self.complete and self.bytes + size <= self.budget:
             self.kept.append([f.cpu() for f in feats])
             self.bytes += size
@@ -68,6 +73,29 @@ class FeatureStore:
 
     def subset_features(self) -> list[Tensor]:
         return [torch.cat(layer) for layer in zip(*self.subset)] if self.subset else []
+
+
+class _CastInputs:
+    """A loader whose floating inputs are cast to the model's dtype: a float64 or half-precision model rejects
+    the float32 images and vectors the loaders make. Labels are left as they are."""
+
+    def __init__(self, loader, dtype: torch.dtype):
+        self.loader, self.dtype = loader, dtype
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield {k: v.to(self.dtype) if k != "labels" and isinstance(v, Tensor) and v.is_floating_point() else v
+                   for k, v in batch.items()}
+
+
+def _model_loader(bundle: ModelBundle, ds: LayerwiseDataset, batch_size: int):
+    """The data as ``bundle`` consumes it, floating inputs in the dtype of its weights."""
+    loader = make_loader(ds, bundle.inputs, batch_size)
+    dtype = next(bundle.model.parameters()).dtype
+    return loader if dtype == torch.float32 else _CastInputs(loader, dtype)
 
 
 def _batches_of(bundles: list[ModelBundle], loaders, device, pooling) -> Iterator[list[list[Tensor]]]:
@@ -120,6 +148,9 @@ def layer_measures(
         elif name == "cos":
             out["cos"], out["cos_per_sample_to_last"] = _cosine(stats, store, bundles, make_loaders, device, pooling)
         else:
+            if stats.n > sample_cap:  # only COS and linear CKA are streamed over every sample
+                warnings.warn(f"{name} computed on a random subset of {sample_cap} of {stats.n} samples (seed {seed}): "
+                              "raise the sample cap to use them all", stacklevel=2)
             try:
                 out[name] = layer_matrix(name, store.subset_features(), sample_cap=sample_cap, seed=seed)
             except LayerwiseError as e:
@@ -146,8 +177,6 @@ def _cosine(stats, store, bundles, make_loaders, device, pooling):
     return acc.result()
 
 
-
-
 def _check_pooling(pooling: str | None) -> None:
     if pooling is not None and pooling not in POOLINGS:
         raise LayerwiseError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
@@ -164,7 +193,7 @@ def analyze(bundle: ModelBundle, ds: LayerwiseDataset, measures: list[str], *, b
     if len(ds) == 0:
         raise LayerwiseError("the data set is empty: check the data path, split and --limit")
     device = device or next(bundle.model.parameters()).device
-    res = layer_measures([bundle], lambda: [make_loader(ds, bundle.inputs, batch_size)], measures, device=device,
+    res = layer_measures([bundle], lambda: [_model_loader(bundle, ds, batch_size)], measures, device=device,
                          pooling=pooling, n_total=len(ds), sample_cap=sample_cap, seed=seed,
                          skip_inapplicable=skip_inapplicable)
     results = {
@@ -191,7 +220,7 @@ def compare(a: ModelBundle, b: ModelBundle, ds: LayerwiseDataset, measures: list
                              "drop 'cos' from --measures; CKA and the others compare any widths")
     device = device or next(a.model.parameters()).device
     la = a.stack.num_layers + 1
-    res = layer_measures([a, b], lambda: [make_loader(ds, m.inputs, batch_size) for m in (a, b)], measures,
+    res = layer_measures([a, b], lambda: [_model_loader(m, ds, batch_size) for m in (a, b)], measures,
                          device=device, pooling=pooling, n_total=len(ds), sample_cap=sample_cap, seed=seed,
                          skip_inapplicable=skip_inapplicable)
     return {

@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from layerwise.checkpoints.bundle import exit_readouts
 from layerwise.data.batches import Batch, model_inputs, to_device
 from layerwise.errors import LayerwiseError
-from layerwise.stack import LayerStack, StackState
+from layerwise.stack import LayerStack, StackState, exit_readouts
 
 ReadoutFn = Callable[[Tensor, "Tensor | None"], Tensor]
 

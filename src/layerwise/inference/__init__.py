@@ -2,20 +2,37 @@
 precomputed logits with threshold calibration, and wall-clock timing."""
 
 from layerwise.inference.policies import (
-                                          POLICIES,
-                                          ConfidencePolicy,
-                                          Decision,
-                                          EntropyPolicy,
-                                          ExitPolicy,
-                                          PatiencePolicy,
-                                          default_thresholds,
-                                          make_policy,
+    POLICIES,
+    ConfidencePolicy,
+    Decision,
+    EntropyPolicy,
+    ExitPolicy,
+    PatiencePolicy,
+    default_thresholds,
+    make_policy,
 )
 from layerwise.inference.runner import EarlyExitRunner, ExitResult, FirstExit, layer_speedup
 from layerwise.inference.simulate import accuracy, calibrate, calibration_grid, simulate
 from layerwise.inference.timing import median_seconds, plain_forward, timed
 
-__all__ = ["POLICIES", "ConfidencePolicy", "Decision", "EarlyExitRunner", "EntropyPolicy", "ExitPolicy",
-           "ExitResult", "FirstExit", "PatiencePolicy", "accuracy", "calibrate", "calibration_grid",
-           "default_thresholds", "layer_speedup", "make_policy", "median_seconds", "plain_forward", "simulate",
-           "timed"]
+__all__ = [
+    "POLICIES",
+    "ConfidencePolicy",
+    "Decision",
+    "EarlyExitRunner",
+    "EntropyPolicy",
+    "ExitPolicy",
+    "ExitResult",
+    "FirstExit",
+    "PatiencePolicy",
+    "accuracy",
+    "calibrate",
+    "calibration_grid",
+    "default_thresholds",
+    "layer_speedup",
+    "make_policy",
+    "median_seconds",
+    "plain_forward",
+    "simulate",
+    "timed",
+]

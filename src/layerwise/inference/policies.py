@@ -13,6 +13,7 @@ unless the float32 softmax is exactly 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,12 +37,12 @@ class ExitPolicy:
     """Base: ``decide(logits, memory)`` per layer; ``check(stack)`` validates against a model."""
 
     name = "base"
-    # +1: larger thresholds exit later (safer); -1: smaller thresholds exit later (entropy).
-    safer = 1
 
     def __init__(self, threshold: float, min_layer: int = 1, max_layer: int | None = None):
         self.threshold = threshold
         self.min_layer, self.max_layer = min_layer, max_layer
+        if not math.isfinite(threshold):  # NaN compares false with everything, so range checks alone pass it
+            raise LayerwiseError(f"{self.name} threshold {threshold} is not a finite number: pass a finite one")
         self._check_threshold()
         if min_layer < 1:
             raise LayerwiseError(f"min_layer={min_layer}: exit layers start at 1")
@@ -102,10 +103,10 @@ class ConfidencePolicy(ExitPolicy):
 class EntropyPolicy(ExitPolicy):
     """Exit when the predictive entropy H(p) = −Σ p log p (nats) ≤ τ (DeeBERT)."""
 
-    name, safer = "entropy", -1
+    name = "entropy"
 
     def _check_threshold(self) -> None:
-        if not self.threshold >= 0.0:  # also rejects NaN
+        if self.threshold < 0.0:
             raise LayerwiseError(f"entropy threshold {self.threshold} out of range: pass τ ≥ 0 (nats)")
 
     def decide(self, logits: Tensor, memory: Memory) -> Decision:

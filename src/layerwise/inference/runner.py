@@ -16,11 +16,10 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from layerwise.checkpoints.bundle import exit_readouts
 from layerwise.data.batches import Batch
 from layerwise.errors import LayerwiseError
 from layerwise.inference.policies import Decision, ExitPolicy
-from layerwise.stack import LayerStack, fast_readout
+from layerwise.stack import LayerStack, exit_readouts, fast_readout
 
 
 @dataclass

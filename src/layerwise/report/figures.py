@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib import cbook
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -46,12 +48,25 @@ def layer_curves(results: dict, path: Path) -> None:
 
 
 def cos_boxplot(per_sample: np.ndarray, path: Path) -> None:
-    """Per-sample COS of each layer against the last (undefined samples/layers omitted)."""
+    """Per-sample COS of each layer against the last (undefined samples/layers omitted): a box from the first
+    to the third quartile, the median, and whiskers to the furthest sample within 1.5 IQR (no outliers).
+
+    Drawn from ``cbook.boxplot_stats`` rather than ``Axes.boxplot``, which reads every rcParam and so
+    resolves (and imports) a plotting backend."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    columns = [col[np.isfinite(col)] for col in per_sample.T]
-    ax.boxplot([c if len(c) else [np.nan] for c in columns], positions=range(len(columns)), showfliers=False)
-    ax.set(xlabel="layer ℓ", ylabel="COS(hˡ, hᴸ) per sample", title="Per-sample COS to the last layer")
+    for ell, col in enumerate(per_sample.T):
+        col = col[np.isfinite(col)]
+        if not len(col):
+            continue
+        s = cbook.boxplot_stats(col, whis=1.5)[0]
+        ax.add_patch(Rectangle((ell - 0.25, s["q1"]), 0.5, s["q3"] - s["q1"], fill=False, edgecolor="black"))
+        ax.hlines(s["med"], ell - 0.25, ell + 0.25, colors="tab:orange")
+        ax.vlines([ell, ell], [s["whislo"], s["q3"]], [s["q1"], s["whishi"]], colors="black")
+        ax.hlines([s["whislo"], s["whishi"]], ell - 0.12, ell + 0.12, colors="black")
+    ax.set(xlabel="layer ℓ", ylabel="COS(hˡ, hᴸ) per sample", title="Per-sample COS to the last layer",
+           xticks=range(per_sample.shape[1]), xlim=(-0.6, per_sample.shape[1] - 0.4))
+    ax.autoscale_view(scalex=False)
     ax.grid(alpha=0.3)
     _save(fig, path)
 

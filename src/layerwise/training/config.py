@@ -1,77 +1,86 @@
-"""``TrainConfig``: every ``layerwise train`` option; packaged presets and ``--config`` YAML hold the same keys.
+"""``TrainConfig``: every ``layerwise train`` option, one typed schema for flags, presets and ``--config`` YAML.
 
-Precedence: defaults < preset < config file < explicit overrides.
+Precedence: defaults < preset < config file < explicit overrides; the merged options are validated once
+(``layerwise.schema``), so a bad value in any source is one ``LayerwiseError`` line naming the key.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+import os
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from layerwise.errors import LayerwiseError
+from layerwise.schema import Finite, Options, validate
 from layerwise.training import objectives as O
 
-SCHEDULES = ("constant", "cosine", "multistep")
-MIXED_PRECISION = ("no", "bf16", "fp16")
+Objective = Literal[O.OBJECTIVES]  # the objectives module's names, so the two cannot drift apart
+FtObjective = Literal[O.FT_OBJECTIVES]
+Schedule = Literal["constant", "cosine", "multistep"]  # after an optional linear warm-up
+MixedPrecision = Literal["no", "bf16", "fp16"]
+
+Positive = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[int, Field(ge=0)]
+PositiveFinite = Annotated[Finite, Field(gt=0)]
+NonNegativeFinite = Annotated[Finite, Field(ge=0)]
+# A name or a path: pathlib paths from Python callers are taken as their text.
+PathText = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
 
 
-@dataclass
-class TrainConfig:
+def _layer_weights(value: Any) -> str | list[float]:
+    """``linear``, ``uniform`` or a list of non-negative numbers (their count is checked against the model)."""
+    if value in ("linear", "uniform"):
+        return value
+    numbers = isinstance(value, list) and value and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in value)
+    if not numbers:
+        raise ValueError("use linear, uniform or a list of one non-negative number per layer")
+    return [float(w) for w in value]
+
+
+class TrainConfig(Options):
     """Every ``layerwise train`` option; YAML presets and ``--config`` files hold the same keys."""
 
-    model: str = "vit-digits"
-    data: str = "digits"
-    out: str = "runs/train"
-    objective: str = "standard"
-    ft_objective: str = "standard"  # stage-2 objective of lp-ft
-    epochs: int = 3
-    batch_size: int = 64  # global, per forward pass
-    eval_batch_size: int | None = None
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "constant"  # constant | cosine | multistep, after an optional linear warm-up
-    warmup_steps: int = 0
-    milestones: list[int] = field(default_factory=list)  # epochs, for multistep
-    gamma: float = 0.1
-    grad_accum: int = 1
-    max_grad_norm: float | None = None
-    mixed_precision: str = "no"
-    seed: int = 0
-    limit: int | None = None
-    eval_limit: int | None = None
+    model: PathText = "vit-digits"
+    data: PathText = "digits"
+    out: PathText = "runs/train"
+    objective: Objective = "standard"
+    ft_objective: FtObjective = "standard"  # stage-2 objective of lp-ft
+    epochs: NonNegative = 3  # 0 is meaningful for lp / lp-ft (the probe only)
+    batch_size: Positive = 64  # global, per forward pass
+    eval_batch_size: Positive | None = None
+    lr: PositiveFinite = 1e-3
+    weight_decay: NonNegativeFinite = 1e-4
+    schedule: Schedule = "constant"
+    warmup_steps: NonNegative = 0
+    milestones: list[Positive] = Field(default_factory=list)  # epochs, for multistep
+    gamma: PositiveFinite = 0.1
+    grad_accum: Positive = 1
+    max_grad_norm: PositiveFinite | None = None
+    mixed_precision: MixedPrecision = "no"  # fp16 needs a CUDA device (checked by the trainer)
+    seed: NonNegative = 0  # numpy refuses negative seeds
+    limit: Positive | None = None
+    eval_limit: Positive | None = None
     eval_split: str = "test"
     augment: bool = False
-    layer_weights: Any = "linear"  # linear | uniform | list of L numbers
-    cos_beta: float = 1.0
-    depth: int | None = None  # override the depth of the project's own models
-    max_length: int | None = None  # text models: tokens per example
-    seq_len: int = 128  # language models: tokens per block
-    lp_cv: int = 3
-    checkpoint_every: int = 0  # optimizer steps; 0 = epoch ends only
+    layer_weights: Annotated[Any, AfterValidator(_layer_weights)] = "linear"
+    cos_beta: NonNegativeFinite = 1.0
+    depth: Positive | None = None  # override the depth of the project's own models
+    max_length: Positive | None = None  # text models: tokens per example
+    seq_len: Positive = 128  # language models: tokens per block
+    lp_cv: Annotated[int, Field(ge=2)] = 3  # cross-validation folds of the probe's C
+    checkpoint_every: Positive | None = None  # optimizer steps; None = epoch ends only
     resume: bool = False
-    data_dir: str | None = None
-    num_workers: int = 0
+    overwrite: bool = False  # a fresh run may write into a folder holding files it did not write
+    data_dir: PathText | None = None
+    num_workers: NonNegative = 0
     cpu: bool = False
     progress: bool = True
-
-    def check(self) -> TrainConfig:
-        if self.objective not in O.OBJECTIVES:
-            raise LayerwiseError(f"unknown objective {self.objective!r}: use one of {', '.join(O.OBJECTIVES)}")
-        if self.ft_objective not in O.FT_OBJECTIVES:
-            raise LayerwiseError(f"unknown ft_objective {self.ft_objective!r}: use one of {', '.join(O.FT_OBJECTIVES)}")
-        if self.schedule not in SCHEDULES:
-            raise LayerwiseError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise LayerwiseError(f"unknown mixed precision {self.mixed_precision!r}: use no, bf16 or fp16")
-        for name in ("epochs", "batch_size", "grad_accum"):
-            if getattr(self, name) < (0 if name == "epochs" else 1):
-                raise LayerwiseError(f"{name}={getattr(self, name)} must be positive")
-        if self.lr <= 0 or not math.isfinite(self.lr):
-            raise LayerwiseError(f"lr={self.lr} must be a positive finite number")
-        return self
 
     @property
     def stage2(self) -> str:
@@ -79,10 +88,12 @@ class TrainConfig:
         return self.ft_objective if self.objective == "lp-ft" else self.objective
 
 
-KEYS = {f.name for f in fields(TrainConfig)}
+KEYS = frozenset(TrainConfig.model_fields)
 # Changing these between a checkpoint and its resumption would silently break the run.
 RESUME_KEYS = ("model", "data", "objective", "ft_objective", "batch_size", "grad_accum", "seed", "limit", "depth",
-                "augment", "lr", "schedule", "milestones", "warmup_steps", "layer_weights")
+               "augment", "lr", "schedule", "milestones", "warmup_steps", "layer_weights")
+# The run's own settings, not the model's: left out of the saved model's ``layerwise.json``.
+RUN_ONLY_KEYS = ("out", "resume", "overwrite", "progress", "cpu")
 
 
 def load_preset(name: str) -> dict[str, Any]:
@@ -92,14 +103,28 @@ def load_preset(name: str) -> dict[str, Any]:
         known = sorted(p.name[:-5] for p in resources.files("layerwise.training").joinpath("presets").iterdir()
                        if p.name.endswith(".yaml"))
         raise LayerwiseError(f"unknown preset {name!r}: use one of {', '.join(known)}")
-    return _read_yaml(path.read_text(), f"preset {name}")
+    return _read_yaml(path.read_text(encoding="utf-8"), f"preset {name}")
+
+
+def _yaml_loader():
+    """PyYAML's safe loader, reading ``1e-3`` as a number as YAML 1.2 does (YAML 1.1 wants ``1.0e-3`` and
+    would hand the schema the string "1e-3")."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+    return Loader
 
 
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    """The mapping in ``text`` with ``-`` in keys read as ``_``; unknown keys name the file and the valid keys."""
     import yaml
 
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_yaml_loader()) or {}
     except yaml.YAMLError as e:
         raise LayerwiseError(f"{source} is not valid YAML ({str(e).splitlines()[0]}): fix the file") from e
     if not isinstance(data, dict):
@@ -111,18 +136,29 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
     return data
 
 
+def _read_config_file(config_file: str | Path) -> dict[str, Any]:
+    path = Path(config_file)
+    if not path.is_file():
+        raise LayerwiseError(f"config file {path} not found: pass an existing YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LayerwiseError(f"config file {path} is not UTF-8 text: save it as UTF-8") from e
+    return _read_yaml(text, str(path))
+
+
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults < preset < config file < explicit overrides (``None`` overrides are ignored)."""
+    """Defaults < preset < config file < explicit overrides (``None`` overrides are ignored), validated once."""
     merged: dict[str, Any] = {}
+    sources = []
     if preset:
         merged.update(load_preset(preset))
+        sources.append(f"preset {preset}")
     if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise LayerwiseError(f"config file {path} not found: pass an existing YAML file")
-        merged.update(_read_yaml(path.read_text(), str(path)))
-    merged.update({k.replace("-", "_"): v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(merged) - KEYS)
-    if unknown:
-        raise LayerwiseError(f"unknown options {', '.join(unknown)}")
-    return TrainConfig(**merged).check()
+        merged.update(_read_config_file(config_file))
+        sources.append(str(config_file))
+    given = {k.replace("-", "_"): v for k, v in overrides.items() if v is not None}
+    if given:
+        merged.update(given)
+        sources.append("options")
+    return validate(TrainConfig, merged, "training options" + (f" ({' < '.join(sources)})" if sources else ""))

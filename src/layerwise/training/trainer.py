@@ -13,6 +13,8 @@ Reproducibility and resumption
   Resuming skips the consumed batches by iterating them (so the augmentation stream replays), restores the
   RNGs, and on CPU ends bitwise equal to an uninterrupted run.
 - A non-finite loss stops the run with a ``LayerwiseError`` before any further checkpoint is written.
+- The run folder (``run_folder.py``): a folder with a checkpoint resumes; a fresh run refuses a folder
+  holding files it did not write unless ``overwrite``; nothing the trainer did not write is deleted.
 - Under FSDP the checkpoint holds the full model state (``accelerator.get_state_dict``); the optimizer
   state is the main process's view, so resuming an FSDP run is not covered (DDP and single device are).
 """
@@ -23,7 +25,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,6 +44,7 @@ from layerwise.report.serialize import atomic_write_text, jsonable
 from layerwise.stack import LayerStack
 from layerwise.training import objectives as O
 from layerwise.training.checkpointing import (
+    Position,
     checkpoint_name,
     corrupt,
     latest_checkpoint,
@@ -49,24 +52,13 @@ from layerwise.training.checkpointing import (
     set_rng_state,
     write_checkpoint,
 )
-from layerwise.training.config import RESUME_KEYS, TrainConfig
+from layerwise.training.config import RESUME_KEYS, RUN_ONLY_KEYS, TrainConfig
 from layerwise.training.objectives import ObjectiveModule
 from layerwise.training.probe import fit_probe, head_inputs, probe_to_linear, readout_linear
+from layerwise.training.run_folder import LOG, METRICS, append_log, check_fresh_out, read_log, trim_log
 from layerwise.training.schedules import epoch_order, make_optimizer, make_scheduler, shard
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class Position:
-    """Where the run stands: epochs completed, micro-batches consumed in the current epoch, optimizer steps."""
-
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-    loss_sum: float = 0.0
-    loss_n: int = 0
-    lp_done: bool = False
 
 
 def build_bundle(cfg: TrainConfig, num_classes: int | None) -> ModelBundle:
@@ -87,16 +79,32 @@ def build_bundle(cfg: TrainConfig, num_classes: int | None) -> ModelBundle:
 
 
 def _accelerator(cfg: TrainConfig):
+    """The Accelerator, refusing what it cannot run: fp16 off CUDA, a batch that does not split evenly."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
     # Alternating objectives leave some parameters unused on half the steps (multi-exit heads).
     ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.stage2 in ("multi-exit",))
     try:  # mixed precision is ours (autocast + scaler), so in-process runs may differ in it
-        return Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp])
+        acc = Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp])
     except ValueError as e:
         raise LayerwiseError(f"Accelerate was already set up differently in this process ({e}): "
                              "train in a new process") from e
+    if cfg.mixed_precision == "fp16" and acc.device.type != "cuda":  # elsewhere fp16 used to be ignored silently
+        raise LayerwiseError(f"fp16 mixed precision needs a CUDA GPU and this run trains on {acc.device.type}: "
+                             "use mixed precision bf16 or no")
+    if cfg.batch_size % acc.num_processes:
+        raise LayerwiseError(f"batch size {cfg.batch_size} is not divisible by {acc.num_processes} processes")
+    return acc
+
+
+def _check_out(cfg: TrainConfig, ckpt_root: Path) -> None:
+    """Before any work: a resumable folder resumes; a fresh run needs a folder of its own (``run_folder``)."""
+    if (ckpt_root / "latest.json").exists():
+        return
+    if cfg.resume:
+        raise LayerwiseError(f"--resume: no checkpoint in {ckpt_root}; run without --resume to start")
+    check_fresh_out(Path(cfg.out), cfg.overwrite)
 
 
 class Trainer:
@@ -105,13 +113,12 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, train_ds=None, eval_ds=None):
         from accelerate.utils import set_seed
 
-        self.cfg = cfg = cfg.check()
+        self.cfg = cfg
         self.out = Path(cfg.out)
         self.ckpt_root = self.out / "checkpoint"
+        _check_out(cfg, self.ckpt_root)
         self.accelerator = acc = _accelerator(cfg)
         self.rank, self.world = acc.process_index, acc.num_processes
-        if cfg.batch_size % self.world:
-            raise LayerwiseError(f"batch size {cfg.batch_size} is not divisible by {self.world} processes")
         set_seed(cfg.seed)
         dtype = AUTOCAST_DTYPES.get(cfg.mixed_precision)
         self.autocast = (lambda: torch.autocast(acc.device.type, dtype=dtype)) if dtype else nullcontext
@@ -124,6 +131,8 @@ class Trainer:
         self.train_ds, self.eval_ds = train_ds, eval_ds
         self.bundle = build_bundle(cfg, self.train_ds.num_classes)
         self.stack = self.bundle.stack
+        for ds in (train_ds, eval_ds):  # before any step: out-of-range labels would crash inside the loss
+            ds.check_labels(self.stack.num_classes, cfg.model)
         self.pos = Position()
         self.eval_loader = self._loader(self.eval_ds, cfg.eval_batch_size or cfg.batch_size)
         self._train_set = None
@@ -168,14 +177,13 @@ class Trainer:
     # -- checkpoints
 
     def _resume(self) -> dict | None:
+        """Load the latest checkpoint, if any, into the model, optimizer and position; return its RNG state."""
         path = latest_checkpoint(self.ckpt_root) if self.ckpt_root.exists() else None
         if path is None:
-            if self.cfg.resume:
-                raise LayerwiseError(f"--resume: no checkpoint in {self.ckpt_root}; run without --resume to start")
             return None
         ck = load_checkpoint(path, self.rank)
         state = ck["trainer_state"]
-        saved = state.get("config", {})
+        saved = state["config"]
         changed = [k for k in RESUME_KEYS if k in saved and saved[k] != jsonable(getattr(self.cfg, k))]
         if changed:
             raise LayerwiseError(f"{path} was written with other {', '.join(changed)}: use the same options, "
@@ -189,9 +197,9 @@ class Trainer:
             self.scheduler.load_state_dict(ck["optimizer"]["scheduler"])
             if "scaler" in ck["optimizer"]:
                 self.scaler.load_state_dict(ck["optimizer"]["scaler"])
-            self.pos = Position(**state["position"])
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
             raise corrupt(path / "optimizer.pt", e) from e
+        self.pos = Position.model_validate(state["position"])  # checked by load_checkpoint
         return ck["rng"]
 
     def save_checkpoint(self, tag: str) -> Path:
@@ -201,7 +209,7 @@ class Trainer:
             self.accelerator, self.ckpt_root, checkpoint_name(self.pos.step, tag), state,
             {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
              "scaler": self.scaler.state_dict()},
-            {"position": asdict(self.pos), "config": jsonable(asdict(self.cfg))})
+            {"position": self.pos.model_dump(), "config": jsonable(self.cfg.model_dump())})
 
     # -- training
 
@@ -246,17 +254,13 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
-            with (self.out / "log.jsonl").open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_log(self.out / LOG, record)
 
-    def _trim_log(self) -> None:
-        """On resume, drop records of epochs the checkpoint had not completed (they are redone)."""
-        path = self.out / "log.jsonl"
-        if not self.accelerator.is_main_process or not path.exists():
-            return
-        keep = [line for line in path.read_text().splitlines() if line.strip()
-                and json.loads(line).get("epoch", 0) <= self.pos.epoch]
-        atomic_write_text("".join(line + "\n" for line in keep), path)
+    def _final_record(self) -> dict[str, Any]:
+        """The record of a run with nothing left to train: the last one logged (so a re-run leaves
+        ``metrics.json`` whole), or a fresh evaluation when the log is gone."""
+        logged = read_log(self.out / LOG)
+        return logged[-1] if logged else {"epoch": self.pos.epoch, "step": self.pos.step, **self.evaluate()}
 
     def linear_probe(self) -> dict[str, float]:
         """LP stage: fit the readout's last Linear on frozen features (C by cross-validation)."""
@@ -276,10 +280,12 @@ class Trainer:
         acc.wait_for_everyone()
         t0 = time.perf_counter()
         if self._rng is not None:
-            self._trim_log()
+            if acc.is_main_process:
+                trim_log(self.out / LOG, self.pos.epoch)
+            acc.wait_for_everyone()  # every rank may read the log back in _final_record
             set_rng_state(self._rng)
-        elif (self.out / "log.jsonl").exists() and acc.is_main_process:
-            (self.out / "log.jsonl").unlink()  # a fresh run starts a fresh log
+        elif (self.out / LOG).exists() and acc.is_main_process:
+            (self.out / LOG).unlink()  # a fresh run starts a fresh log
         record: dict[str, Any] = {}
         if cfg.objective in ("lp", "lp-ft") and not self.pos.lp_done:
             info = self.linear_probe()
@@ -291,12 +297,12 @@ class Trainer:
         if cfg.objective != "lp":
             record = self._train_epochs(t0) or record
         if not record:
-            record = {"epoch": self.pos.epoch, "step": self.pos.step, **self.evaluate()}
+            record = self._final_record()
         if acc.is_main_process:
-            self.bundle.meta["training"] = {k: v for k, v in jsonable(asdict(cfg)).items()
-                                            if k not in ("out", "resume", "progress", "cpu")}
+            self.bundle.meta["training"] = {k: v for k, v in jsonable(cfg.model_dump()).items()
+                                            if k not in RUN_ONLY_KEYS}
             save_model(self.bundle, self.out)
-            atomic_write_text(json.dumps(record, indent=2), self.out / "metrics.json")
+            atomic_write_text(json.dumps(record, indent=2), self.out / METRICS)
         acc.wait_for_everyone()
         return record
 
