@@ -1,0 +1,554 @@
+"""Bad input is one clear error: from the CLI, one line ``error: …`` on stderr, exit status 2, no traceback;
+from Python, a ``LayerwiseError``. The classes of bad input covered:
+
+- ``--out``: an existing file, a folder below a file, ``truncate``'s own source or a folder inside it, a folder
+  holding files a fresh ``train`` did not write (unless ``--overwrite``)
+- flags: values out of range, non-finite or unknown (batch size, sample cap, repeats, device, dtype, exit
+  threshold, ``train`` options, fp16 on CPU); mistyped, missing or unknown flags
+- ``train --config`` YAML: wrong types, unknown keys, not UTF-8
+- model folders: a ``config.json`` or ``layerwise.json`` that is not a JSON object, names an unknown
+  architecture, or has an unknown key or a mistyped value
+- data: files that are not UTF-8 (text corpus, tinyshakespeare, GLUE TSV, wikitext-2); TSV rows with a
+  negative or non-integer label or a missing field; labels outside the model's classes; NaN/Inf images and
+  float labels (Python)
+- resuming ``train``: a checkpoint without its position or scheduler state, a planted pickle (never
+  unpickled), ``latest.json`` pointing outside the run; a corrupt line in ``log.jsonl`` (Python)
+
+``test_bad_input_is_one_line_error`` runs each CLI case in its own child process, in a folder the case builds;
+one module fixture starts them all, a few at a time. ``test_bad_input_raises`` covers the Python API. The plain
+tests after them check what a refused or repeated run leaves in its folder, and that checkpoints run no code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures import CLI, run_children, subprocess_env, train_config, train_flags
+
+from layerwise.checkpoints import load_model, save_model
+from layerwise.data import LayerwiseDataset, load_dataset
+from layerwise.errors import LayerwiseError
+from layerwise.inference import POLICIES, make_policy
+from layerwise.training import resolve_config, train
+from layerwise.training.checkpointing import read_rng, rng_state, save_rng, set_rng_state
+from layerwise.training.run_folder import foreign_entries, read_log
+
+TINY = {"limit": 64, "eval_limit": 32}  # a train run of two steps an epoch
+TSV_HEADER = b"sentence\tlabel\n"
+NOT_UTF8 = "is not UTF-8: byte 0x{:02x} at offset {} \\(line {}\\) cannot be decoded: re-save the file as UTF-8"
+
+
+def naming(*words: str) -> str:
+    """A regex for a line that names every one of ``words``, in any order (one line names every bad key)."""
+    return "".join(f"(?=.*{re.escape(word)})" for word in words)
+
+
+# ---------------------------------------------------------------- case folders
+
+
+@functools.cache
+def _saved_once(shared: Path, name: str) -> Path:
+    return save_model(load_model(name), shared / name)
+
+
+@functools.cache
+def _trained_once(shared: Path) -> Path:
+    train(train_config(shared, "finished", **TINY))
+    return shared / "finished"
+
+
+def _write(path: Path, content: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every entry under ``root`` and its bytes (None for a folder)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None for p in root.rglob("*")}
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A case's own empty folder ``path``, and copies of what several cases start from, made once in ``shared``."""
+
+    path: Path
+    shared: Path
+
+    def model(self, name: str = "mlp-residual") -> Path:
+        """``name`` saved as a model folder, at ``path/model``."""
+        return shutil.copytree(_saved_once(self.shared, name), self.path / "model")
+
+    def finished_run(self) -> Path:
+        """A finished ``train`` run of ``train_flags(path/"run", **TINY)``, at ``path/run``."""
+        return shutil.copytree(_trained_once(self.shared), self.path / "run")
+
+    def write(self, name: str, content: bytes | str) -> Path:
+        return _write(self.path / name, content)
+
+    def tsv_task(self, dev: bytes, train: bytes = b"fine\t1\n", name: str = "task") -> Path:
+        """A GLUE-style task folder; the default split of ``analyze`` (test, absent here) reads dev.tsv."""
+        self.write(f"{name}/train.tsv", TSV_HEADER + train)
+        return self.write(f"{name}/dev.tsv", TSV_HEADER + dev).parent
+
+
+@dataclass(frozen=True)
+class Case:
+    """``build`` writes the case's files into its folder and returns the ``layerwise`` arguments; the one error
+    line must match the regex ``message``; ``after`` checks the folder once the run has failed."""
+
+    build: Callable[[Folder], list[str]]
+    message: str
+    after: Callable[[Folder], None] | None = None
+
+
+# ---------------------------------------------------------------- case builders
+
+
+def _missing(f: Folder) -> str:
+    """A model that does not exist: an error about something else must come from a check made before loading."""
+    return str(f.path / "no-such-model")
+
+
+def _flags(command: str, *flags: str) -> Callable[[Folder], list[str]]:
+    """``command`` with ``flags`` and a missing model: the flags must be rejected before any loading."""
+
+    def build(f: Folder) -> list[str]:
+        models = {"compare": ["--model-a", _missing(f), "--model-b", _missing(f)],
+                  "truncate": ["--model", _missing(f), "--k", "1"]}.get(command, ["--model", _missing(f)])
+        data = ["--data", "digits"] if command in ("analyze", "compare", "exit") else []
+        out = [] if "--out" in flags else ["--out", str(f.path / "out")]
+        return [command, *models, *data, *out, *flags]
+
+    return build
+
+
+def _out(command: str, under_file: bool) -> Callable[[Folder], list[str]]:
+    """``--out`` an existing file, or a folder below one (unwritable even for root, unlike chmod)."""
+
+    def build(f: Folder) -> list[str]:
+        taken = f.write("taken", "not a folder\n")
+        return _flags(command, "--out", str(taken / "sub" if under_file else taken))(f)
+
+    return build
+
+
+def _truncate_onto_source(inside: bool) -> Callable[[Folder], list[str]]:
+    def build(f: Folder) -> list[str]:
+        source = f.model()
+        out = source / "cut" if inside else source / ".." / source.name  # another spelling of the same folder
+        return ["truncate", "--model", str(source), "--k", "2", "--out", str(out)]
+
+    return build
+
+
+def _source_unchanged(f: Folder) -> None:
+    assert _tree(f.path / "model") == _tree(_saved_once(f.shared, "mlp-residual")), "truncate changed its source"
+
+
+def _train_out_is_file(f: Folder) -> list[str]:
+    return train_flags(f.write("run", "not a folder"), **TINY)
+
+
+def _train_out_has_foreign_file(f: Folder) -> list[str]:
+    return train_flags(f.write("run/notes.txt", "mine").parent, **TINY)
+
+
+def _train(*flags: str) -> Callable[[Folder], list[str]]:
+    return lambda f: ["train", *flags, "--out", str(f.path / "run"), "--cpu", "--no-progress"]
+
+
+def _yaml(text: bytes | str) -> Callable[[Folder], list[str]]:
+    return lambda f: ["train", "--config", str(f.write("c.yaml", text)), "--out", str(f.path / "run")]
+
+
+def _corrupt(name: str, file: str, change: Callable[[dict], object], command: str = "analyze"):
+    """A saved ``name`` whose ``file`` is rewritten by ``change``, run through ``command``."""
+
+    def build(f: Folder) -> list[str]:
+        model = f.model(name)
+        (model / file).write_text(json.dumps(change(json.loads((model / file).read_text()))))
+        data = "digits" if name.startswith("mlp") else "sentences"
+        return [command, "--model", str(model), "--data", data, "--limit", "16", "--out", str(f.path / "out")]
+
+    return build
+
+
+def _analyze(model: str, data: Callable[[Folder], Path | list[str]]) -> Callable[[Folder], list[str]]:
+    """``analyze`` of ``model`` on what ``data`` writes: a path, or the ``--data`` arguments."""
+
+    def build(f: Folder) -> list[str]:
+        given = data(f)
+        given = given if isinstance(given, list) else [str(given)]
+        return ["analyze", "--model", model, "--data", *given, "--out", str(f.path / "out"), "--device", "cpu"]
+
+    return build
+
+
+def _tinyshakespeare(f: Folder) -> list[str]:
+    f.write("root/tinyshakespeare/input.txt", "Caf\u00e9 society\n".encode("latin-1"))
+    return ["tinyshakespeare", "--data-dir", str(f.path / "root")]
+
+
+def _label_outside_analyze(f: Folder) -> list[str]:
+    model, task = f.model("bert-tiny"), f.tsv_task(b"good\t1\nbad\t0\nodd\t5\nfine\t1\n")
+    return ["analyze", "--model", str(model), "--data", str(task), "--out", str(f.path / "out")]
+
+
+def _label_outside_exit(f: Folder) -> list[str]:
+    """The evaluated split is fine; the validation split, named, holds label 5 of a two-class model."""
+    model, task = f.model("bert-tiny"), f.tsv_task(b"good\t1\nbad\t0\n" * 4, train=b"good\t1\nodd\t5\nbad\t0\n")
+    return ["exit", "--model", str(model), "--data", str(task), "--val-split", "train", "--out", str(f.path / "out")]
+
+
+def _label_outside_train(f: Folder) -> list[str]:
+    """SST-2, a sentiment task, has two classes, so label 5 is outside the head ``train`` gives bert-tiny."""
+    rows = b"good\t1\nbad\t0\nodd\t5\nfine\t1\n"
+    task = f.tsv_task(rows, train=rows, name="SST-2")
+    return ["train", "--model", "bert-tiny", "--data", str(task), "--batch-size", "2", "--out", str(f.path / "run"),
+            "--cpu", "--no-progress"]
+
+
+def _resume(edit: Callable[[Path, Path], None]) -> Callable[[Folder], list[str]]:
+    """The finished tiny run, changed by ``edit(run_folder, latest_checkpoint)``, run again (so resumed)."""
+
+    def build(f: Folder) -> list[str]:
+        run = f.finished_run()
+        latest = json.loads((run / "checkpoint" / "latest.json").read_text())["dir"]
+        edit(run, run / "checkpoint" / latest)
+        return train_flags(run, **TINY)
+
+    return build
+
+
+def _drop_position(run: Path, ckpt: Path) -> None:
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    del state["position"]
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+
+
+def _drop_scheduler(run: Path, ckpt: Path) -> None:
+    state = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    del state["scheduler"]
+    torch.save(state, ckpt / "optimizer.pt")
+
+
+class PlantedPickle:
+    """Unpickling this creates ``marker``: proof that a pickle from the run folder ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def _plant_pickle(file: str) -> Callable[[Path, Path], None]:
+    def edit(run: Path, ckpt: Path) -> None:
+        torch.save(PlantedPickle(run.parent / "MARKER"), ckpt / file)
+
+    return edit
+
+
+def _pickle_never_ran(f: Folder) -> None:
+    assert not (f.path / "MARKER").exists(), "a pickle from the run folder ran code"
+
+
+def _point_latest_outside(run: Path, ckpt: Path) -> None:
+    (run / "checkpoint" / "latest.json").write_text(json.dumps({"dir": "../../x", "step": 2, "epoch": 1}))
+
+
+# ---------------------------------------------------------------- the CLI cases
+
+CASES: dict[str, Case] = {
+    # --out, checked before loading, in every command
+    "analyze-out-is-file": Case(_out("analyze", False), r"--out .*taken is an existing file: pass a folder"),
+    "compare-out-under-file": Case(_out("compare", True), r"--out .*taken/sub cannot be written"),
+    "exit-out-is-file": Case(_out("exit", False), r"--out .*taken is an existing file"),
+    "truncate-out-under-file": Case(_out("truncate", True), r"--out .*taken/sub cannot be written"),
+    "truncate-out-is-source": Case(_truncate_onto_source(False), r"truncate never overwrites its source",
+                                   _source_unchanged),
+    "truncate-out-inside-source": Case(_truncate_onto_source(True), r"truncate never overwrites its source",
+                                       _source_unchanged),
+    "train-out-is-file": Case(_train_out_is_file, naming("existing file")),
+    "train-out-has-foreign-file": Case(_train_out_has_foreign_file, naming("notes.txt", "--overwrite")),
+    # flag values, checked before loading
+    "analyze-batch-size-zero": Case(_flags("analyze", "--batch-size", "0"),
+                                    r"--batch-size: Input should be greater than 0"),
+    "analyze-unknown-device": Case(_flags("analyze", "--device", "tpu"), r"unknown device 'tpu'"),
+    "analyze-unknown-dtype": Case(_flags("analyze", "--dtype", "half"), r"--dtype: Input should be 'float32'"),
+    "compare-sample-cap-zero": Case(_flags("compare", "--sample-cap", "0"),
+                                    r"--sample-cap: Input should be greater than 0"),
+    "exit-repeats-zero": Case(_flags("exit", "--repeats", "0"), r"--repeats: Input should be greater than 0"),
+    "exit-threshold-nan": Case(_flags("exit", "--policy", "patience", "--threshold", "nan"),
+                               r"patience threshold nan is not a finite number"),
+    "train-negative-or-non-finite": Case(
+        _train("--weight-decay", "-0.1", "--warmup-steps", "-5", "--gamma", "nan", "--lr", "inf", "--cos-beta", "inf"),
+        naming("weight_decay", "warmup_steps", "gamma", "lr", "cos_beta")),
+    "train-non-positive": Case(
+        _train("--checkpoint-every", "0", "--max-grad-norm", "-1", "--max-length", "0", "--depth", "0",
+               "--batch-size", "0", "--grad-accum", "0", "--seq-len", "0"),
+        naming("checkpoint_every", "max_grad_norm", "max_length", "depth", "batch_size", "grad_accum", "seq_len")),
+    "train-unknown-choices": Case(_train("--objective", "nope", "--schedule", "nope", "--mixed-precision", "fp8"),
+                                  naming("objective", "schedule", "mixed_precision")),
+    "train-fp16-on-cpu": Case(_train("--mixed-precision", "fp16"), naming("bf16 or no")),
+    # usage errors from the command-line parser
+    "analyze-fractional-batch-size": Case(_flags("analyze", "--batch-size", "2.5"), r"Invalid value for '--batch-size'"),
+    "exit-missing-option": Case(lambda f: ["exit", "--data", "digits"], r"Missing option '--model'"),
+    "truncate-unknown-option": Case(_flags("truncate", "--colour", "red"), r"No such option: --colour"),
+    # train --config files
+    "train-yaml-wrong-types": Case(
+        _yaml("epochs: three\nmilestones: 5\nbatch_size: 64.5\naugment: sometimes\nlayer_weights: steep\n"
+              "ft_objective: lp\nlp_cv: 1\n"),
+        naming("epochs", "milestones", "batch_size", "augment", "layer_weights", "ft_objective", "lp_cv")),
+    "train-yaml-unknown-key": Case(_yaml("epoch: 3\n"), naming("unknown keys epoch")),
+    "train-yaml-not-utf8": Case(_yaml(b"epochs: 3\nmodel: \xff\xfe\n"), naming("UTF-8")),
+    # model folders: config.json
+    "model-config-not-object": Case(_corrupt("mlp-residual", "config.json", lambda c: [c]),
+                                    r"config\.json holds a JSON list, not an object"),
+    "model-config-unknown-own-arch": Case(
+        _corrupt("mlp-residual", "config.json", lambda c: {**c, "layerwise_arch": "cnn"}),
+        r"config\.json names layerwise_arch 'cnn': use one of"),
+    "model-config-unknown-hf-arch": Case(
+        _corrupt("bert-tiny", "config.json", lambda c: {**c, "architectures": ["Nope"]}),
+        r"unknown architecture 'Nope' in .*config\.json"),
+    "model-config-unknown-key": Case(_corrupt("mlp-residual", "config.json", lambda c: {**c, "colour": 3}, "exit"),
+                                     r"config\.json: colour: Extra inputs are not permitted"),
+    "model-config-mistyped-key": Case(_corrupt("mlp-residual", "config.json", lambda c: {**c, "depth": "eight"}),
+                                      r"config\.json: depth: Input should be a valid integer \(got 'eight'\)"),
+    "model-hf-config-mistyped-key": Case(_corrupt("bert-tiny", "config.json", lambda c: {**c, "hidden_size": "big"}),
+                                         r"cannot load .*field 'hidden_size'.*expected int"),
+    # model folders: layerwise.json
+    "model-meta-not-object": Case(_corrupt("mlp-residual", "layerwise.json", lambda m: "inputs"),
+                                  r"layerwise\.json holds a JSON str, not an object"),
+    "model-meta-unknown-key": Case(_corrupt("bert-tiny", "layerwise.json", lambda m: {**m, "colour": 3}, "exit"),
+                                   r"layerwise\.json: colour: Extra inputs are not permitted"),
+    "model-meta-mistyped-key": Case(
+        _corrupt("mlp-residual", "layerwise.json", lambda m: {**m, "inputs": {**m["inputs"], "input_dim": "64"}}),
+        r"layerwise\.json: inputs\.input_dim: Input should be a valid integer"),
+    # data files, read by analyze
+    "data-non-utf8-corpus": Case(_analyze("gpt-tiny", lambda f: f.write("bad.txt", b"First line\nsecond \xff line\n")),
+                                 r"bad\.txt " + NOT_UTF8.format(0xFF, 18, 2)),  # 0xff never occurs in UTF-8
+    "data-non-utf8-tinyshakespeare": Case(_analyze("gpt-tiny", _tinyshakespeare),
+                                          r"input\.txt " + NOT_UTF8.format(0xE9, 3, 1)),
+    "data-non-utf8-tsv": Case(_analyze("bert-tiny", lambda f: f.tsv_task(b"ok\t1\n\n\xfe\t0\n")),
+                              r"dev\.tsv " + NOT_UTF8.format(0xFE, len(TSV_HEADER) + 6, 4)),
+    "data-tsv-negative-label": Case(
+        _analyze("bert-tiny", lambda f: f.tsv_task(b"good\t1\n\nbad\t-1\n")),
+        r"dev\.tsv line 4 has label -1: labels are class indices counted from 0; fix or remove"),
+    "data-tsv-fractional-label": Case(_analyze("bert-tiny", lambda f: f.tsv_task(b"good\t0.5\n")),
+                                      r"dev\.tsv line 2 has no integer label \('0\.5'\): fix or remove that row"),
+    "data-tsv-missing-field": Case(
+        _analyze("bert-tiny", lambda f: f.tsv_task(b"good\t1\nno tab here\n")),
+        r"dev\.tsv line 3 has 1 tab-separated fields but the header has 2: fix or remove"),
+    # labels outside the model's classes, before any forward pass
+    "data-label-outside-head-analyze": Case(_label_outside_analyze, r"has label 5, outside the 2 classes 0\.\.1"),
+    "data-label-outside-head-exit": Case(_label_outside_exit, r"has label 5, outside the 2 classes 0\.\.1"),
+    "data-label-outside-head-train": Case(_label_outside_train, naming("5", "bert-tiny")),
+    # resuming train: a damaged or planted checkpoint; last, as they wait for the finished run to be trained
+    "train-resume-lacks-position": Case(_resume(_drop_position), naming("position", "another --out")),
+    "train-resume-lacks-scheduler": Case(_resume(_drop_scheduler), naming("scheduler", "another --out")),
+    "train-resume-planted-pickle-rng": Case(_resume(_plant_pickle("rng-0.safetensors")),
+                                            naming("rng-0.safetensors", "corrupt"), _pickle_never_ran),
+    "train-resume-planted-pickle-optimizer": Case(_resume(_plant_pickle("optimizer.pt")),
+                                                  naming("optimizer.pt", "corrupt"), _pickle_never_ran),
+    "train-resume-latest-outside": Case(_resume(_point_latest_outside),
+                                        naming("../../x", "not a checkpoint of this run")),
+}
+
+
+def _selected(request) -> list[str]:
+    """The CLI cases this session runs (all of them, unless ``-k`` or a test id picks some)."""
+    picked = {item.callspec.params["name"] for item in request.session.items
+              if getattr(item, "function", None) is test_bad_input_is_one_line_error}
+    return [name for name in CASES if name in picked]
+
+
+@pytest.fixture(scope="module")
+def cli_runs(request, tmp_path_factory) -> dict[str, tuple[Folder, subprocess.CompletedProcess]]:
+    """Every selected case's folder and ``layerwise`` run. Each case is started as soon as its folder is built,
+    a few children at a time (``run_children``); the module takes about as long as the children's imports."""
+    shared = tmp_path_factory.mktemp("shared")
+    folders = {name: Folder(tmp_path_factory.mktemp(name), shared) for name in _selected(request)}
+    runs = run_children(((name, [*CLI, *CASES[name].build(f)]) for name, f in folders.items()),
+                        env=subprocess_env(MPLBACKEND="Agg"))
+    return {name: (folders[name], runs[name]) for name in folders}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_input_is_one_line_error(name, cli_runs):
+    folder, run = cli_runs[name]
+    assert run.returncode == 2, (run.returncode, run.stdout[-2000:], run.stderr[-2000:])
+    assert "Traceback" not in run.stdout + run.stderr, run.stderr[-2000:]
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr[-2000:]
+    assert re.search(CASES[name].message, lines[0]), lines[0]
+    if CASES[name].after:
+        CASES[name].after(folder)
+
+
+# ---------------------------------------------------------------- what only the Python API can be given
+
+
+def _glue_train_tsv(folder: Path) -> None:
+    _write(folder / "glue/TOY/train.tsv", TSV_HEADER + b"good\t1\nna\xefve\t0\n")  # Latin-1 "naïve"
+    load_dataset("glue/TOY", "train", data_dir=folder)
+
+
+def _glue_test_tsv(folder: Path) -> None:
+    """test.tsv is read to see whether it is labelled; that read must fail the same way."""
+    _write(folder / "glue/TOY/dev.tsv", TSV_HEADER + b"fine\t1\n")
+    _write(folder / "glue/TOY/test.tsv", b"index\tsentence\n0\t\x80\n")
+    load_dataset("glue/TOY", "test", data_dir=folder)
+
+
+def _wikitext2(folder: Path) -> None:
+    _write(folder / "wikitext-2/valid.txt", b"= Valkyria =\n\xc3\x28\n")  # a lead byte, no continuation
+    load_dataset("wikitext2", "valid", data_dir=folder)
+
+
+def _images(*bad: tuple[int, float]) -> torch.Tensor:
+    images = torch.rand(6, 1, 8, 8)
+    for index, value in bad:
+        images[index, 0, 3, 4] = value
+    return images
+
+
+def _image_dataset(images: torch.Tensor) -> LayerwiseDataset:
+    return LayerwiseDataset("toy", "image", images=images, labels=torch.zeros(len(images), dtype=torch.long),
+                            class_names=["a", "b"])
+
+
+def _assign_inf_images(folder: Path) -> None:
+    _image_dataset(_images()).images = _images((5, float("inf")))
+
+
+def _float_labels(folder: Path) -> None:
+    ds = LayerwiseDataset("toy", "text", texts=["a", "b"], labels=torch.tensor([0.0, 1.5]), class_names=["a", "b"])
+    ds.check_labels(2, "bert-tiny")
+
+
+def _log_bad_middle_line(folder: Path) -> None:
+    (folder / "log.jsonl").write_text('{"epoch": 1}\nnot json\n{"epoch": 2}\n')
+    read_log(folder / "log.jsonl")
+
+
+def _threshold(policy: str, value: float) -> Callable[[Path], object]:
+    return lambda folder: make_policy(policy, value)
+
+
+# name → (call(folder) that must raise LayerwiseError, regex its message must match)
+API_CASES: dict[str, tuple[Callable[[Path], object], str]] = {
+    "data-non-utf8-glue-train": (_glue_train_tsv, r"train\.tsv " + NOT_UTF8.format(0xEF, len(TSV_HEADER) + 9, 3)),
+    "data-non-utf8-glue-test": (_glue_test_tsv, r"test\.tsv " + NOT_UTF8.format(0x80, 17, 2)),
+    "data-non-utf8-wikitext2": (_wikitext2, r"valid\.txt " + NOT_UTF8.format(0xC3, 13, 2)),
+    "data-nan-images": (lambda folder: _image_dataset(_images((2, float("nan")), (4, float("nan")))),
+                        r"toy contains NaN/Inf at example 2 \(2 of 6 examples\): fix the data"),
+    "data-inf-images-assigned": (_assign_inf_images, r"toy contains NaN/Inf at example 5 \(1 of 6"),
+    "data-float-labels": (_float_labels, r"toy has torch.float32 labels: labels are class indices"),
+    "train-log-bad-middle-line": (_log_bad_middle_line, r"line 2 .* not a JSON record"),
+    **{f"exit-threshold-{value}-{policy}": (_threshold(policy, float(value)),
+                                            f"{policy} threshold .* is not a finite number")
+       for value in ("nan", "inf", "-inf") for policy in POLICIES},
+}
+
+
+@pytest.mark.parametrize("name", API_CASES)
+def test_bad_input_raises(name, tmp_path):
+    call, message = API_CASES[name]
+    with pytest.raises(LayerwiseError, match=message):
+        call(tmp_path)
+
+
+# ---------------------------------------------------------------- --out: the probe leaves no trace
+
+
+def test_out_check_removes_only_what_it_created(tmp_path):
+    from layerwise.cli.app import check_out_dir
+
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "user-file").write_text("mine\n")
+    check_out_dir(tmp_path / "kept" / "new" / "deeper")
+    check_out_dir(tmp_path / "kept")
+    assert sorted(p.name for p in (tmp_path / "kept").rglob("*")) == ["user-file"]
+
+
+# ---------------------------------------------------------------- the train run folder, in this process
+
+
+def test_fresh_run_keeps_foreign_files_and_prunes_only_its_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoint" / "mine").mkdir(parents=True)
+    (out / "checkpoint" / "mine" / "keep.txt").write_text("mine")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(LayerwiseError, match="--overwrite"):
+        train(train_config(tmp_path, **TINY))
+    train(train_config(tmp_path, **TINY, overwrite=True, epochs=2, checkpoint_every=1))
+    assert (out / "checkpoint" / "mine" / "keep.txt").read_text() == "mine"
+    assert (out / "notes.txt").read_text() == "mine"
+    steps = sorted(p.name for p in (out / "checkpoint").iterdir() if p.name.startswith("step-"))
+    assert steps == ["step-00000004-end"]
+
+
+def test_rerun_of_finished_run_keeps_metrics_and_drops_a_partial_log_line(tmp_path):
+    out = tmp_path / "run"
+    train(train_config(tmp_path, **TINY, epochs=2))
+    metrics = json.loads((out / "metrics.json").read_text())
+    complete = (out / "log.jsonl").read_text()
+    with (out / "log.jsonl").open("a") as f:
+        f.write('{"epoch": 3, "step": 6, "lr": 0.0')  # killed mid-write
+    train(train_config(tmp_path, **TINY, epochs=2))
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert {"lr", "train_loss"} <= set(metrics)
+    assert (out / "log.jsonl").read_text() == complete
+
+
+def test_our_own_files_are_not_foreign(tmp_path):
+    for name in ("log.jsonl", "metrics.json", "config.json", "model.safetensors", "layerwise.json",
+                 "tokenizer.json", ".model.safetensors.ab12_x9z", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    for name in ("step-00000004-end", ".tmp-step-00000006-mid", "mine"):
+        (tmp_path / "checkpoint" / name).mkdir(parents=True)
+    (tmp_path / "checkpoint" / "latest.json").write_text("{}")
+    assert [p.relative_to(tmp_path).as_posix() for p in foreign_entries(tmp_path)] == ["checkpoint/mine", "notes.txt"]
+
+
+# ---------------------------------------------------------------- checkpoints run no code
+
+
+def test_planted_pickle_would_run_code_if_unpickled(tmp_path):
+    """The planted file is a real threat: a plain unpickler runs it (``weights_only=False`` did)."""
+    torch.save(PlantedPickle(tmp_path / "MARKER"), tmp_path / "evil.pt")
+    torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert (tmp_path / "MARKER").exists()
+
+
+def test_rng_state_round_trips_through_safetensors(tmp_path):
+    import random
+
+    import numpy as np
+
+    save_rng(tmp_path / "rng.safetensors")
+    before = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(read_rng(tmp_path / "rng.safetensors"))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == before
+    assert rng_state().keys() == read_rng(tmp_path / "rng.safetensors").keys()
+
+
+# ---------------------------------------------------------------- train config files
+
+
+def test_yaml_exponent_floats_are_numbers(tmp_path):
+    """``lr: 1e-3`` is a string to YAML 1.1; the config reader takes it as the number it looks like."""
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\nweight_decay: 5E-2\n")
+    cfg = resolve_config(config_file=tmp_path / "c.yaml")
+    assert (cfg.lr, cfg.weight_decay, cfg.checkpoint_every) == (1e-3, 5e-2, None)
