@@ -9,7 +9,6 @@ from torch import nn
 
 from layerwise.data.spec import InputSpec
 from layerwise.stack import LayerStack
-from layerwise.stack.heads import exit_readouts, make_exit_heads  # noqa: F401  (re-exported)
 from layerwise.stack.surgery import keep_blocks
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from layerwise.checkpoints.builtin import BUILTIN
-from layerwise.checkpoints.bundle import ModelBundle, make_bundle, make_exit_heads
+from layerwise.checkpoints.bundle import ModelBundle, make_bundle
 from layerwise.checkpoints.files import load_state, read_json, read_meta, read_tensors
 from layerwise.checkpoints.hf import load_hf_dir, load_hub
 from layerwise.checkpoints.schemas import check_own_config
@@ -14,6 +14,7 @@ from layerwise.data.spec import InputSpec, image_spec, input_spec_from_meta
 from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.errors import LayerwiseError
 from layerwise.models import StackModel, ViT, build_own
+from layerwise.stack import make_exit_heads
 
 
 def load_model(spec: str, num_classes: int | None = None) -> ModelBundle:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from layerwise.data.files import read_text
 from layerwise.errors import LayerwiseError
 from layerwise.schema import Finite, Options, validate
 from layerwise.training import objectives as O
@@ -140,11 +141,7 @@ def _read_config_file(config_file: str | Path) -> dict[str, Any]:
     path = Path(config_file)
     if not path.is_file():
         raise LayerwiseError(f"config file {path} not found: pass an existing YAML file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise LayerwiseError(f"config file {path} is not UTF-8 text: save it as UTF-8") from e
-    return _read_yaml(text, str(path))
+    return _read_yaml(read_text(path), str(path))
 
 
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None, **overrides: Any) -> TrainConfig:
