@@ -36,12 +36,24 @@ def load_model(spec: str, num_classes: int | None = None) -> ModelBundle:
     return load_hub(spec, num_classes)
 
 
-def _own_default_inputs(model: StackModel, arch: str) -> InputSpec:
+def _own_default_inputs(model: StackModel, arch: str, path: Path) -> InputSpec:
     if isinstance(model, ViT):
         return image_spec(model.config.image_size, model.config.channels)
     if arch == "gpt":
-        return InputSpec(modality="tokens", tokenizer=ByteTokenizer())
+        return InputSpec(modality="tokens", tokenizer=_saved_tokenizer(path) or ByteTokenizer())
     return InputSpec(modality="vector", input_dim=model.config.input_dim)
+
+
+def _saved_tokenizer(path: Path):
+    """The tokenizer saved beside an own model (a trained BPE), or None when the folder holds none."""
+    if not (path / "tokenizer.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise LayerwiseError(f"{path}/tokenizer.json cannot be read ({str(e).splitlines()[0]}): re-save the model") from e
 
 
 def _build_own(config: dict, file: Path) -> StackModel:
@@ -60,7 +72,7 @@ def _load_own_dir(path: Path, config: dict) -> ModelBundle:
     if "head.weight" not in state and "tok.weight" in state and hasattr(model, "tok"):
         state["head.weight"] = state["tok.weight"]  # tied weights are stored once
     load_state(model, state, path / "model.safetensors")
-    inputs = input_spec_from_meta(meta, _own_default_inputs(model, config["layerwise_arch"]))
+    inputs = input_spec_from_meta(meta, _own_default_inputs(model, config["layerwise_arch"], path))
     bundle = make_bundle(str(path), model, inputs, meta.get("feature_pooling"))
     bundle.meta = meta
     return bundle

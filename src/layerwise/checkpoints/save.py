@@ -13,8 +13,8 @@ from layerwise.report.serialize import atomic_save_tensors, write_json
 
 
 def save_model(bundle: ModelBundle, out: str | Path) -> Path:
-    """safetensors + config (own models) or ``save_pretrained`` (Hugging Face), plus ``layerwise.json``
-    (inputs, pooling, multi-exit heads)."""
+    """safetensors + config (own models) or ``save_pretrained`` (Hugging Face), the tokenizer's files when it
+    has any, plus ``layerwise.json`` (inputs, pooling, multi-exit heads)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = bundle.model
@@ -27,11 +27,12 @@ def save_model(bundle: ModelBundle, out: str | Path) -> Path:
     else:
         with quiet_transformers():
             model.save_pretrained(str(out))
-        tok = bundle.inputs.tokenizer
-        if tok is not None and hasattr(tok, "save_pretrained"):
-            tok.save_pretrained(str(out))
+    tok = bundle.inputs.tokenizer
+    saves_files = tok is not None and hasattr(tok, "save_pretrained")
+    if saves_files:  # a trained BPE beside an own GPT, or a Hugging Face model's own tokenizer
+        tok.save_pretrained(str(out))
     inputs = {k: v for k, v in asdict(bundle.inputs).items() if k != "tokenizer"}
-    inputs["tokenizer"] = "byte" if isinstance(bundle.inputs.tokenizer, ByteTokenizer) else None
+    inputs["tokenizer"] = "byte" if isinstance(tok, ByteTokenizer) else "files" if saves_files else None
     meta = {**bundle.meta, "inputs": inputs, "feature_pooling": bundle.stack.feature_pooling}
     if bundle.exit_heads is not None:
         atomic_save_tensors(bundle.exit_heads.state_dict(), out / "exit_heads.safetensors")

@@ -33,9 +33,10 @@ def dataclass_schema(cls: type, **overrides: tuple[Any, Any]) -> type[Options]:
     return create_model(f"{cls.__name__}Schema", __base__=Options, **{**spec, **overrides})
 
 
-# ``save_model`` writes an InputSpec with lists for tuples and the tokenizer as "byte" or null.
+# ``save_model`` writes an InputSpec with lists for tuples and the tokenizer as "byte", "files" (its own files
+# beside the model) or null.
 SavedInputs = dataclass_schema(InputSpec, mean=(list[float] | None, None), std=(list[float] | None, None),
-                               tokenizer=(Literal["byte"] | None, None))
+                               tokenizer=(Literal["byte", "files"] | None, None))
 
 
 class Truncation(Options):

@@ -61,3 +61,29 @@ def _pad_width(rows: list[list[int]], padding: bool | str, max_length: int | Non
     if padding in (False, "do_not_pad"):
         return 0
     raise LayerwiseError(f"unknown padding {padding!r}: use True, 'longest', 'max_length' or False")
+
+
+END_OF_TEXT = "<|endoftext|>"
+
+
+def train_bpe(texts: list[str], vocab_size: int, *, min_frequency: int = 2) -> Any:
+    """A byte-level BPE (GPT-2's scheme) trained on ``texts`` with Hugging Face ``tokenizers``.
+
+    Returned as a ``transformers.PreTrainedTokenizerFast`` whose end-of-text token also serves as BOS,
+    EOS and padding (as GPT-2), so ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` round-trip it.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if vocab_size < len(alphabet) + 1:
+        raise LayerwiseError(f"a byte-level BPE needs a vocabulary of at least {len(alphabet) + 1} (256 bytes and "
+                             f"the end-of-text token), not {vocab_size}")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[END_OF_TEXT],
+                                  initial_alphabet=alphabet, show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT,
+                                   pad_token=END_OF_TEXT, model_max_length=10**9)

@@ -51,33 +51,57 @@ class MLPConfig:
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, causal: bool, dropout: float):
+    def __init__(self, dim: int, heads: int, causal: bool, dropout: float, layer_idx: int = 0):
         super().__init__()
-        self.heads, self.causal, self.dropout = heads, causal, dropout
+        self.heads, self.causal, self.dropout, self.layer_idx = heads, causal, dropout, layer_idx
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, cache=None) -> Tensor:
+        """``attn_mask``: (B, 1, T, S) booleans, True = may attend; ``cache``: any object with Hugging Face's
+        ``update(k, v, layer_idx) -> (K, V)`` (``layerwise.stack.KVCache`` or ``transformers.DynamicCache``)."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
+        # Without a mask the causal rule is SDPA's own, which aligns top-left: right only when T = S.
+        # (One new token against a cache needs no mask at all: it may see every key.)
+        causal = self.causal and attn_mask is None and q.shape[2] == k.shape[2]
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=attn_mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
         )
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+def causal_mask(attention_mask: Tensor | None, past: int, new: int) -> Tensor | None:
+    """(B, 1, new, past+new) booleans: query i (at position past+i) may see key j iff j ≤ past+i and key j
+    is not padding. None where SDPA needs no mask (no padding, and no cache or a single new token).
+
+    A padding query sees itself too, so no row is empty (an empty row makes SDPA return NaN)."""
+    padded = attention_mask is not None and not bool(attention_mask.all())
+    if not padded and (past == 0 or new == 1):
+        return None
+    device = attention_mask.device if attention_mask is not None else None
+    keys = torch.arange(past + new, device=device)
+    queries = torch.arange(past, past + new, device=device)
+    allowed = keys[None, :] <= queries[:, None]
+    if padded:
+        allowed = (allowed[None] & attention_mask[:, None, :].bool()) | (keys[None, None, :] == queries[None, :, None])
+    return allowed.unsqueeze(-3) if allowed.ndim == 3 else allowed[None, None]
 
 
 class Block(nn.Module):
     """Pre-LN transformer block: h + attn(LN h), then + mlp(LN h)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, causal: bool, dropout: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, causal: bool, dropout: float, layer_idx: int = 0):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, causal, dropout)
+        self.attn = Attention(dim, heads, causal, dropout, layer_idx)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, cache=None) -> Tensor:
+        x = x + self.attn(self.ln1(x), attn_mask, cache)
         return x + self.mlp(self.ln2(x))
 
 
@@ -89,12 +113,16 @@ class StackModel(nn.Module):
     config: object
 
     def forward(self, **inputs: Tensor) -> Tensor:
-        h = self.embed(inputs)
+        h, kwargs = self.embed(inputs), self.block_kwargs(inputs)
         for block in self.blocks:
-            h = block(h)
+            h = block(h, **kwargs)
         if self.pooling == "none":
             return self.head(self.norm(h))
         return self.head(self.norm(h[:, 0]))
+
+    def block_kwargs(self, inputs: dict[str, Tensor]) -> dict:
+        """What every block takes besides h (masks, cache); nothing for models without attention masks."""
+        return {}
 
     def config_dict(self) -> dict:
         return {"layerwise_arch": self.arch, **asdict(self.config)}
@@ -128,7 +156,7 @@ class GPT(StackModel):
         self.tok = nn.Embedding(c.vocab_size, c.dim)
         self.pos = nn.Embedding(c.max_len, c.dim)
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, True, c.dropout) for _ in range(c.depth))
+        self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, True, c.dropout, i) for i in range(c.depth))
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
         self.head.weight = self.tok.weight  # weight tying, as GPT-2
@@ -138,8 +166,23 @@ class GPT(StackModel):
                 nn.init.normal_(p, std=std)
 
     def embed(self, inputs: dict[str, Tensor]) -> Tensor:
-        ids = inputs["input_ids"]
-        return self.drop(self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device)))
+        """tok(ids) + pos(positions): ``position_ids`` when given (left padding), else counted on from the cache."""
+        ids, positions = inputs["input_ids"], inputs.get("position_ids")
+        if positions is None:
+            past = _past_length(inputs.get("past_key_values"))
+            positions = torch.arange(past, past + ids.shape[1], device=ids.device)
+        return self.drop(self.tok(ids) + self.pos(positions))
+
+    def block_kwargs(self, inputs: dict[str, Tensor]) -> dict:
+        """The causal mask over padding and cached keys, and the key/value cache (``past_key_values``)."""
+        cache = inputs.get("past_key_values")
+        new = inputs["input_ids"].shape[1]
+        mask = causal_mask(inputs.get("attention_mask"), _past_length(cache), new)
+        return {k: v for k, v in (("attn_mask", mask), ("cache", cache)) if v is not None}
+
+
+def _past_length(cache) -> int:
+    return 0 if cache is None else cache.get_seq_length()
 
 
 class MLPBlock(nn.Module):

@@ -9,7 +9,7 @@ so adding an architecture means adding one adapter (``layerwise/stack/adapters/`
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Iterator
+from typing import Any, Iterator
 
 from torch import Tensor, nn
 
@@ -41,11 +41,21 @@ class LayerStack(nn.Module):
         self.hidden_size = p.hidden_size
         self.num_classes = p.num_classes
         self._call_block = p.call_block or default_call_block
+        self._new_cache = p.new_cache
+        self.context_length = p.context_length
 
     @property
     def num_layers(self) -> int:
         """L, the number of blocks; features exist for layers 0..L."""
         return len(self.blocks)
+
+    def new_cache(self) -> Any:
+        """An empty key/value cache for decoding: pass it as ``past_key_values`` in the inputs of ``states``
+        and every block that runs appends its keys and values to it."""
+        if self._new_cache is None:
+            raise LayerwiseError(f"{type(self.model).__name__} is not a decoder language model: it has no "
+                                 "key/value cache to generate with")
+        return self._new_cache()
 
     def embed(self, inputs: dict[str, Tensor]) -> StackState:
         """h⁰ and the per-block context (attention masks, position information)."""

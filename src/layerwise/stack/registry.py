@@ -78,7 +78,7 @@ def hooked_embed(model: nn.Module, first_block: nn.Module, **call_kwargs) -> Cal
 
         handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
         try:
-            model(**inputs, **call_kwargs)
+            model(**{**call_kwargs, **inputs})  # the inputs may override (use_cache with a cache)
         except _StopForward:
             pass
         finally:

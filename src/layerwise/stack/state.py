@@ -54,6 +54,8 @@ class StackParts:
     hidden_size: int
     num_classes: int | None = None
     call_block: Callable[[nn.Module, StackState], Tensor] | None = None
+    new_cache: Callable[[], Any] | None = None  # decoders: an empty key/value cache (HF ``Cache`` API)
+    context_length: int | None = None  # decoders: the most positions the model can attend over
 
 
 def default_call_block(block: nn.Module, state: StackState) -> Tensor:

@@ -68,6 +68,7 @@ class TrainConfig(Options):
     limit: Positive | None = None
     eval_limit: Positive | None = None
     eval_split: str = "test"
+    train_split: str = "train"  # e.g. wikitext2 has no train split here: train on valid
     augment: bool = False
     layer_weights: Annotated[Any, AfterValidator(_layer_weights)] = "linear"
     cos_beta: NonNegativeFinite = 1.0
@@ -91,7 +92,7 @@ class TrainConfig(Options):
 
 KEYS = frozenset(TrainConfig.model_fields)
 # Changing these between a checkpoint and its resumption would silently break the run.
-RESUME_KEYS = ("model", "data", "objective", "ft_objective", "batch_size", "grad_accum", "seed", "limit", "depth",
+RESUME_KEYS = ("model", "data", "train_split", "objective", "ft_objective", "batch_size", "grad_accum", "seed", "limit", "depth",
                "augment", "lr", "schedule", "milestones", "warmup_steps", "layer_weights")
 # The run's own settings, not the model's: left out of the saved model's ``layerwise.json``.
 RUN_ONLY_KEYS = ("out", "resume", "overwrite", "progress", "cpu")

@@ -125,7 +125,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(acc.device.type, enabled=cfg.mixed_precision == "fp16")
 
         if train_ds is None:
-            train_ds = load_dataset(cfg.data, "train", limit=cfg.limit, seed=cfg.seed, data_dir=cfg.data_dir)
+            train_ds = load_dataset(cfg.data, cfg.train_split, limit=cfg.limit, seed=cfg.seed, data_dir=cfg.data_dir)
         if eval_ds is None:
             eval_ds = load_dataset(cfg.data, cfg.eval_split, limit=cfg.eval_limit, seed=cfg.seed, data_dir=cfg.data_dir)
         self.train_ds, self.eval_ds = train_ds, eval_ds

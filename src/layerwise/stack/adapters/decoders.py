@@ -28,9 +28,17 @@ def decoder_lm(body: str, blocks: str, norm: str) -> Callable[[nn.Module], Stack
             task="lm",
             feature_pooling="last",
             hidden_size=model.config.hidden_size,
+            new_cache=lambda: _dynamic_cache(model),
+            context_length=getattr(model.config, "n_positions", None) or model.config.max_position_embeddings,
         )
 
     return parts
+
+
+def _dynamic_cache(model: nn.Module):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
 
 
 gpt2_lm = register_adapter("GPT2LMHeadModel", is_class("GPT2LMHeadModel"))(decoder_lm("transformer", "h", "ln_f"))

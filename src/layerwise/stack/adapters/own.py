@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from layerwise.stack.cache import KVCache
 from layerwise.stack.readout import Readout
 from layerwise.stack.registry import register_adapter
 from layerwise.stack.state import StackParts, StackState
@@ -12,7 +13,8 @@ from layerwise.stack.state import StackParts, StackState
 @register_adapter("layerwise (ViT, GPT, MLP)", lambda m: hasattr(m, "arch") and hasattr(m, "config_dict"))
 def own_model(model: nn.Module) -> StackParts:
     def embed(inputs: dict[str, Tensor]) -> StackState:
-        return StackState(h=model.embed(inputs), mask=inputs.get("attention_mask"))
+        return StackState(h=model.embed(inputs), mask=inputs.get("attention_mask"),
+                          block_kwargs=model.block_kwargs(inputs))
 
     lm = model.pooling == "none"
     return StackParts(
@@ -23,5 +25,7 @@ def own_model(model: nn.Module) -> StackParts:
         feature_pooling="last" if lm else "cls",
         hidden_size=model.config.dim,
         num_classes=None if lm else model.config.num_classes,
-        call_block=lambda block, state: block(state.h),
+        call_block=lambda block, state: block(state.h, **state.block_kwargs),
+        new_cache=KVCache if lm else None,
+        context_length=model.config.max_len if lm else None,
     )
