@@ -159,3 +159,24 @@ def generate(stack: LayerStack, prompts: list[list[int]], layer: int | None = No
     finally:
         stack.model.train(was_training)
     return Generated(torch.stack(out, dim=1), lengths)
+
+
+def special_ids(stack: LayerStack, tokenizer) -> tuple[int | None, int]:
+    """(EOS, padding) ids: the model config's EOS, else the tokenizer's; padding is the tokenizer's, else EOS, else 0."""
+    config = getattr(stack.model, "config", None)
+    eos = getattr(config, "eos_token_id", None)
+    eos = eos if isinstance(eos, int) else getattr(tokenizer, "eos_token_id", None)
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return eos, pad if pad is not None else eos if eos is not None else 0
+
+
+def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt, without special tokens (a continuation follows the text itself)."""
+    return [list(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+
+
+def generate_text(stack: LayerStack, tokenizer, texts: list[str], layer: int | None = None, **options) -> list[str]:
+    """``generate`` on text: encode the prompts, continue them from ``layer``, decode the new tokens."""
+    eos, pad = special_ids(stack, tokenizer)
+    out = generate(stack, encode_prompts(tokenizer, texts), layer, eos_token_id=eos, pad_token_id=pad, **options)
+    return [tokenizer.decode(row, skip_special_tokens=True) for row in out.rows()]

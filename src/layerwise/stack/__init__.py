@@ -9,6 +9,7 @@
 """
 
 from layerwise.stack import adapters  # noqa: F401  (registers every adapter)
+from layerwise.stack.cache import KVCache
 from layerwise.stack.heads import exit_readouts, make_exit_heads
 from layerwise.stack.layer_stack import LayerStack
 from layerwise.stack.readout import POOLINGS, Pooling, Readout, fast_readout, pool
@@ -23,6 +24,7 @@ from layerwise.stack.registry import (
 from layerwise.stack.state import StackParts, StackState, Task, default_call_block
 
 __all__ = [
+    "KVCache",
     "LayerStack",
     "Readout",
     "StackParts",
