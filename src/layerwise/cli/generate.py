@@ -18,6 +18,7 @@ class GenerateFlags(Flags):
     top_k: Optional[int] = Field(default=None, gt=0)
     alpha: float = Field(ge=0, le=1)
     seed: int = Field(ge=0)
+    num_draft: int = Field(gt=0)
 
 
 def _layers(text: str, depth: int) -> list[int]:
@@ -43,11 +44,15 @@ def generate(
     max_new_tokens: int = typer.Option(64, help="tokens to generate per prompt (fewer when EOS comes first)"),
     seed: int = typer.Option(0, help="sampling seed (runs are reproducible)"),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="key/value cache (--no-cache: recompute, for checks)"),
+    speculative: bool = typer.Option(False, "--speculative", help="self-speculative decoding: draft with layers "
+                                     "1..--exit-layer, verify with the full model (same output as the full model)"),
+    exit_layer: Optional[int] = typer.Option(None, help="draft layer E of --speculative [L/2]"),
+    num_draft: int = typer.Option(4, help="tokens drafted per round with --speculative"),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
 ) -> None:
     """Print the continuation of each prompt generated from layer k (or from every layer)."""
     check_flags(GenerateFlags, max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature, top_k=top_k,
-                alpha=alpha, seed=seed)
+                alpha=alpha, seed=seed, num_draft=num_draft)
     if any(not p.strip() for p in prompt):
         raise LayerwiseError("--prompt is empty: give text to continue")
     from layerwise.device import pick_device
@@ -62,8 +67,12 @@ def generate(
     stack, tokenizer = bundle.stack, bundle.inputs.tokenizer
     if stack.task != "lm":
         raise LayerwiseError(f"{model} is a {stack.task} model, not a language model: generate needs a decoder")
-    layers = _layers(str(stack.num_layers) if layer == "last" else layer, stack.num_layers)
     ids = encode_prompts(tokenizer, prompt)
+    if speculative:
+        _speculate(stack, tokenizer, prompt, ids, strategy, exit_layer or max(1, stack.num_layers // 2), num_draft,
+                   max_new_tokens, seed, dev)
+        return
+    layers = _layers(str(stack.num_layers) if layer == "last" else layer, stack.num_layers)
     for k in layers:
         check_generation(stack, k, ids, max_new_tokens)
     stack.model.to(dev)
@@ -72,3 +81,22 @@ def generate(
                               seed=seed, use_cache=cache)
         for text in texts:
             typer.echo(f"[layer {k}] {text}" if len(layers) > 1 else text)
+
+
+def _speculate(stack, tokenizer, prompts: list[str], ids: list[list[int]], strategy, exit_layer: int, num_draft: int,
+               max_new_tokens: int, seed: int, device) -> None:
+    from layerwise.inference.generation import check_generation
+    from layerwise.inference.speculative import speculative_text
+
+    check_generation(stack, stack.num_layers, ids, max_new_tokens + num_draft)
+    if not 1 <= exit_layer < stack.num_layers:
+        raise LayerwiseError(f"--exit-layer {exit_layer}: draft with layers 1..E, E in 1..{stack.num_layers - 1}")
+    if strategy.name == "contrastive":
+        raise LayerwiseError("--speculative takes greedy or sampled decoding, not contrastive search")
+    stack.model.to(device)
+    texts, stats = speculative_text(stack, tokenizer, prompts, exit_layer, num_draft, decoding=strategy,
+                                    max_new_tokens=max_new_tokens, seed=seed)
+    for text in texts:
+        typer.echo(text)
+    typer.echo(f"speculative: exit layer {exit_layer}, {num_draft} drafted a round, "
+               f"acceptance {stats.acceptance_rate:.2f} over {stats.rounds} rounds", err=True)

@@ -31,10 +31,11 @@ class KVCache:
         return self.keys[layer_idx].shape[-2] if layer_idx in self.keys else 0
 
     def crop(self, max_length: int) -> None:
-        """Keep the first ``max_length`` positions of every block."""
+        """Keep the first ``max_length`` positions of every block; a negative value drops that many from the
+        end instead (the only form Hugging Face's caches accept now)."""
         for store in (self.keys, self.values):
             for i in store:
-                store[i] = store[i][..., :max_length, :]
+                store[i] = store[i][..., :max_length, :] if max_length >= 0 else store[i][..., :store[i].shape[-2] + max_length, :]
 
     def batch_select_indices(self, indices: Tensor) -> None:
         """Keep the given batch rows, in that order."""

@@ -1,0 +1,87 @@
+"""Self-speculative decoding: greedy output equals the full model's greedy output (itself checked against HF
+``generate`` in test_generation.py), and speculative sampling draws from the full model's distribution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from layerwise.checkpoints import load_model
+from layerwise.errors import LayerwiseError
+from layerwise.inference.decoding import Sampling
+from layerwise.inference.generation import generate
+from layerwise.inference.speculative import speculative_generate
+from layerwise.models import GPTConfig, build_own
+from layerwise.stack import LayerStack
+
+PAD = 256
+PROMPTS = [[72, 101, 108, 108, 111, 44, 32], [84, 104, 101], [1, 2, 3, 4, 5], [9] * 9]
+
+
+@pytest.mark.parametrize("name", ["gpt-tiny", "gpt2-tiny", "llama-tiny"])
+def test_greedy_speculative_equals_full_greedy(name):
+    stack = load_model(name).stack
+    stack.model.double()
+    full = generate(stack, PROMPTS, max_new_tokens=16, pad_token_id=PAD).tokens
+    for exit_layer, num_draft in ((1, 3), (2, 1), (3, 4)):
+        batch, stats = speculative_generate(stack, PROMPTS, exit_layer, num_draft, max_new_tokens=16, pad_token_id=PAD)
+        assert torch.equal(batch.tokens, full), (exit_layer, num_draft)
+        alone, _ = speculative_generate(stack, PROMPTS[:1], exit_layer, num_draft, max_new_tokens=16, pad_token_id=PAD)
+        assert alone.tokens[0].tolist() == full[0].tolist()
+        assert 0.0 <= stats.acceptance_rate <= 1.0 and stats.drafted > 0
+
+
+def _pooled(observed: np.ndarray, expected: np.ndarray, least: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """Cells expected fewer than ``least`` times pooled into one, as the chi-square approximation needs."""
+    small = expected < least
+    return (np.append(observed[~small], observed[small].sum()), np.append(expected[~small], expected[small].sum()))
+
+
+def test_speculative_sampling_keeps_the_full_models_distribution():
+    """Joint frequencies of the first two sampled tokens over 4,000 rows against p(t₁)·p(t₂ | t₁) from the
+    model's own forward; the second token goes through drafting (blocks 1..1) and acceptance. The same test
+    rejects the draft's distribution, so it has the power to fail."""
+    torch.manual_seed(0)
+    vocab, rows = 6, 4000
+    model = build_own({"layerwise_arch": "gpt", **GPTConfig(vocab_size=vocab, dim=16, depth=3, heads=2,
+                                                              max_len=16).__dict__}).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.6)  # peaked distributions that differ between layers
+    stack = LayerStack(model)
+    out, stats = speculative_generate(stack, [[1, 2]] * rows, 1, 2, decoding=Sampling(), max_new_tokens=2,
+                                      pad_token_id=0, seed=0)
+    assert 0.2 < stats.acceptance_rate < 0.95  # both branches (accept, resample) are exercised
+    observed = np.zeros((vocab, vocab))
+    np.add.at(observed, (out.tokens[:, 0].numpy(), out.tokens[:, 1].numpy()), 1)
+    with torch.no_grad():
+        first = torch.softmax(model(input_ids=torch.tensor([[1, 2]]))[0, -1], -1)
+        prefixes = torch.tensor([[1, 2, x] for x in range(vocab)])
+        second = torch.softmax(model(input_ids=prefixes)[:, -1], -1)
+        draft = torch.softmax(stack(dict(input_ids=prefixes), upto=1)[:, -1], -1)
+    full = (first[:, None] * second).numpy().ravel() * rows
+    drafted = (first[:, None] * draft).numpy().ravel() * rows
+    assert chisquare(*_pooled(observed.ravel(), full)).pvalue > 0.01
+    assert chisquare(*_pooled(observed.ravel(), drafted)).pvalue < 1e-6
+
+
+def test_bad_speculative_input_raises():
+    stack = load_model("gpt-tiny").stack
+    with pytest.raises(LayerwiseError, match="exit layer 4"):
+        speculative_generate(stack, PROMPTS, 4, 2)
+    with pytest.raises(LayerwiseError, match="num_draft=0"):
+        speculative_generate(stack, PROMPTS, 2, 0)
+
+
+def test_generate_cli_speculative_prints_the_full_models_greedy_text(monkeypatch, capsys):
+    from test_generation import _cli
+
+    args = ["--model", "gpt2-tiny", "--prompt", "Hello", "--prompt", "The cat", "--decoding", "greedy",
+            "--max-new-tokens", "8"]
+    code, full, _ = _cli(monkeypatch, capsys, *args)
+    code_s, fast, err = _cli(monkeypatch, capsys, *args, "--speculative", "--exit-layer", "2", "--num-draft", "3")
+    assert code == code_s == 0 and fast == full and "acceptance" in err
+    code, _, err = _cli(monkeypatch, capsys, *args, "--speculative", "--exit-layer", "4")
+    assert code == 2 and err.startswith("error: --exit-layer 4")
