@@ -174,3 +174,43 @@ def speculative_text(stack: LayerStack, tokenizer, texts: list[str], exit_layer:
     out, stats = speculative_generate(stack, encode_prompts(tokenizer, texts), exit_layer, num_draft,
                                       eos_token_id=eos, pad_token_id=pad, **options)
     return [tokenizer.decode(row, skip_special_tokens=True) for row in out.rows()], stats
+
+
+def sweep(stack: LayerStack, prompts: list[list[int]], exit_layers: list[int], num_drafts: list[int], *,
+          max_new_tokens: int = 32, pad_token_id: int = 0, repeats: int = 1) -> dict:
+    """Greedy tokens/s of full decoding and of self-speculative decoding at every (E, n), on held-out prompts;
+    ``best`` is the fastest (E, n) whose output is identical to full decoding (greedy always should be)."""
+    from layerwise.inference.timing import timed
+
+    def rate(seconds: float, out: Generated) -> float:
+        return float(out.lengths.sum()) / seconds
+
+    holder: dict = {}
+
+    def full_run():
+        holder["full"] = generate_full(stack, prompts, max_new_tokens, pad_token_id)
+
+    base_seconds = timed(full_run, repeats)
+    full = holder["full"]
+    rows = []
+    for e in exit_layers:
+        for n in num_drafts:
+            def run(e=e, n=n):
+                holder["spec"] = speculative_generate(stack, prompts, e, n, max_new_tokens=max_new_tokens,
+                                                      pad_token_id=pad_token_id)
+
+            seconds = timed(run, repeats)
+            out, stats = holder["spec"]
+            rows.append({"exit_layer": e, "num_draft": n, "tokens_per_s": rate(seconds, out),
+                         "speedup": base_seconds / seconds, "acceptance_rate": stats.acceptance_rate,
+                         "identical": bool(torch.equal(out.tokens, full.tokens))})
+    valid = [r for r in rows if r["identical"]]
+    return {"full_tokens_per_s": rate(base_seconds, full), "runs": rows,
+            "best": max(valid, key=lambda r: r["speedup"]) if valid else None}
+
+
+def generate_full(stack: LayerStack, prompts: list[list[int]], max_new_tokens: int, pad_token_id: int) -> Generated:
+    """The reference: cached greedy decoding with the full model, no EOS (as the sweep's speculative runs)."""
+    from layerwise.inference.generation import generate
+
+    return generate(stack, prompts, max_new_tokens=max_new_tokens, pad_token_id=pad_token_id)
