@@ -158,7 +158,8 @@ def lm_scores(bundle: ModelBundle, ds: LayerwiseDataset, seq_len: int, batch_siz
     """Per-layer next-token accuracy and perplexity of readout(hˡ), ℓ = 0..L, on the corpus cut into blocks of
     ``seq_len`` (``evaluation.per_layer.evaluate_layers``)."""
     loader = make_loader(ds, bundle.inputs, batch_size, seq_len=seq_len)
-    return evaluate_layers(bundle.stack, loader, device=device)
+    bar = tqdm(loader, desc=f"scoring {bundle.name}", unit="batch", leave=False)
+    return evaluate_layers(bundle.stack, bar, device=device)
 
 
 def evaluate_model(bundle: ModelBundle, ds: LayerwiseDataset, offsets: Sequence[int], embedder: Embedder,

@@ -110,8 +110,9 @@ def generation_panels(models: Sequence[dict], path: Path, diversity: str = "word
             ref = m.get("reference", {}).get(key)
             if ref is not None and np.isfinite(ref):
                 ax.axhline(ref, color=color, linestyle="--", linewidth=1, label=f"{Path(m['model']).name}: reference")
+    layers = sorted({ell for m in models for ell in m["layers"]})
     for ax, (key, title) in zip(axes, panels):
-        ax.set(xlabel="generating layer ℓ", title=title)
+        ax.set(xlabel="generating layer ℓ", title=title, xticks=layers, xlim=(layers[0] - 0.3, layers[-1] + 0.3))
         if key == "perplexity":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
