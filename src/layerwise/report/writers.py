@@ -88,13 +88,18 @@ def generation_rows(results: dict) -> list[dict]:
 
 
 def sample_text(results: dict) -> str:
-    """samples.txt: per model and prompt, the prefix, the corpus's continuation, and each layer's."""
+    """samples.txt: per model and prompt, the prefix, the corpus's continuation, and each layer's, one line each."""
+
+    def one_line(text: str) -> str:
+        return text.replace("\r", "\\r").replace("\n", "\\n")  # a line break shows as \n
+
     lines = []
     for m in results["models"]:
         s = m["samples"]
         for j, prefix in enumerate(s["prefix"]):
-            lines += [f"=== {m['model']} · prompt {j + 1} ===", f"PREFIX: {prefix}", f"REFERENCE: {s['reference'][j]}"]
-            lines += [f"LAYER {ell}: {texts[j]}" for ell, texts in s["layers"].items()]
+            lines += [f"=== {m['model']} · prompt {j + 1} ===", f"PREFIX: {one_line(prefix)}",
+                      f"REFERENCE: {one_line(s['reference'][j])}"]
+            lines += [f"LAYER {ell}: {one_line(texts[j])}" for ell, texts in s["layers"].items()]
             lines.append("")
     return "\n".join(lines)
 
