@@ -43,7 +43,7 @@ def corpus_blocks(ds: LayerwiseDataset, tokenizer: Any, seq_len: int) -> Tensor:
     """
     if seq_len <= 0:
         raise LayerwiseError(f"seq_len={seq_len}: pass a positive --seq-len")
-    ids = torch.tensor(_encode_corpus(tokenizer, ds.text or ""), dtype=torch.long)
+    ids = torch.tensor(encode_text(tokenizer, ds.text or ""), dtype=torch.long)
     n = len(ids) // seq_len
     if n == 0:
         raise LayerwiseError(f"{ds.name} has {len(ids)} tokens, fewer than seq_len={seq_len}: lower --seq-len or use more text")
@@ -54,7 +54,8 @@ def corpus_blocks(ds: LayerwiseDataset, tokenizer: Any, seq_len: int) -> Tensor:
     return blocks
 
 
-def _encode_corpus(tokenizer: Any, text: str) -> list[int]:
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` with no special tokens, by the byte tokenizer or a HF tokenizer."""
     if isinstance(tokenizer, ByteTokenizer):
         return tokenizer.encode(text)
     # verbose=False: a HF tokenizer otherwise warns that the text exceeds the model's max length.

@@ -1,10 +1,11 @@
 """Evaluation layer by layer: capture every layer, the one per-layer scoring loop, similarity analysis,
-early-exit reports, transfer and shift, and minimal depth."""
+early-exit reports, transfer and shift, minimal depth, and generated text scored per layer."""
 
 from layerwise.evaluation.analysis import analyze, compare, layer_measures
 from layerwise.evaluation.capture import CapturedBatch, capture
 from layerwise.evaluation.depth import minimal_depth
 from layerwise.evaluation.exits import evaluate_model
+from layerwise.evaluation.gen_eval import evaluate_generation
 from layerwise.evaluation.per_layer import (
     LayerScores,
     dense_ce,
@@ -24,6 +25,7 @@ __all__ = [
     "capture",
     "compare",
     "dense_ce",
+    "evaluate_generation",
     "evaluate_layers",
     "evaluate_model",
     "layer_logits",

@@ -3,8 +3,8 @@ and no global matplotlib state is touched. Undefined (NaN) cells are left blank.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib import cbook
@@ -93,4 +93,28 @@ def exit_sweep(reports: Sequence[dict], path: Path) -> None:
         ax.set(xlabel=f"{key.replace('_', ' ')} (×)", ylabel="accuracy", title=key.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def generation_panels(models: Sequence[dict], path: Path, diversity: str = "words") -> None:
+    """The AlignedGPT paper's Figure 8: accuracy, perplexity, coherence and diversity per generating layer, one
+    curve per model; each model's reference continuation (the corpus's own) as a dashed line of its colour."""
+    fig = Figure(figsize=(11, 7.5))
+    axes = fig.subplots(2, 2).ravel()
+    panels = (("accuracy", "next-token accuracy"), ("perplexity", "perplexity (log scale)"),
+              ("coherence", "coherence: cos(prefix, continuation)"), ("diversity", f"diversity ({diversity})"))
+    for i, m in enumerate(models):
+        color = f"C{i}"
+        for ax, (key, _) in zip(axes, panels):
+            ax.plot(m["layers"], np.asarray(m[key], float), "o-", color=color, label=Path(m["model"]).name)
+            ref = m.get("reference", {}).get(key)
+            if ref is not None and np.isfinite(ref):
+                ax.axhline(ref, color=color, linestyle="--", linewidth=1, label=f"{Path(m['model']).name}: reference")
+    layers = sorted({ell for m in models for ell in m["layers"]})
+    for ax, (key, title) in zip(axes, panels):
+        ax.set(xlabel="generating layer ℓ", title=title, xticks=layers, xlim=(layers[0] - 0.3, layers[-1] + 0.3))
+        if key == "perplexity":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     _save(fig, path)

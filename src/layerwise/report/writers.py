@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from layerwise.report.figures import cos_boxplot, exit_histograms, exit_sweep, heatmap, layer_curves
-from layerwise.report.serialize import jsonable, write_json
+from layerwise.report.figures import cos_boxplot, exit_histograms, exit_sweep, generation_panels, heatmap, layer_curves
+from layerwise.report.serialize import atomic_write_text, jsonable, write_json
 
 RESULT_DIGITS = 10  # analysis results are rounded to 10 decimals in results.json and layers.csv
 
@@ -70,3 +70,44 @@ def write_exit(results: dict, out: Path) -> None:
     write_json(results, out / "results.json")
     exit_histograms(results["models"], out / "exit_histogram.png")
     exit_sweep(results["models"], out / "sweep.png")
+
+
+def generation_rows(results: dict) -> list[dict]:
+    """One row per (model, layer) of ``gen-eval``: the four Figure-8 scores, diversity under every convention,
+    and the reference continuation's scores."""
+    rows = []
+    for m in results["models"]:
+        ref = m["reference"]
+        for i, ell in enumerate(m["layers"]):
+            row = {"model": m["model"], "layer": ell}
+            row.update({k: m[k][i] for k in ("accuracy", "perplexity", "coherence", "diversity")})
+            row.update({f"diversity_{c}": v[i] for c, v in m["diversity_by_convention"].items()})
+            row.update(reference_coherence=ref["coherence"], reference_diversity=ref["diversity"])
+            rows.append(row)
+    return rows
+
+
+def sample_text(results: dict) -> str:
+    """samples.txt: per model and prompt, the prefix, the corpus's continuation, and each layer's, one line each."""
+
+    def one_line(text: str) -> str:
+        return text.replace("\r", "\\r").replace("\n", "\\n")  # a line break shows as \n
+
+    lines = []
+    for m in results["models"]:
+        s = m["samples"]
+        for j, prefix in enumerate(s["prefix"]):
+            lines += [f"=== {m['model']} · prompt {j + 1} ===", f"PREFIX: {one_line(prefix)}",
+                      f"REFERENCE: {one_line(s['reference'][j])}"]
+            lines += [f"LAYER {ell}: {one_line(texts[j])}" for ell, texts in s["layers"].items()]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def write_gen_eval(results: dict, out: Path) -> None:
+    """``layerwise gen-eval``: results.json, layers.csv, the four-panel figure and samples.txt."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(generation_rows(results), out / "layers.csv")
+    generation_panels(results["models"], out / "generation.png", results["diversity_convention"])
+    atomic_write_text(sample_text(results), out / "samples.txt")
+    write_json(results, out / "results.json", RESULT_DIGITS)

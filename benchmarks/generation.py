@@ -1,0 +1,160 @@
+"""Cached greedy generation through the layer stack against Hugging Face ``generate``, and the cache's flat cost.
+
+    python benchmarks/generation.py [--threads 1] [--repeats 3] [--new-tokens 64] [--long 544] [--quick] [--json]
+
+On a random-weight HF ``GPT2LMHeadModel`` (GPT-2 small's shape, 12 blocks × 768 wide, vocabulary 50257;
+--quick: 4 blocks × 256 wide) and random prompts of 32 tokens, one run prints side by side:
+- tokens/s of ``layerwise.inference.generate`` (greedy, key/value cache, last layer, on ``LayerStack(model)``)
+  and of ``model.generate(do_sample=False)`` at batch 1 and batch 8, their ratio (target ≥ 0.9), and whether
+  the tokens are identical;
+- tokens/s at new-token positions 32 and 512 within one long run (per-step times, each averaged over the 16
+  steps up to the position; median over the repeats), and the slow-down later/earlier (target ≤ 1.5: the cache keeps a step's cost flat).
+Timings: a warm-up, then ours and HF's interleaved per repeat (steadier on a shared machine), median.
+--json: after the table, print the figures as one JSON object on the last line of stdout.
+
+Structured as functions (``gpt2``, ``prompts``, ``ours``, ``hf``, ``throughput``, ``step_times``) so that other
+decoders (speculative decoding) can be added beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from layerwise.inference.decoding import Greedy
+from layerwise.inference.generation import generate
+from layerwise.stack import LayerStack
+
+FULL = dict(n_layer=12, n_embd=768, n_head=12)
+QUICK = dict(n_layer=4, n_embd=256, n_head=4)
+
+
+def gpt2(shape: dict, seed: int = 0):
+    """A random-weight ``GPT2LMHeadModel`` (vocabulary 50257, context 1024) in eval mode, with no EOS, so
+    both generators run every requested step."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=1024, **shape)).eval()
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def prompts(batch: int, length: int, vocab: int, seed: int = 0) -> Tensor:
+    """(batch, length) random token ids (no padding: every prompt has the same length)."""
+    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def ours(stack: LayerStack, ids: Tensor, new_tokens: int, decoding=None) -> Tensor:
+    """Our cached greedy generation from the last layer: (B, new_tokens)."""
+    return generate(stack, ids.tolist(), decoding=decoding or Greedy(), max_new_tokens=new_tokens,
+                    eos_token_id=None, pad_token_id=0).tokens
+
+
+def hf(model, ids: Tensor, new_tokens: int) -> Tensor:
+    """HF's own greedy generation: (B, new_tokens)."""
+    with torch.inference_mode():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False)
+    return out[:, ids.shape[1]:]
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, after one warm-up call each, the functions alternating per repeat."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def throughput(model, stack: LayerStack, ids: Tensor, new_tokens: int, repeats: int) -> dict:
+    """tokens/s (B · new_tokens / median seconds) of ours and HF's, their ratio, and token identity."""
+    same = bool(torch.equal(ours(stack, ids, new_tokens), hf(model, ids, new_tokens)))
+    t = interleaved({"ours": lambda: ours(stack, ids, new_tokens), "hf": lambda: hf(model, ids, new_tokens)}, repeats)
+    n = ids.shape[0] * new_tokens
+    return {"batch": ids.shape[0], "new_tokens": new_tokens, "seconds": t, "tokens_per_s_ours": n / t["ours"],
+            "tokens_per_s_hf": n / t["hf"], "ratio": t["hf"] / t["ours"], "identical_tokens": same}
+
+
+class TimedGreedy(Greedy):
+    """Greedy decoding that records the clock each time it chooses a token (once per generation step)."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def choose(self, logits: Tensor, generator: torch.Generator | None) -> Tensor:
+        token = super().choose(logits, generator)
+        self.stamps.append(time.perf_counter())
+        return token
+
+
+def step_times(stack: LayerStack, ids: Tensor, new_tokens: int, positions: tuple[int, ...], repeats: int,
+               window: int = 16) -> dict:
+    """tokens/s at each new-token position p within one run: window / (time of steps p−window+1 .. p), where step
+    i runs from choosing token i−1 to choosing token i (one token through the cache); the median over
+    ``repeats`` runs after a warm-up run."""
+    rates: dict[int, list[float]] = {p: [] for p in positions}
+    for run in range(repeats + 1):
+        decoding = TimedGreedy()
+        ours(stack, ids, new_tokens, decoding)
+        stamps = decoding.stamps  # stamps[i]: when new token i+1 was chosen
+        for p in positions:
+            if run:
+                rates[p].append(window / (stamps[p - 1] - stamps[p - 1 - window]))
+    return {p: statistics.median(r) for p, r in rates.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--prompt-len", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per run in the throughput comparison")
+    ap.add_argument("--long", type=int, default=520, help="new tokens of the run timed at positions 32 and 512")
+    ap.add_argument("--quick", action="store_true", help="smoke test: a 4 × 256 GPT-2, --repeats 2 --new-tokens 16")
+    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last on stdout")
+    args = ap.parse_args()
+    if args.quick:
+        ap.set_defaults(repeats=2, new_tokens=16)
+        args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    shape = QUICK if args.quick else FULL
+    model = gpt2(shape)
+    stack = LayerStack(model)
+    print(f"random-weight GPT2LMHeadModel {shape['n_layer']}×{shape['n_embd']}, vocabulary 50257; prompts of "
+          f"{args.prompt_len} tokens; threads={args.threads}; median of {args.repeats} after a warm-up\n")
+    figures: dict = {"model": {**shape, "vocab_size": 50257}, "threads": args.threads, "repeats": args.repeats,
+                     "prompt_len": args.prompt_len}
+    print(f"{'batch':>5} {'new':>5} {'ours tok/s':>11} {'HF tok/s':>9} {'ours/HF':>8} {'target':>7} {'tokens':>10}")
+    for batch in (1, 8):
+        row = throughput(model, stack, prompts(batch, args.prompt_len, 50257, seed=batch), args.new_tokens, args.repeats)
+        figures[f"batch {batch}"] = row
+        print(f"{batch:>5} {args.new_tokens:>5} {row['tokens_per_s_ours']:>11.1f} {row['tokens_per_s_hf']:>9.1f} "
+              f"{row['ratio']:>8.2f} {'≥0.9':>7} {'identical' if row['identical_tokens'] else 'DIFFER':>10}  "
+              f"{'PASS' if row['ratio'] >= 0.9 and row['identical_tokens'] else 'MISS'}")
+    early, late = 32, 512
+    if args.long >= late:
+        rates = step_times(stack, prompts(1, args.prompt_len, 50257), args.long, (early, late), args.repeats)
+        slowdown = rates[early] / rates[late]
+        figures["positions"] = {"tokens_per_s": {str(p): r for p, r in rates.items()}, "slowdown": slowdown,
+                                "long_run_new_tokens": args.long}
+        print(f"\none run of {args.long} new tokens at batch 1: {rates[early]:.1f} tok/s at position {early}, "
+              f"{rates[late]:.1f} tok/s at position {late} → later/earlier step time {slowdown:.2f}× "
+              f"(target ≤ 1.5: {'PASS' if slowdown <= 1.5 else 'MISS'})")
+    if args.json:
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
