@@ -12,8 +12,14 @@ On a random-weight HF ``GPT2LMHeadModel`` (GPT-2 small's shape, 12 blocks × 768
 Timings: a warm-up, then ours and HF's interleaved per repeat (steadier on a shared machine), median.
 --json: after the table, print the figures as one JSON object on the last line of stdout.
 
-Structured as functions (``gpt2``, ``prompts``, ``ours``, ``hf``, ``throughput``, ``step_times``) so that other
-decoders (speculative decoding) can be added beside them.
+Self-speculative decoding (``--lm-model``, default runs/gpt/aligned and runs/gpt/standard from
+examples/evidence_gpt.sh; an aligned own GPT is trained into runs/bench-gpt when none is given or found): the
+(E, n) with the best greedy speed-up is chosen on held-out WikiText-2 prompts (``speculative.sweep``), then timed on
+other prompts at batch 1 and 8 against full greedy decoding, with the acceptance rate and a check that the tokens
+are identical. Target: ≥ 1.5× at batch 1.
+
+Structured as functions (``gpt2``, ``prompts``, ``ours``, ``hf``, ``throughput``, ``step_times``,
+``speculative_rows``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from torch import Tensor
 
 from layerwise.inference.decoding import Greedy
 from layerwise.inference.generation import generate
+from layerwise.inference.speculative import speculative_generate, sweep
 from layerwise.stack import LayerStack
 
 FULL = dict(n_layer=12, n_embd=768, n_head=12)
@@ -115,6 +122,63 @@ def step_times(stack: LayerStack, ids: Tensor, new_tokens: int, positions: tuple
     return {p: statistics.median(r) for p, r in rates.items()}
 
 
+def corpus_prompts(tokenizer, count: int, length: int, seed: int) -> list[list[int]]:
+    """``count`` prompts of ``length`` tokens cut at seeded offsets of the WikiText-2 test text."""
+    from layerwise.data import load_dataset
+
+    ids = tokenizer.encode(load_dataset("wikitext2", "test").text[:400_000], add_special_tokens=False)
+    starts = torch.randint(0, len(ids) - length, (count,), generator=torch.Generator().manual_seed(seed))
+    return [ids[s:s + length] for s in starts.tolist()]
+
+
+def trained_gpt(quick: bool):
+    """An aligned own GPT trained here (runs/bench-gpt) when no trained model is given: tinyshakespeare,
+    a few hundred steps (--quick: a few)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path("runs/bench-gpt" + ("-quick" if quick else ""))
+    if not (root / "aligned" / "model.safetensors").exists():
+        cli = [sys.executable, "-m", "layerwise.cli"]
+        if not (root / "init").exists():
+            subprocess.run([*cli, "new-gpt", "--corpus", "tinyshakespeare", "--vocab-size", "2048", "--depth", "4",
+                            "--dim", "128", "--heads", "4", "--out", str(root / "init")], check=True)
+        subprocess.run([*cli, "train", "--model", str(root / "init"), "--data", "tinyshakespeare", "--objective",
+                        "aligned", "--epochs", "1", "--limit", "64" if quick else "2000", "--eval-limit", "8",
+                        "--batch-size", "16", "--seq-len", "128", "--lr", "1e-3", "--no-progress",
+                        "--out", str(root / "aligned")], check=True)
+    return str(root / "aligned")
+
+
+def speculative_rows(model_dir: str, batches: tuple[int, ...], new_tokens: int, repeats: int, quick: bool) -> dict:
+    """Best (E, n) on 4 held-out prompts, then full vs self-speculative greedy tokens/s on other prompts."""
+    from layerwise.checkpoints import load_model
+
+    bundle = load_model(model_dir)
+    stack, tok = bundle.stack, bundle.inputs.tokenizer
+    depth = stack.num_layers
+    held_out = corpus_prompts(tok, 4, 32, seed=1)
+    grid = sweep(stack, held_out, list(range(1, depth)), [2, 4] if quick else [2, 3, 4, 6],
+                 max_new_tokens=new_tokens, repeats=1)
+    best = grid["best"] or max(grid["runs"], key=lambda r: r["speedup"])
+    e, n = best["exit_layer"], best["num_draft"]
+    out = {"model": model_dir, "layers": depth, "exit_layer": e, "num_draft": n, "sweep": grid["runs"]}
+    for batch in batches:
+        ids = corpus_prompts(tok, batch, 32, seed=100 + batch)
+        full = generate(stack, ids, max_new_tokens=new_tokens).tokens
+        spec, stats = speculative_generate(stack, ids, e, n, max_new_tokens=new_tokens)
+        t = interleaved({"full": lambda: generate(stack, ids, max_new_tokens=new_tokens),
+                         "speculative": lambda: speculative_generate(stack, ids, e, n, max_new_tokens=new_tokens)},
+                        repeats)
+        out[f"batch {batch}"] = {"full_tokens_per_s": batch * new_tokens / t["full"],
+                                 "speculative_tokens_per_s": batch * new_tokens / t["speculative"],
+                                 "speculative_speedup": t["full"] / t["speculative"],
+                                 "acceptance_rate": stats.acceptance_rate,
+                                 "identical": bool(torch.equal(spec.tokens, full))}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -124,6 +188,9 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=520, help="new tokens of the run timed at positions 32 and 512")
     ap.add_argument("--quick", action="store_true", help="smoke test: a 4 × 256 GPT-2, --repeats 2 --new-tokens 16")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last on stdout")
+    ap.add_argument("--lm-model", action="append", default=None,
+                    help="trained decoder(s) for self-speculative decoding [runs/gpt/aligned, runs/gpt/standard]")
+    ap.add_argument("--skip-hf", action="store_true", help="only the self-speculative part")
     args = ap.parse_args()
     if args.quick:
         ap.set_defaults(repeats=2, new_tokens=16)
@@ -136,6 +203,36 @@ def main() -> None:
           f"{args.prompt_len} tokens; threads={args.threads}; median of {args.repeats} after a warm-up\n")
     figures: dict = {"model": {**shape, "vocab_size": 50257}, "threads": args.threads, "repeats": args.repeats,
                      "prompt_len": args.prompt_len}
+    if not args.skip_hf:
+        hf_section(args, model, stack, figures)
+    speculative_section(args, figures)
+    if args.json:
+        print(json.dumps(figures))
+
+
+def speculative_section(args, figures: dict) -> None:
+    from pathlib import Path
+
+    models = args.lm_model or [m for m in ("runs/gpt/aligned", "runs/gpt/standard") if Path(m).is_dir()]
+    models = models or [trained_gpt(args.quick)]
+    print(f"\nself-speculative greedy decoding, {args.new_tokens} new tokens after 32-token WikiText-2 prompts")
+    print(f"{'model':>22} {'batch':>5} {'E':>3} {'n':>3} {'full tok/s':>11} {'spec tok/s':>11} {'speedup':>8} "
+          f"{'accept':>7} {'tokens':>10}")
+    for path in models:
+        rows = speculative_rows(path, (1, 8), args.new_tokens, args.repeats, args.quick)
+        figures.setdefault("speculative", {})[path] = rows
+        for batch in (1, 8):
+            r = rows[f"batch {batch}"]
+            print(f"{path[-22:]:>22} {batch:>5} {rows['exit_layer']:>3} {rows['num_draft']:>3} "
+                  f"{r['full_tokens_per_s']:>11.1f} {r['speculative_tokens_per_s']:>11.1f} "
+                  f"{r['speculative_speedup']:>8.2f} {r['acceptance_rate']:>7.2f} "
+                  f"{'identical' if r['identical'] else 'DIFFER':>10}")
+    first = figures["speculative"][models[0]]["batch 1"]
+    figures.update(speculative_speedup=first["speculative_speedup"], identical=first["identical"],
+                   acceptance_rate=first["acceptance_rate"])
+
+
+def hf_section(args, model, stack: LayerStack, figures: dict) -> None:
     print(f"{'batch':>5} {'new':>5} {'ours tok/s':>11} {'HF tok/s':>9} {'ours/HF':>8} {'target':>7} {'tokens':>10}")
     for batch in (1, 8):
         row = throughput(model, stack, prompts(batch, args.prompt_len, 50257, seed=batch), args.new_tokens, args.repeats)
@@ -152,8 +249,6 @@ def main() -> None:
         print(f"\none run of {args.long} new tokens at batch 1: {rates[early]:.1f} tok/s at position {early}, "
               f"{rates[late]:.1f} tok/s at position {late} → later/earlier step time {slowdown:.2f}× "
               f"(target ≤ 1.5: {'PASS' if slowdown <= 1.5 else 'MISS'})")
-    if args.json:
-        print(json.dumps(figures))
 
 
 if __name__ == "__main__":
