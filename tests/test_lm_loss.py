@@ -150,6 +150,21 @@ def test_trainer_module_gradients_match_the_formula():
     assert max((a - b).abs().max().item() for a, b in zip(have, want)) < 1e-6
 
 
+def test_bf16_autocast_matches_the_naive_loss():
+    """Under bf16 autocast the chunks' logits are bf16 and summed in float32, as ``dense_ce`` does."""
+    stack = load_model("gpt-tiny").stack
+    mask, labels = batch(stack.readout.head.out_features)
+    labels[labels < 0] = 0
+    inputs = {"input_ids": labels, "attention_mask": mask, "labels": labels}
+    w = O.layer_weights(stack.num_layers)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = O.ObjectiveModule(stack, None, w, 1.0, lm_loss="chunked")(inputs, "aligned")
+        naive = O.ObjectiveModule(stack, None, w, 1.0, lm_loss="naive")(inputs, "aligned")
+    assert got.dtype == torch.float32 and abs(got - naive).item() < 1e-3
+    got.backward()
+    assert all(torch.isfinite(p.grad).all() for p in stack.parameters())
+
+
 def test_trainer_runs_an_aligned_lm_step_with_the_chunked_loss(tmp_path):
     """One optimizer step of the trainer on gpt-tiny: chunked (the default) and naive give the same loss,
     and the step changes the weights."""
