@@ -16,7 +16,9 @@ optimizer step. Variants:
   instead of three).
 
 Each variant runs in a fresh subprocess (one after the other, so they do not share the machine). Step time:
-median of ``--steps`` steps after ``--warmup``. Peak memory: ``torch.cuda.max_memory_allocated`` on GPU; on
+median of ``--steps`` steps after ``--warmup``, in that subprocess, or with ``--interleave`` measured again in
+one process with the variants stepped in turn (fairer on a machine whose load changes). Peak memory:
+``torch.cuda.max_memory_allocated`` on GPU; on
 CPU the peak RSS of the subprocess (``ru_maxrss``: model, gradients, AdamW state, activations, the Python
 runtime), and the same minus the RSS just before the first step ("added by training"). ``--max-gib`` caps
 a subprocess's address space (CPU) so that a variant too large for the machine fails alone; it is then
@@ -115,9 +117,28 @@ def run_variant(a: argparse.Namespace, variant: str, device: str) -> dict[str, f
         sync(device)
         if i >= a.warmup:
             times.append(time.perf_counter() - t)
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"step_s": statistics.median(times), "peak_mib": peak / 2**20, "added_mib": (peak - base) / 2**20,
             "first_loss": losses[0]}
+
+
+def interleaved_times(a: argparse.Namespace, variants: list[str], device: str) -> dict[str, float]:
+    """Median step time of each variant, all built in this process and stepped in turn (variant by variant
+    within each step), so a shared machine's changing load falls on all of them alike."""
+    steps = {v: setup(a, v, device) for v in variants}
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for i in range(a.warmup + a.steps):
+        for v in variants:
+            sync(device)
+            t = time.perf_counter()
+            steps[v]()
+            sync(device)
+            if i >= a.warmup:
+                times[v].append(time.perf_counter() - t)
+    return {v: statistics.median(x) for v, x in times.items()}
 
 
 def spawn(a: argparse.Namespace, variant: str) -> dict[str, float] | None:
@@ -125,7 +146,7 @@ def spawn(a: argparse.Namespace, variant: str) -> dict[str, float] | None:
     args = [sys.executable, __file__, "--variant", variant] + [f"--{k}={getattr(a, k)}" for k in QUICK]
     if a.max_gib:
         args.append(f"--max-gib={a.max_gib}")
-    done = subprocess.run(args, capture_output=True, text=True)
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         if "alloc" in done.stderr or "memory" in done.stderr.lower():
             return None
@@ -147,6 +168,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--max-gib", type=float, default=None, help="CPU: address-space cap per variant, GiB")
+    p.add_argument("--interleave", action="store_true",
+                   help="time all variants in one process, in turn step by step (memory still one process each)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list, a subset of " + ",".join(VARIANTS))
     p.add_argument("--quick", action="store_true", help="smoke test: a small model (flags given explicitly still win)")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last on stdout")
@@ -164,22 +187,27 @@ def main() -> None:
         return
     variants = [v for v in a.variants.split(",") if v]
     res = {v: run_variant(a, v, device) if device == "cuda" else spawn(a, v) for v in variants}
+    if a.interleave:  # step times from one process, variants in turn; memory stays per process
+        for v, s in interleaved_times(a, [v for v in variants if res[v] is not None], device).items():
+            res[v]["step_s"] = s
     how = ("torch.cuda.max_memory_allocated" if device == "cuda"
            else "peak RSS of a fresh process per variant (ru_maxrss); 'added': minus the RSS before step 1")
     tokens = a.batch * a.seq
     print(f"GPT-2-shaped: {a.layers} blocks, {a.width} wide, V = {a.vocab:,}, {a.batch}×{a.seq} = {tokens:,} tokens; "
-          f"{device} ({torch.get_num_threads()} threads); median of {a.steps} steps after {a.warmup} warm-up")
+          f"{device} ({torch.get_num_threads()} threads); median of {a.steps} steps after {a.warmup} warm-up"
+          + (", timed interleaved in one process" if a.interleave else ""))
     std = res.get("standard")
     for v in variants:
         r = res[v]
         if r is None:
             print(f"  {v:17s} did not fit under --max-gib {a.max_gib}")
             continue
-        rel = "" if std is None else (f"   time {r['step_s'] / std['step_s']:.2f}×, memory "
-                                      f"{r['peak_mib'] / std['peak_mib']:.2f}× (added {r['added_mib'] / std['added_mib']:.2f}×)")
+        rel = "" if std is None else (
+            f"   time {r['step_s'] / std['step_s']:.2f}×, memory {r['peak_mib'] / std['peak_mib']:.2f}× "
+            f"(added {r['added_mib'] / std['added_mib']:.2f}×)")
         print(f"  {v:17s} step {r['step_s']:8.2f} s   peak {r['peak_mib']:8.0f} MiB (added {r['added_mib']:7.0f}){rel}")
-    out: dict = {"device": device, "threads": torch.get_num_threads(), "layers": a.layers, "width": a.width,
-                 "vocab": a.vocab, "batch": a.batch, "seq": a.seq, "tokens": tokens, "steps": a.steps,
+    out: dict = {"device": device, "interleaved": a.interleave, "threads": torch.get_num_threads(),
+                 "layers": a.layers, "width": a.width, "vocab": a.vocab, "batch": a.batch, "seq": a.seq, "tokens": tokens, "steps": a.steps,
                  "warmup": a.warmup, "memory": how, "max_gib": a.max_gib, "variants": res}
     if std is not None:
         for v, key in (("aligned-chunked", ""), ("aligned-naive", "naive_"), ("standard-chunked", "standard_chunked_"),
@@ -194,7 +222,8 @@ def main() -> None:
         if m is not None:
             print(f"aligned-chunked / standard: memory {m:.3f}× (target ≤ 1.3×), time {t:.3f}× (target ≤ 1.3×)")
         if out.get("naive_memory_ratio") is not None:
-            print(f"aligned-naive / standard:   memory {out['naive_memory_ratio']:.3f}×, time {out['naive_time_ratio']:.3f}×")
+            print(f"aligned-naive / standard:   memory {out['naive_memory_ratio']:.3f}×, "
+                  f"time {out['naive_time_ratio']:.3f}×")
     print(f"memory: {how}")
     if a.json:
         print(json.dumps(out))

@@ -68,7 +68,8 @@ def train_command(
         milestones=steps, gamma=gamma,
         grad_accum=grad_accum, max_grad_norm=max_grad_norm, mixed_precision=mixed_precision, seed=seed, limit=limit,
         eval_limit=eval_limit, augment=augment, ft_objective=ft_objective, layer_weights=weights, cos_beta=cos_beta,
-        depth=depth, max_length=max_length, seq_len=seq_len, lm_loss=lm_loss, eval_split=eval_split, train_split=train_split,
+        depth=depth, max_length=max_length, seq_len=seq_len, lm_loss=lm_loss, eval_split=eval_split,
+        train_split=train_split,
         checkpoint_every=checkpoint_every,
         resume=resume or None, overwrite=overwrite or None,
         data_dir=str(data_dir) if data_dir else None, cpu=cpu, progress=progress)

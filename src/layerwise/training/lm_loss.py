@@ -24,7 +24,7 @@ which FSDP's flattened parameters hide (use the naive loss there).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +102,6 @@ class _ChunkedLMLoss(torch.autograd.Function):
                     g_p[i] = g if g_p[i] is None else g_p[i].add_(g)
         g_p = [torch.zeros_like(p) if g is None else g for p, g in zip(plan.params, g_p)]
         ctx.save_for_backward(*g_h, *g_p)
-        ctx.n_h = len(hs)
         return total
 
     @staticmethod

@@ -154,5 +154,5 @@ class ObjectiveModule(nn.Module):
         raise LayerwiseError(f"unknown training phase {phase!r}")
 
 
-__all__ = ["ObjectiveModule", "OBJECTIVES", "FT_OBJECTIVES", "LM_LOSSES", "layer_weights", "dense_ce", "layer_ce", "standard", "aligned",
-           "cosine_gap", "cos_reg", "multi_exit", "phase"]
+__all__ = ["ObjectiveModule", "OBJECTIVES", "FT_OBJECTIVES", "LM_LOSSES", "layer_weights", "dense_ce", "layer_ce",
+           "standard", "aligned", "cosine_gap", "cos_reg", "multi_exit", "phase"]
