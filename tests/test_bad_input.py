@@ -298,8 +298,9 @@ CASES: dict[str, Case] = {
         _train("--checkpoint-every", "0", "--max-grad-norm", "-1", "--max-length", "0", "--depth", "0",
                "--batch-size", "0", "--grad-accum", "0", "--seq-len", "0"),
         naming("checkpoint_every", "max_grad_norm", "max_length", "depth", "batch_size", "grad_accum", "seq_len")),
-    "train-unknown-choices": Case(_train("--objective", "nope", "--schedule", "nope", "--mixed-precision", "fp8"),
-                                  naming("objective", "schedule", "mixed_precision")),
+    "train-unknown-choices": Case(_train("--objective", "nope", "--schedule", "nope", "--mixed-precision", "fp8",
+                                         "--lm-loss", "fused"),
+                                  naming("objective", "schedule", "mixed_precision", "lm_loss")),
     "train-fp16-on-cpu": Case(_train("--mixed-precision", "fp16"), naming("bf16 or no")),
     # usage errors from the command-line parser
     "analyze-fractional-batch-size": Case(_flags("analyze", "--batch-size", "2.5"), r"Invalid value for '--batch-size'"),

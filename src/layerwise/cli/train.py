@@ -40,6 +40,8 @@ def train_command(
     depth: Optional[int] = typer.Option(None, help="override the depth of an own model (vit-*, mlp-*, gpt-tiny)"),
     max_length: Optional[int] = typer.Option(None, help="text models: tokens per example"),
     seq_len: Optional[int] = typer.Option(None, help="language models: tokens per training block"),
+    lm_loss: Optional[str] = typer.Option(
+        None, help="language models: chunked (per-layer CE without full logits) | naive [chunked]"),
     eval_split: Optional[str] = typer.Option(None, help="split evaluated after every epoch [test]"),
     train_split: Optional[str] = typer.Option(None, help="split trained on [train]; wikitext2 has only valid/test"),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N optimizer steps (and each epoch)"),
@@ -66,7 +68,8 @@ def train_command(
         milestones=steps, gamma=gamma,
         grad_accum=grad_accum, max_grad_norm=max_grad_norm, mixed_precision=mixed_precision, seed=seed, limit=limit,
         eval_limit=eval_limit, augment=augment, ft_objective=ft_objective, layer_weights=weights, cos_beta=cos_beta,
-        depth=depth, max_length=max_length, seq_len=seq_len, eval_split=eval_split, train_split=train_split,
+        depth=depth, max_length=max_length, seq_len=seq_len, lm_loss=lm_loss, eval_split=eval_split,
+        train_split=train_split,
         checkpoint_every=checkpoint_every,
         resume=resume or None, overwrite=overwrite or None,
         data_dir=str(data_dir) if data_dir else None, cpu=cpu, progress=progress)

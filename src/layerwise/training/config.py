@@ -24,6 +24,7 @@ Objective = Literal[O.OBJECTIVES]  # the objectives module's names, so the two c
 FtObjective = Literal[O.FT_OBJECTIVES]
 Schedule = Literal["constant", "cosine", "multistep"]  # after an optional linear warm-up
 MixedPrecision = Literal["no", "bf16", "fp16"]
+LMLoss = Literal[O.LM_LOSSES]
 
 Positive = Annotated[int, Field(gt=0)]
 NonNegative = Annotated[int, Field(ge=0)]
@@ -75,6 +76,7 @@ class TrainConfig(Options):
     depth: Positive | None = None  # override the depth of the project's own models
     max_length: Positive | None = None  # text models: tokens per example
     seq_len: Positive = 128  # language models: tokens per block
+    lm_loss: LMLoss = "chunked"  # language models: chunked (training/lm_loss.py) or naive per-layer logits
     lp_cv: Annotated[int, Field(ge=2)] = 3  # cross-validation folds of the probe's C
     checkpoint_every: Positive | None = None  # optimizer steps; None = epoch ends only
     resume: bool = False

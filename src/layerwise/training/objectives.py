@@ -10,8 +10,9 @@ Notation: hˡ is the residual stream after block ℓ (ℓ = 1..L), R the model's
 - multi-exit:        Σ_ℓ λ_ℓ CE(Rₗ(hˡ), y) with an own readout Rₗ per layer (joint or alternating)
 
 Every loss is a pure function of a per-layer CE vector (and features); the CE vector comes from
-``layer_ce`` = ``evaluation.per_layer.layer_losses``, the one place that turns readouts into losses, so a
-chunked-vocabulary CE for large language models can replace ``dense_ce`` without changing the objectives.
+``layer_ce`` = ``evaluation.per_layer.layer_losses``, the one place that turns readouts into losses. For
+language models ``ObjectiveModule`` computes the weighted sum Σ_ℓ w_ℓ CE_ℓ directly with
+``training.lm_loss.chunked_lm_loss`` (same value, without L layers of full logits).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from torch import Tensor, nn
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.per_layer import dense_ce, layer_losses
 from layerwise.stack import LayerStack
+from layerwise.training.lm_loss import chunked_lm_loss
 
 OBJECTIVES = ("standard", "aligned", "aligned-joint", "cos-reg", "multi-exit", "multi-exit-joint", "lp", "lp-ft")
 FT_OBJECTIVES = ("standard", "aligned", "aligned-joint", "cos-reg", "multi-exit", "multi-exit-joint")
+LM_LOSSES = ("chunked", "naive")  # how language models compute Σ_ℓ w_ℓ CE_ℓ (training/lm_loss.py)
 
 
 # ---------------------------------------------------------------- layer weights
@@ -112,29 +115,44 @@ def phase(objective: str, step: int) -> str:
 class ObjectiveModule(nn.Module):
     """Wraps the stack (and multi-exit heads) so one ``forward(batch, phase)`` returns the loss.
 
-    Computing the loss inside ``forward`` lets DDP/FSDP see every parameter use.
+    Computing the loss inside ``forward`` lets DDP/FSDP see every parameter use. For language models,
+    ``lm_loss="chunked"`` computes Σ_ℓ w_ℓ CE_ℓ with ``training.lm_loss.chunked_lm_loss`` (no layer's full
+    logits are kept); ``"naive"`` goes through ``layer_losses`` like every other task.
     """
 
-    def __init__(self, stack: LayerStack, exit_heads: nn.ModuleList | None, weights: Tensor, beta: float):
+    def __init__(self, stack: LayerStack, exit_heads: nn.ModuleList | None, weights: Tensor, beta: float,
+                 lm_loss: str = "chunked"):
         super().__init__()
+        if lm_loss not in LM_LOSSES:
+            raise LayerwiseError(f"unknown LM loss {lm_loss!r}: use one of {', '.join(LM_LOSSES)}")
         self.stack, self.exit_heads, self.beta = stack, exit_heads, beta
+        self.chunked = lm_loss == "chunked" and stack.task == "lm"
         self.register_buffer("weights", weights.float(), persistent=False)
+
+    def weighted_ce(self, readouts: Sequence[nn.Module], hs: Sequence[Tensor], mask: Tensor | None, labels: Tensor,
+                    weights: Tensor) -> Tensor:
+        """Σ_ℓ w_ℓ CE(Rₗ(hˡ), y), chunked for language models when asked (``aligned`` of ``layer_losses``)."""
+        if self.chunked:
+            return chunked_lm_loss(readouts, hs, mask, labels, weights)
+        return aligned(layer_losses(readouts, hs, mask, labels, self.stack.task), weights)
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> Tensor:
         states = list(self.stack.states(batch))[1:]  # layers 1..L
         hs, mask, labels, task = [s.h for s in states], states[-1].mask, batch["labels"], self.stack.task
-        readout = self.stack.readout
+        readout, one = self.stack.readout, self.weights.new_ones(1)
         if phase == "standard":
+            if self.chunked:
+                return self.weighted_ce([readout], hs[-1:], mask, labels, one)
             return standard(layer_losses([readout], hs[-1:], mask, labels, task))
         if phase == "aligned":
-            return aligned(layer_losses([readout] * len(hs), hs, mask, labels, task), self.weights)
+            return self.weighted_ce([readout] * len(hs), hs, mask, labels, self.weights)
         if phase == "multi-exit":
-            return multi_exit(layer_losses(list(self.exit_heads), hs, mask, labels, task), self.weights)
+            return self.weighted_ce(list(self.exit_heads), hs, mask, labels, self.weights)
         if phase == "cos-reg":
-            ce_last = layer_losses([readout], hs[-1:], mask, labels, task)[0]
+            ce_last = self.weighted_ce([readout], hs[-1:], mask, labels, one)
             return cos_reg(ce_last, [self.stack.features(s) for s in states], self.weights, self.beta)
         raise LayerwiseError(f"unknown training phase {phase!r}")
 
 
-__all__ = ["ObjectiveModule", "OBJECTIVES", "FT_OBJECTIVES", "layer_weights", "dense_ce", "layer_ce", "standard", "aligned",
-           "cosine_gap", "cos_reg", "multi_exit", "phase"]
+__all__ = ["ObjectiveModule", "OBJECTIVES", "FT_OBJECTIVES", "LM_LOSSES", "layer_weights", "dense_ce", "layer_ce",
+           "standard", "aligned", "cosine_gap", "cos_reg", "multi_exit", "phase"]

@@ -145,7 +145,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
         weights = O.layer_weights(self.stack.num_layers, cfg.layer_weights)
-        self.module = ObjectiveModule(self.stack, self.bundle.exit_heads, weights, cfg.cos_beta)
+        self.module = ObjectiveModule(self.stack, self.bundle.exit_heads, weights, cfg.cos_beta, cfg.lm_loss)
         self.optimizer = make_optimizer(self.module, cfg.lr, cfg.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, self.total_steps, cfg.warmup_steps,
                                         [m * self.steps_per_epoch for m in cfg.milestones], cfg.gamma)
