@@ -49,15 +49,14 @@ def run_gen_eval(models: Sequence[str], data: str, out: str | Path, *, split: st
     from layerwise.checkpoints import load_model  # after the checks: a bad flag is answered without torch
     from layerwise.data import load_dataset
     from layerwise.device import pick_device
-    from layerwise.evaluation.gen_eval import GenEvalSettings, check_prompt_count, evaluate_generation, text_boundaries
+    from layerwise.evaluation.gen_eval import GenEvalSettings, check_corpus, evaluate_generation
     from layerwise.evaluation.generation_metrics import Embedder
     from layerwise.inference.decoding import make_decoding
     from layerwise.report.writers import write_gen_eval
 
     strategy = make_decoding(decoding, temperature=temperature, top_k=top_k, top_p=top_p, alpha=alpha)
     ds = load_dataset(data, split=split, limit=limit, seed=seed, data_dir=data_dir)
-    if ds.kind == "corpus":
-        check_prompt_count(len(text_boundaries(ds.text or "")), num_prompts)
+    check_corpus(ds, num_prompts)
     dev = pick_device(device)
     scorer = Embedder(embedder, device=str(dev))
     bundles = []

@@ -98,8 +98,16 @@ def select_offsets(text: str, tokenizers: Sequence[Any], settings: GenEvalSettin
                          f"but {settings.num_prompts} prompts were asked: ask for fewer or shorter prompts")
 
 
+def check_corpus(ds: LayerwiseDataset, num_prompts: int) -> None:
+    """A text corpus with at least ``num_prompts`` paragraph starts (checked before anything loads)."""
+    if ds.kind != "corpus":
+        raise LayerwiseError(f"{ds.name} is {ds.kind} data: generation is scored on a text corpus "
+                             "(wikitext2, tinyshakespeare or a .txt file)")
+    check_prompt_count(len(text_boundaries(ds.text or "")), num_prompts)
+
+
 def check_prompt_count(boundaries: int, wanted: int) -> None:
-    """More prompts than the corpus has paragraph starts is refused before anything loads."""
+    """More prompts than the corpus has paragraph starts is refused."""
     if wanted > boundaries:
         raise LayerwiseError(f"{wanted} prompts asked but the corpus has only {boundaries} paragraph starts: "
                              "ask for fewer prompts or use a larger corpus")
@@ -196,9 +204,7 @@ def evaluate_model(bundle: ModelBundle, ds: LayerwiseDataset, offsets: Sequence[
 def evaluate_generation(bundles: Sequence[ModelBundle], ds: LayerwiseDataset, embedder: Embedder, decoding,
                         settings: GenEvalSettings, device: torch.device) -> dict:
     """Every model checked and every prompt chosen before any generation; then each model in turn."""
-    if ds.kind != "corpus":
-        raise LayerwiseError(f"{ds.name} is {ds.kind} data: generation is scored on a text corpus "
-                             "(wikitext2, tinyshakespeare or a .txt file)")
+    check_corpus(ds, settings.num_prompts)
     for bundle in bundles:
         check_model(bundle, settings)
     offsets = select_offsets(ds.text or "", [b.inputs.tokenizer for b in bundles], settings)
