@@ -125,7 +125,7 @@ def split_file(directory: Path, task: GlueTask, split: str, name: str) -> Path:
     if split in ("test", *task.test):
         test = _file(directory, task.test[0] if split == "test" else split)
         split = test.stem if test.is_file() and _labelled(test, task) else task.dev[0]
-    if split not in ("train", *task.dev):
+    if split not in ("train", *task.dev, *task.test):
         known = ", ".join(("train", "dev (alias validation)", *task.dev[1:], "test"))
         raise LayerwiseError(f"unknown split {split!r} for {name}: use {known}")
     path = _file(directory, split)
