@@ -43,7 +43,7 @@ def analyze_runs() -> None:
     and NC1, on the same 500 dev sentences the runs were evaluated on."""
     from layerwise.cli.analyze import run_analysis
 
-    for name in ("sst-2-standard", "sst-2-aligned"):
+    for name in ("sst-2-aligned", "sst-2-standard"):
         out = OUT / f"analyze-{name}"
         if not (out / "results.json").exists():
             run_analysis(model=str(OUT / name), data="glue/SST-2", out=out, split="dev", limit=500,

@@ -5,7 +5,7 @@ own first (``LayerwiseDataset.metrics``)."""
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
