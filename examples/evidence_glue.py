@@ -82,6 +82,7 @@ def figures() -> None:
     styles = {"standard": ("tab:blue", "-"), "aligned": ("tab:red", "-"), "standard-cls": ("tab:blue", ":"),
               "aligned-cls": ("tab:red", ":")}
     for ax, task in zip(axes, TASKS):
+        ax.set(title=f"{task} (no finished run)", xlabel="layer ℓ")
         for suffix, (color, ls) in styles.items():
             run = f"{task.lower()}-{suffix}"
             if (OUT / run / "metrics.json").exists():

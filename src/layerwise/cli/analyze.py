@@ -91,7 +91,7 @@ def _with_warnings(run, *args, **kwargs) -> dict:
 def run_analysis(*, model: str, data: str, out: Path, split: str = "test", limit: int | None = None,
                  batch_size: int = 64, pooling: str | None = None, measures: str = DEFAULT_MEASURES,
                  sample_cap: int = 2000, data_dir=None, device: str = "auto", seed: int = 0,
-                 dtype: str = "float32", probe: bool = True, probe_limit: int | None = 2000,
+                 dtype: str = "float32", probe: bool = True, probe_limit: int | None = 1000,
                  text_column: str | None = None, text_pair_column: str | None = None,
                  label_column: str | None = None) -> dict:
     """``layerwise analyze``: similarity matrices, per-layer readout metrics, probe accuracy and NC1, and
@@ -167,7 +167,7 @@ def analyze_command(
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
     probe: bool = typer.Option(True, "--probe/--no-probe",
                                help="per-layer linear probe and NC1 (needs labels and a training split)"),
-    probe_limit: Optional[int] = typer.Option(2000, help="training examples the probe is fitted on (seeded)"),
+    probe_limit: Optional[int] = typer.Option(1000, help="training examples the probe is fitted on (seeded)"),
     text_column: Optional[str] = typer.Option(None, help="table files: text column [sentence, text, sentence1, …]"),
     text_pair_column: Optional[str] = typer.Option(None, help="table files: second text of a pair [sentence2, …]"),
     label_column: Optional[str] = typer.Option(None, help="table files: label column [label; score = regression]"),
