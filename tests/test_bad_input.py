@@ -8,6 +8,9 @@ from Python, a ``LayerwiseError``. The classes of bad input covered:
 - ``train --config`` YAML: wrong types, unknown keys, not UTF-8
 - model folders: a ``config.json`` or ``layerwise.json`` that is not a JSON object, names an unknown
   architecture, or has an unknown key or a mistyped value
+- data (issue 12): a table without the needed columns or naming a missing one, a label outside a GLUE task's
+  set, a real-valued label for a classifier, a task folder that matches no GLUE layout; ``exit`` on a
+  regression head
 - data: files that are not UTF-8 (text corpus, tinyshakespeare, GLUE TSV, wikitext-2); TSV rows with a
   negative or non-integer label or a missing field; labels outside the model's classes; NaN/Inf images and
   float labels (Python)
@@ -94,6 +97,11 @@ class Folder:
 
     def write(self, name: str, content: bytes | str) -> Path:
         return _write(self.path / name, content)
+
+    def tsv_like(self, name: str, rows: bytes) -> Path:
+        """A folder ``name`` whose train.tsv and dev.tsv hold ``rows``."""
+        self.write(f"{name}/train.tsv", rows)
+        return self.write(f"{name}/dev.tsv", rows).parent
 
     def tsv_task(self, dev: bytes, train: bytes = b"fine\t1\n", name: str = "task") -> Path:
         """A GLUE-style task folder; the default split of ``analyze`` (test, absent here) reads dev.tsv."""
@@ -211,11 +219,26 @@ def _label_outside_exit(f: Folder) -> list[str]:
 
 
 def _label_outside_train(f: Folder) -> list[str]:
-    """SST-2, a sentiment task, has two classes, so label 5 is outside the head ``train`` gives bert-tiny."""
+    """SST-2, a sentiment task, has the labels 0 and 1, so label 5 is refused as it is read."""
     rows = b"good\t1\nbad\t0\nodd\t5\nfine\t1\n"
     task = f.tsv_task(rows, train=rows, name="SST-2")
     return ["train", "--model", "bert-tiny", "--data", str(task), "--batch-size", "2", "--out", str(f.path / "run"),
             "--cpu", "--no-progress"]
+
+
+def _rte_bad_label(f: Folder) -> Path:
+    rows = b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n"
+    f.write("RTE/train.tsv", rows)
+    return f.write("RTE/dev.tsv", rows).parent
+
+
+def _exit_regression(f: Folder) -> list[str]:
+    """A saved bert-tiny with a one-output (regression) head: no confidence to exit on."""
+    model = save_model(load_model("bert-tiny", num_classes=1), f.path / "model")
+    rows = b"index\tsentence1\tsentence2\tscore\n" + b"".join(b"%d\ta\tb\t%d.5\n" % (i, i % 5) for i in range(8))
+    f.write("STS-B/train.tsv", rows)
+    data = f.write("STS-B/dev.tsv", rows).parent
+    return ["exit", "--model", str(model), "--data", str(data), "--out", str(f.path / "out"), "--device", "cpu"]
 
 
 def _resume(edit: Callable[[Path, Path], None]) -> Callable[[Folder], list[str]]:
@@ -354,7 +377,20 @@ CASES: dict[str, Case] = {
     # labels outside the model's classes, before any forward pass
     "data-label-outside-head-analyze": Case(_label_outside_analyze, r"has label 5, outside the 2 classes 0\.\.1"),
     "data-label-outside-head-exit": Case(_label_outside_exit, r"has label 5, outside the 2 classes 0\.\.1"),
-    "data-label-outside-head-train": Case(_label_outside_train, naming("5", "bert-tiny")),
+    "data-label-outside-head-train": Case(_label_outside_train, naming("'5'", "outside the task's labels 0, 1")),
+    # GLUE layouts and tables (issue 12)
+    "data-table-missing-columns": Case(_analyze("bert-tiny", lambda f: f.write("my.csv", "review,stars\ngood,1\n")),
+                                       naming("no text column", "'review', 'stars'", "text column")),
+    "data-table-unknown-column": Case(
+        _analyze("bert-tiny", lambda f: [str(f.write("my.csv", "text,label\ngood,1\n")), "--label-column", "stars"]),
+        naming("no column 'stars'", "'text', 'label'")),
+    "data-glue-label-outside-task": Case(_analyze("bert-tiny", _rte_bad_label),
+                                         naming("line 3", "'maybe'", "entailment, not_entailment")),
+    "data-float-label-classifier": Case(_analyze("bert-tiny", lambda f: f.write("t.csv", "text,label\na,1\nb,0.5\n")),
+                                        naming("line 3", "no integer label ('0.5')", "score")),
+    "data-glue-no-layout": Case(_analyze("bert-tiny", lambda f: f.tsv_like("mystery", b"a\tb\tc\n1\t2\t3\n")),
+                                naming("matches no GLUE task layout", "a, b, c")),
+    "exit-regression-head": Case(_exit_regression, naming("regression head", "truncate")),
     # resuming train: a damaged or planted checkpoint; last, as they wait for the finished run to be trained
     "train-resume-lacks-position": Case(_resume(_drop_position), naming("position", "another --out")),
     "train-resume-lacks-scheduler": Case(_resume(_drop_scheduler), naming("scheduler", "another --out")),

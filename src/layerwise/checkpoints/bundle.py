@@ -36,6 +36,25 @@ def make_bundle(name: str, model: nn.Module, inputs: InputSpec, feature_pooling:
     return ModelBundle(name=name, model=model, stack=stack, inputs=inputs)
 
 
+READOUT_POOLINGS = ("mean", "cls", "last")
+
+
+def set_readout_pooling(bundle: ModelBundle, pooling: str) -> None:
+    """Pool the readout's tokens by ``pooling`` (masked mean, first token, last real token): a classification or
+    regression readout built on the model's own pooling, e.g. the masked mean a sentence encoder was trained
+    with. Only the layer stack's readout changes (a Hugging Face model's own forward keeps its [CLS] pooler
+    input); ``save_model`` records it, so the saved model reloads with it."""
+    from layerwise.errors import LayerwiseError
+
+    readout = bundle.stack.readout
+    if pooling not in READOUT_POOLINGS:
+        raise LayerwiseError(f"unknown readout pooling {pooling!r}: choose one of {', '.join(READOUT_POOLINGS)}")
+    if bundle.stack.task not in ("classification", "regression") or readout.pool_fn is not None:
+        raise LayerwiseError(f"{bundle.name} has no pooled classification readout to change (its task is "
+                             f"{bundle.stack.task}): the readout pooling applies to classification and regression heads")
+    readout.pooling = pooling
+
+
 def truncate(bundle: ModelBundle, k: int) -> ModelBundle:
     """A new bundle holding blocks 1..k and the readout that serves layer k (weights copied).
 

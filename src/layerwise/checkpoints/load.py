@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from layerwise.checkpoints.builtin import BUILTIN
-from layerwise.checkpoints.bundle import ModelBundle, make_bundle
+from layerwise.checkpoints.bundle import ModelBundle, make_bundle, set_readout_pooling
 from layerwise.checkpoints.files import load_state, read_json, read_meta, read_tensors
 from layerwise.checkpoints.hf import load_hf_dir, load_hub
 from layerwise.checkpoints.schemas import check_own_config
@@ -28,6 +28,8 @@ def load_model(spec: str, num_classes: int | None = None) -> ModelBundle:
                                  "or save_pretrained")
         config = read_json(path / "config.json")
         bundle = _load_own_dir(path, config) if "layerwise_arch" in config else load_hf_dir(path, spec, num_classes)
+        if bundle.meta.get("readout_pooling") and bundle.stack.task in ("classification", "regression"):
+            set_readout_pooling(bundle, bundle.meta["readout_pooling"])
         _load_exit_heads(bundle, path)
         return bundle
     if path.suffix or os.sep in spec or spec.startswith("."):

@@ -14,7 +14,7 @@ from layerwise.report.serialize import atomic_save_tensors, write_json
 
 def save_model(bundle: ModelBundle, out: str | Path) -> Path:
     """safetensors + config (own models) or ``save_pretrained`` (Hugging Face), the tokenizer's files when it
-    has any, plus ``layerwise.json`` (inputs, pooling, multi-exit heads)."""
+    has any, plus ``layerwise.json`` (inputs, feature and readout pooling, multi-exit heads)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = bundle.model
@@ -34,6 +34,8 @@ def save_model(bundle: ModelBundle, out: str | Path) -> Path:
     inputs = {k: v for k, v in asdict(bundle.inputs).items() if k != "tokenizer"}
     inputs["tokenizer"] = "byte" if isinstance(tok, ByteTokenizer) else "files" if saves_files else None
     meta = {**bundle.meta, "inputs": inputs, "feature_pooling": bundle.stack.feature_pooling}
+    if bundle.stack.task in ("classification", "regression") and bundle.stack.readout.pool_fn is None:
+        meta["readout_pooling"] = bundle.stack.readout.pooling  # reloaded by load_model
     if bundle.exit_heads is not None:
         atomic_save_tensors(bundle.exit_heads.state_dict(), out / "exit_heads.safetensors")
         meta["exit_heads"] = len(bundle.exit_heads)

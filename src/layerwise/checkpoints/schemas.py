@@ -53,6 +53,7 @@ class SavedMeta(Options):
 
     inputs: SavedInputs | None = None  # type: ignore[valid-type]
     feature_pooling: Literal[POOLINGS] | None = None  # type: ignore[valid-type]
+    readout_pooling: Literal["mean", "cls", "last"] | None = None  # a classifier's readout pooling (train --pooling)
     exit_heads: NonNegativeInt | None = None  # how many multi-exit heads (0 or absent: none)
     training: dict[str, Any] | None = None  # the training options, a record (not read back)
     truncated: Truncation | None = None

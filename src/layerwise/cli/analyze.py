@@ -21,6 +21,7 @@ class AnalysisFlags(Flags):
 
     batch_size: PositiveInt
     sample_cap: PositiveInt
+    probe_limit: PositiveInt | None = None
     limit: PositiveInt | None
     dtype: Literal[DTYPES]  # type: ignore[valid-type]
 
@@ -49,11 +50,31 @@ def _load(model: str, device, dtype: str):
 
 
 def _check_labels(ds, bundle, model: str) -> None:
-    """A classifier's labels must index its classes, checked before any forward pass (regression heads and
-    encoders take any label)."""
+    """A classifier's labels must index its classes and a regression head needs real-valued targets, checked
+    before any forward pass (encoders take any label)."""
     stack = bundle.stack
-    if stack.task == "classification" and (stack.num_classes or 0) > 1:
+    if stack.task in ("classification", "regression") and stack.num_classes:
         ds.check_labels(stack.num_classes, model)
+
+
+def _probe_data(data: str, split: str, probe: bool, ds, limit: int | None, seed: int, data_dir, columns):
+    """The training part the probe is fitted on (``limit`` seeded examples of split train), or None: no probe
+    asked, unlabelled or regression data, or no training split (then with a warning)."""
+    from layerwise.data import load_dataset
+    from layerwise.errors import LayerwiseError
+
+    if not probe or ds.kind == "corpus" or ds.labels is None or ds.regression:
+        if probe and ds.regression:
+            warnings.warn(f"probe and NC1 skipped: {data} is a regression task (they need classes)", stacklevel=2)
+        return None
+    if split == "train":
+        warnings.warn("the probe is fitted on split train and scored on the analysed split, the same data here: "
+                      "analyze another split for a held-out probe accuracy", stacklevel=2)
+    try:
+        return load_dataset(data, "train", limit=limit, seed=seed, data_dir=data_dir, columns=columns)
+    except LayerwiseError as e:
+        warnings.warn(f"probe and NC1 skipped: no training split ({e})", stacklevel=2)
+        return None
 
 
 def _with_warnings(run, *args, **kwargs) -> dict:
@@ -70,23 +91,36 @@ def _with_warnings(run, *args, **kwargs) -> dict:
 def run_analysis(*, model: str, data: str, out: Path, split: str = "test", limit: int | None = None,
                  batch_size: int = 64, pooling: str | None = None, measures: str = DEFAULT_MEASURES,
                  sample_cap: int = 2000, data_dir=None, device: str = "auto", seed: int = 0,
-                 dtype: str = "float32") -> dict:
-    """``layerwise analyze``: similarity matrices, per-layer readout accuracy/loss and residual statistics of
-    one model, written to ``out`` (results.json, layers.csv, figures)."""
+                 dtype: str = "float32", probe: bool = True, probe_limit: int | None = 1000,
+                 text_column: str | None = None, text_pair_column: str | None = None,
+                 label_column: str | None = None) -> dict:
+    """``layerwise analyze``: similarity matrices, per-layer readout metrics, probe accuracy and NC1, and
+    residual statistics of one model, written to ``out`` (results.json, layers.csv, figures)."""
     names, dev = _prepare(measures, out, device, batch_size=batch_size, sample_cap=sample_cap, limit=limit,
-                          dtype=dtype)
-    from layerwise.data import load_dataset  # after the checks: a bad flag is answered without loading torch
+                          dtype=dtype, probe_limit=probe_limit)
+    from layerwise.data import Columns, load_dataset  # after the checks: a bad flag is answered without torch
     from layerwise.evaluation import analyze
     from layerwise.report.writers import write_analysis
 
+    columns = Columns(text_column, text_pair_column, label_column)
+    ds = load_dataset(data, split=split, limit=limit, seed=seed, data_dir=data_dir, columns=columns)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train = _probe_data(data, split, probe, ds, probe_limit, seed, data_dir, columns)
     bundle = _load(model, dev, dtype)
-    ds = load_dataset(data, split=split, limit=limit, seed=seed, data_dir=data_dir)
     _check_labels(ds, bundle, model)
+    if train is not None:
+        _check_labels(train, bundle, model)
     results = _with_warnings(analyze, bundle, ds, names, batch_size=batch_size, pooling=pooling,
-                             sample_cap=sample_cap, seed=seed, device=dev, skip_inapplicable=measures.strip() == "all")
+                             sample_cap=sample_cap, seed=seed, device=dev, skip_inapplicable=measures.strip() == "all",
+                             probe_train=train)
+    from layerwise.report import warning_messages
+
+    results["warnings"] = warning_messages(caught) + results["warnings"]
     results["config"] = dict(model=model, data=data, split=split, limit=limit, batch_size=batch_size,
                              pooling=pooling or bundle.stack.feature_pooling, measures=names, sample_cap=sample_cap,
-                             device=str(dev), seed=seed, task=bundle.stack.task, dtype=dtype)
+                             device=str(dev), seed=seed, task=bundle.stack.task, dtype=dtype,
+                             probe=train is not None, probe_limit=probe_limit if train is not None else None)
     write_analysis(results, Path(out))
     return results
 
@@ -131,11 +165,19 @@ def analyze_command(
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
     seed: int = typer.Option(0),
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
+    probe: bool = typer.Option(True, "--probe/--no-probe",
+                               help="per-layer linear probe and NC1 (needs labels and a training split)"),
+    probe_limit: Optional[int] = typer.Option(1000, help="training examples the probe is fitted on (seeded)"),
+    text_column: Optional[str] = typer.Option(None, help="table files: text column [sentence, text, sentence1, …]"),
+    text_pair_column: Optional[str] = typer.Option(None, help="table files: second text of a pair [sentence2, …]"),
+    label_column: Optional[str] = typer.Option(None, help="table files: label column [label; score = regression]"),
 ) -> None:
-    """Per-layer similarity, readout accuracy and residual analysis; writes results.json, CSV and figures."""
+    """Per-layer similarity, readout metrics, probe accuracy, NC1 and residual analysis; writes results.json,
+    CSV and figures."""
     results = run_analysis(model=model, data=data, out=out, split=split, limit=limit, batch_size=batch_size,
                            pooling=pooling, measures=measures, sample_cap=sample_cap, data_dir=data_dir,
-                           device=device, seed=seed, dtype=dtype)
+                           device=device, seed=seed, dtype=dtype, probe=probe, probe_limit=probe_limit,
+                           text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
     report_warnings(results)
     typer.echo(f"wrote {out}/results.json")
 

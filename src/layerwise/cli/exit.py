@@ -81,7 +81,7 @@ def evaluate_exit(models: Sequence[str], data: str, out: str | Path, *, policy: 
         test = materialize(make_loader(test_ds, bundle.inputs, batch_size), dev)
         val = None if val_ds is None else materialize(make_loader(val_ds, bundle.inputs, batch_size), dev)
         report = evaluate_model(bundle, pol, test, val, eps=calibrate_eps, delta=delta, thresholds=thresholds,
-                                repeats=repeats)
+                                repeats=repeats, metrics=ds.metrics)
         report["model"] = spec
         if shift_data is not None:
             report["shift"] = {"data": shift_data, "per_layer_accuracy": layerwise_accuracy(

@@ -39,6 +39,11 @@ def train_command(
     cos_beta: Optional[float] = typer.Option(None, help="β of cos-reg"),
     depth: Optional[int] = typer.Option(None, help="override the depth of an own model (vit-*, mlp-*, gpt-tiny)"),
     max_length: Optional[int] = typer.Option(None, help="text models: tokens per example"),
+    pooling: Optional[str] = typer.Option(None, help="classification readout pooling: mean | cls | last "
+                                          "[the model's own; a saved model keeps its]"),
+    text_column: Optional[str] = typer.Option(None, help="table files: text column [sentence, text, sentence1, …]"),
+    text_pair_column: Optional[str] = typer.Option(None, help="table files: second text of a pair [sentence2, …]"),
+    label_column: Optional[str] = typer.Option(None, help="table files: label column [label; score = regression]"),
     seq_len: Optional[int] = typer.Option(None, help="language models: tokens per training block"),
     lm_loss: Optional[str] = typer.Option(
         None, help="language models: chunked (per-layer CE without full logits) | naive [chunked]"),
@@ -68,12 +73,13 @@ def train_command(
         milestones=steps, gamma=gamma,
         grad_accum=grad_accum, max_grad_norm=max_grad_norm, mixed_precision=mixed_precision, seed=seed, limit=limit,
         eval_limit=eval_limit, augment=augment, ft_objective=ft_objective, layer_weights=weights, cos_beta=cos_beta,
-        depth=depth, max_length=max_length, seq_len=seq_len, lm_loss=lm_loss, eval_split=eval_split,
-        train_split=train_split,
-        checkpoint_every=checkpoint_every,
+        depth=depth, max_length=max_length, pooling=pooling, text_column=text_column,
+        text_pair_column=text_pair_column, label_column=label_column, seq_len=seq_len, lm_loss=lm_loss,
+        eval_split=eval_split, train_split=train_split, checkpoint_every=checkpoint_every,
         resume=resume or None, overwrite=overwrite or None,
         data_dir=str(data_dir) if data_dir else None, cpu=cpu, progress=progress)
     check_out_dir(Path(cfg.out))
     record = train(cfg)
-    acc = record.get("accuracy") or [float("nan")]
-    typer.echo(f"wrote {cfg.out}: last-layer accuracy {acc[-1]:.4f}")
+    metric = record.get("metric", "accuracy")
+    value = (record.get(metric) or [float("nan")])[-1]
+    typer.echo(f"wrote {cfg.out}: last-layer {metric} {value:.4f}")

@@ -53,11 +53,16 @@ class _TextCollate:
         self.spec = spec
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Tensor]:
-        encoded = self.spec.tokenizer(
-            [item["text"] for item in items], padding=True, truncation=True, max_length=self.spec.max_length, return_tensors="pt"
-        )
+        texts = [item["text"] for item in items]
+        pairs = [item["text_pair"] for item in items] if "text_pair" in items[0] else None
+        # Sentence pairs: the tokenizer's own pair encoding ([CLS] a [SEP] b [SEP], token type ids), the longer
+        # text trimmed first when the pair is too long.
+        encoded = self.spec.tokenizer(texts, pairs, padding=True, truncation="longest_first" if pairs else True,
+                                      max_length=self.spec.max_length, return_tensors="pt")
         batch = {k: encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded}
-        batch["labels"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
+        labels = [item["label"] for item in items]
+        real = any(isinstance(y, float) for y in labels)  # regression targets
+        batch["labels"] = torch.tensor(labels, dtype=torch.float32 if real else torch.long)
         return batch
 
 
@@ -112,7 +117,8 @@ def make_loader(
 
     image → ``pixel_values`` (B,C,H,W); vector → ``inputs`` (B, input_dim); text → tokenizer output
     (``input_ids``, ``attention_mask``, ``token_type_ids`` if returned), padded to the batch's
-    longest and truncated at ``spec.max_length``; corpus → ``input_ids`` (B, seq_len) blocks,
+    longest and truncated at ``spec.max_length`` (sentence pairs through the tokenizer's pair encoding,
+    truncation ``longest_first``); labels are long (classes) or float (regression targets); corpus → ``input_ids`` (B, seq_len) blocks,
     ``attention_mask`` of ones and ``labels`` equal to ``input_ids`` (unshifted: the consumer
     shifts for next-token prediction, as HF causal LMs do). Shuffling and augmentation are seeded
     by ``seed``, so a run replays exactly.

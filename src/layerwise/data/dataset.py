@@ -18,9 +18,11 @@ class LayerwiseDataset(Dataset):
     """A loaded data set.
 
     ``kind`` is "image" (items ``{"image": FloatTensor(C,H,W) in [0,1], "label": int}``),
-    "text" (items ``{"text": str, "label": int}``) or "corpus" (the whole text in ``self.text``;
+    "text" (items ``{"text": str, "label": int | float}``, plus ``"text_pair"`` for sentence pairs) or "corpus" (the whole text in ``self.text``;
     items exist only once ``make_loader`` has tokenised it, so indexing raises).
     For a corpus, ``limit`` and ``seed`` are kept and applied to the token blocks in ``make_loader``.
+    ``regression``: the labels are real numbers (a one-output head, ``num_classes`` 1); ``metrics`` names
+    the task's per-layer metrics, its own first (``evaluation.metrics``); ``task`` the GLUE task, if any.
     Images must be finite: NaN or Inf is refused when ``images`` is set, before any model sees it.
     """
 
@@ -31,20 +33,28 @@ class LayerwiseDataset(Dataset):
         *,
         images: Tensor | None = None,
         texts: list[str] | None = None,
+        pairs: list[str] | None = None,
         labels: Tensor | None = None,
         text: str | None = None,
         class_names: list[str] | None = None,
         limit: int | None = None,
         seed: int = 0,
+        regression: bool = False,
+        metrics: tuple[str, ...] | None = None,
+        task: str | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
         self.images = images
         self.texts = texts
+        self.pairs = pairs
         self.labels = labels
         self.text = text
         self.class_names = class_names
-        self.num_classes = len(class_names) if class_names is not None else None
+        self.regression = regression
+        self.num_classes = 1 if regression else len(class_names) if class_names is not None else None
+        self.metrics = tuple(metrics) if metrics else (("pearson", "spearman") if regression else ("accuracy",))
+        self.task = task
         self.limit = limit
         self.seed = seed
 
@@ -69,12 +79,23 @@ class LayerwiseDataset(Dataset):
         if self.kind == "image":
             return {"image": _to_unit_float(self.images[index]), "label": int(self.labels[index])}
         if self.kind == "text":
-            return {"text": self.texts[index], "label": int(self.labels[index])}
+            item = {"text": self.texts[index], "label": self.labels[index].item()}
+            if self.pairs is not None:
+                item["text_pair"] = self.pairs[index]
+            return item
         raise LayerwiseError(f"{self.name} is a text corpus: iterate make_loader(ds, spec, ...) to get token blocks")
 
     def check_labels(self, num_classes: int | None, model: str) -> None:
-        """Labels must be integer class indices 0..C−1 of the model's head (C = ``num_classes``; None: no head)."""
+        """Labels must be integer class indices 0..C−1 of the model's head (C = ``num_classes``; None: no head);
+        real-valued targets need a regression head (one output) and a regression head needs them."""
         if self.labels is None or not num_classes or not len(self.labels):
+            return
+        if self.regression != (num_classes == 1):
+            have = "real-valued scores (a regression task)" if self.regression else f"{self.num_classes} classes"
+            head = "a regression head (one output)" if num_classes == 1 else f"a {num_classes}-class head"
+            raise LayerwiseError(f"{self.name} has {have} but {model} has {head}: use a model trained on this "
+                                 "task, or a pretrained encoder that gets a new head")
+        if self.regression:
             return
         if self.labels.is_floating_point():
             raise LayerwiseError(f"{self.name} has {self.labels.dtype} labels: labels are class indices, "
@@ -94,8 +115,12 @@ class LayerwiseDataset(Dataset):
             self.kind,
             images=self.images[index] if self.images is not None else None,
             texts=[self.texts[i] for i in index.tolist()] if self.texts is not None else None,
+            pairs=[self.pairs[i] for i in index.tolist()] if self.pairs is not None else None,
             labels=self.labels[index],
             class_names=self.class_names,
+            regression=self.regression,
+            metrics=self.metrics,
+            task=self.task,
         )
 
     def __repr__(self) -> str:

@@ -13,14 +13,16 @@ import torch
 from layerwise.data.corpora import load_tinyshakespeare, load_wikitext2
 from layerwise.data.dataset import LayerwiseDataset
 from layerwise.data.files import read_text
+from layerwise.data.glue import glue_folder, load_glue
 from layerwise.data.images import load_cifar10, load_digits
 from layerwise.data.locate import find_data
-from layerwise.data.text import load_glue, load_sentences
+from layerwise.data.tables import TABLE_SUFFIXES, Columns, load_table
+from layerwise.data.text import load_sentences
 from layerwise.errors import LayerwiseError
 
 KNOWN_NAMES = (
-    "digits, cifar10, sst2, glue/<TASK>, tinyshakespeare, wikitext2, sentences, "
-    "a directory holding GLUE-style train.tsv/dev.tsv, or a path to a .txt file"
+    "digits, cifar10, sst2, glue/<TASK> (CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI, RTE, WNLI), tinyshakespeare, "
+    "wikitext2, sentences, a GLUE task folder, a .tsv/.csv/.jsonl table, hf:<name>[/<config>], or a .txt file"
 )
 
 
@@ -31,18 +33,21 @@ def load_dataset(
     limit: int | None = None,
     seed: int = 0,
     data_dir: str | Path | None = None,
+    columns: Columns | None = None,
 ) -> LayerwiseDataset:
     """Load a data set by name or path; ``limit`` keeps the first ``limit`` examples after a seeded shuffle.
 
     Names: ``digits``, ``sentences`` (splits train/test, a stratified 80/20 split with seed 0, or all),
     ``cifar10`` (train/test), ``sst2`` / ``glue/<TASK>`` / a directory with ``train.tsv``/``dev.tsv``
-    (see ``load_glue``), ``tinyshakespeare`` (train = first 90% of the text, test/valid = last 10%),
+    (see ``data.glue``), a ``.tsv``/``.csv``/``.jsonl`` table (``columns`` picks its text, pair and label
+    columns, else the usual names; see ``data.tables.load_table`` for its splits), ``hf:<name>[/<config>]``
+    (Hugging Face ``datasets``, when installed and online), ``tinyshakespeare`` (train = first 90% of the text, test/valid = last 10%),
     ``wikitext2`` (valid/test; there is no train split), and a path to any ``.txt`` file (the whole
     file, whatever the split).
     """
     if limit is not None and limit <= 0:
         raise LayerwiseError(f"limit={limit} leaves no examples: pass a positive limit or none")
-    ds = _load_full(spec, split, data_dir)
+    ds = _load_full(spec, split, data_dir, columns)
     if ds.kind == "corpus":
         if not (ds.text or "").strip():
             raise LayerwiseError(f"{ds.name} ({split}) is empty: point it at a file with text")
@@ -53,8 +58,12 @@ def load_dataset(
     return _take(ds, limit, seed) if limit is not None else ds
 
 
-def _load_full(spec: str, split: str, data_dir: str | Path | None) -> LayerwiseDataset:
+def _load_full(spec: str, split: str, data_dir: str | Path | None, columns: Columns | None) -> LayerwiseDataset:
     key = spec.lower()
+    if key.startswith("hf:"):
+        from layerwise.data.hub import load_hf_dataset
+
+        return load_hf_dataset(spec[3:], split, columns)
     if key == "digits":
         return load_digits(split)
     if key == "sentences":
@@ -64,7 +73,7 @@ def _load_full(spec: str, split: str, data_dir: str | Path | None) -> LayerwiseD
     if key in ("sst2", "sst-2", "glue/sst2", "glue/sst-2"):
         return load_glue(find_data("glue/SST-2", data_dir), split, name="sst2")
     if key.startswith("glue/"):
-        return load_glue(find_data(spec, data_dir), split, name=spec)
+        return load_glue(find_data(glue_folder(spec[5:]), data_dir), split, name=spec)
     if key == "tinyshakespeare":
         return load_tinyshakespeare(split, data_dir)
     if key in ("wikitext2", "wikitext-2"):
@@ -74,9 +83,28 @@ def _load_full(spec: str, split: str, data_dir: str | Path | None) -> LayerwiseD
         if not path.is_file():
             raise LayerwiseError(f"text file {path} not found: pass an existing .txt path")
         return LayerwiseDataset(path.stem, "corpus", text=read_text(path))
-    if path.is_dir() and any((path / f).is_file() for f in ("train.tsv", "dev.tsv")):
+    if path.suffix in TABLE_SUFFIXES:
+        return load_table(path, split, columns)
+    if path.is_dir() and any((path / f).is_file() for f in ("train.tsv", "dev.tsv", "dev_matched.tsv")):
+        if columns is not None and columns != Columns():
+            return load_table(_split_table(path, split), "all", columns)
         return load_glue(path, split, name=path.name)
+    if path.is_dir() and any((path / f"{s}{x}").is_file() for s in ("train", "dev") for x in TABLE_SUFFIXES):
+        return load_table(_split_table(path, split), "all", columns)
     raise LayerwiseError(f"unknown data set {spec!r}: use one of {KNOWN_NAMES}")
+
+
+def _split_table(directory: Path, split: str) -> Path:
+    """``directory/<split>.tsv|.csv|.jsonl`` (``validation`` and, when there is no test file, ``test`` mean dev)."""
+    stems = {"validation": "dev", "valid": "dev"}.get(split, split)
+    candidates = [directory / f"{stems}{x}" for x in TABLE_SUFFIXES]
+    if split == "test" and not any(p.is_file() for p in candidates):
+        candidates = [directory / f"dev{x}" for x in TABLE_SUFFIXES]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise LayerwiseError(f"{directory} has no {stems} table ({', '.join(p.name for p in candidates)}): "
+                             "pass a split it holds (train, dev, test)")
+    return found
 
 
 def _take(ds: LayerwiseDataset, limit: int, seed: int) -> LayerwiseDataset:

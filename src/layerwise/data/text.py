@@ -1,16 +1,14 @@
-"""Labelled text: the embedded sentiment sentences and GLUE tasks in SST-2's TSV layout."""
+"""Labelled text: the embedded sentiment sentences (GLUE tasks are in ``glue``, other tables in ``tables``)."""
 
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from layerwise.data.dataset import LayerwiseDataset, stratified_indices
-from layerwise.data.files import normalize_text, read_text
-from layerwise.data.locate import DATA_ENV
+from layerwise.data.files import normalize_text
 from layerwise.errors import LayerwiseError
 
 SENTIMENT_CLASSES = ["negative", "positive"]
@@ -70,29 +68,3 @@ def _label(field: str, source: str, number: int) -> int:
         raise LayerwiseError(f"{source} line {number} has label {value}: labels are class indices counted from 0; "
                              "fix or remove that row")
     raise LayerwiseError(f"{source} line {number} has no integer label ({value!r}): fix or remove that row")
-
-
-def _tsv_is_labelled(path: Path) -> bool:
-    rows = _rows(read_text(path))
-    return bool(rows) and "label" in _columns(rows[0][1])
-
-
-def load_glue(directory: Path, split: str, *, name: str) -> LayerwiseDataset:
-    """A GLUE task in SST-2's TSV layout: splits ``train`` and ``dev``.
-
-    ``validation`` always means ``dev``; ``test`` means ``test.tsv`` when it is labelled and
-    ``dev`` when it is not (GLUE test files are unlabelled), so evaluation defaults work.
-    """
-    if split in ("validation", "valid"):
-        split = "dev"
-    if split == "test" and not ((directory / "test.tsv").is_file() and _tsv_is_labelled(directory / "test.tsv")):
-        split = "dev"
-    if split not in ("train", "dev", "test"):
-        raise LayerwiseError(f"unknown split {split!r} for {name}: use train, dev (alias validation) or test")
-    path = directory / f"{split}.tsv"
-    if not path.is_file():
-        raise LayerwiseError(f"{path} not found: set {DATA_ENV} or pass --data-dir to the data root that holds it")
-    texts, labels = parse_tsv(read_text(path), str(path))
-    sentiment = directory.name.upper() in ("SST-2", "SST2") or name == "sst2"
-    class_names = SENTIMENT_CLASSES if sentiment else [str(c) for c in range(max(labels, default=-1) + 1)]
-    return LayerwiseDataset(name, "text", texts=texts, labels=torch.tensor(labels, dtype=torch.long), class_names=class_names)

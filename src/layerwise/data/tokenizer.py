@@ -28,26 +28,54 @@ class ByteTokenizer:
     def __call__(
         self,
         texts: str | list[str],
+        text_pair: str | list[str] | None = None,
         padding: bool | str = False,
-        truncation: bool = False,
+        truncation: bool | str = False,
         max_length: int | None = None,
         return_tensors: str | None = None,
     ) -> dict[str, Any]:
-        """Tokenise like a HF tokenizer: right padding, ``input_ids`` and ``attention_mask``."""
+        """Tokenise like a HF tokenizer: right padding, ``input_ids`` and ``attention_mask``. A ``text_pair``
+        is appended after a NUL byte, with ``token_type_ids`` 0 for the first text and 1 for the second;
+        truncation then trims the longer of the two first, one byte at a time (``longest_first``)."""
         single = isinstance(texts, str)
-        rows = [self.encode(t) for t in ([texts] if single else texts)]
-        if truncation and max_length is not None:
-            rows = [r[:max_length] for r in rows]
+        firsts = [self.encode(t) for t in ([texts] if single else texts)]
+        seconds = None if text_pair is None else [self.encode(t) for t in ([text_pair] if single else text_pair)]
+        if seconds is None:
+            rows, types = firsts, [[0] * len(r) for r in firsts]
+            if truncation and max_length is not None:
+                rows, types = [r[:max_length] for r in rows], [t[:max_length] for t in types]
+        else:
+            if truncation and max_length is not None:
+                pairs = [_longest_first(a, b, max_length - 1) for a, b in zip(firsts, seconds)]
+            else:
+                pairs = list(zip(firsts, seconds))
+            rows = [a + [0] + b for a, b in pairs]
+            types = [[0] * (len(a) + 1) + [1] * len(b) for a, b in pairs]
         width = _pad_width(rows, padding, max_length)
         masks = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
         ids = [r + [self.pad_token_id] * (width - len(r)) for r in rows]
+        types = [t + [0] * (width - len(t)) for t in types]
+        out = {"input_ids": ids, "attention_mask": masks}
+        if seconds is not None:
+            out["token_type_ids"] = types
         if return_tensors == "pt":
             if len({len(r) for r in ids}) > 1:
                 raise LayerwiseError("texts have different lengths: pass padding=True to get tensors")
-            return {"input_ids": torch.tensor(ids, dtype=torch.long), "attention_mask": torch.tensor(masks, dtype=torch.long)}
+            return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
         if return_tensors is not None:
             raise LayerwiseError(f"return_tensors={return_tensors!r} is not supported: use 'pt' or None")
-        return {"input_ids": ids[0] if single else ids, "attention_mask": masks[0] if single else masks}
+        return {k: v[0] for k, v in out.items()} if single else out
+
+
+def _longest_first(a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int]]:
+    """Trim the longer of the two (the first on a tie) one token at a time until both fit in ``budget``."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) > max(budget, 0):
+        if len(a) >= len(b):
+            a.pop()
+        else:
+            b.pop()
+    return a, b
 
 
 def _pad_width(rows: list[list[int]], padding: bool | str, max_length: int | None) -> int:

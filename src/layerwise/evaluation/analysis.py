@@ -9,17 +9,18 @@ it runs over the kept features, or a second pass when N·ΣD floats exceed ``fea
 from __future__ import annotations
 
 import warnings
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from layerwise.checkpoints import ModelBundle
-from layerwise.data import LayerwiseDataset, make_loader
+from layerwise.data import LayerwiseDataset
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.capture import capture
-from layerwise.evaluation.per_layer import LayerScores
+from layerwise.evaluation.capture import capture, model_loader
+from layerwise.evaluation.per_layer import LayerScores, task_metric_name
+from layerwise.evaluation.probing import probe_layers
 from layerwise.measures import json_name, layer_matrix
 from layerwise.measures.residual import ResidualStats
 from layerwise.measures.streaming import CosineAccumulator, LinearStats
@@ -75,29 +76,6 @@ class FeatureStore:
         return [torch.cat(layer) for layer in zip(*self.subset)] if self.subset else []
 
 
-class _CastInputs:
-    """A loader whose floating inputs are cast to the model's dtype: a float64 or half-precision model rejects
-    the float32 images and vectors the loaders make. Labels are left as they are."""
-
-    def __init__(self, loader, dtype: torch.dtype):
-        self.loader, self.dtype = loader, dtype
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for batch in self.loader:
-            yield {k: v.to(self.dtype) if k != "labels" and isinstance(v, Tensor) and v.is_floating_point() else v
-                   for k, v in batch.items()}
-
-
-def _model_loader(bundle: ModelBundle, ds: LayerwiseDataset, batch_size: int):
-    """The data as ``bundle`` consumes it, floating inputs in the dtype of its weights."""
-    loader = make_loader(ds, bundle.inputs, batch_size)
-    dtype = next(bundle.model.parameters()).dtype
-    return loader if dtype == torch.float32 else _CastInputs(loader, dtype)
-
-
 def _batches_of(bundles: list[ModelBundle], loaders, device, pooling) -> Iterator[list[list[Tensor]]]:
     """Per batch, each model's per-layer features (models see the same samples in the same order)."""
     streams = [capture(b.stack, loader, device=device, progress=(i == 0), desc=f"capture {b.name}")
@@ -121,13 +99,14 @@ def layer_measures(
     seed: int,
     feature_budget_bytes: int = 2 << 30,
     skip_inapplicable: bool = False,
+    metrics: Sequence[str] | None = None,
 ) -> dict:
     """Capture every model's layers over the data and compute the requested measures over all of them
     stacked (models' layers concatenated), plus per-model readout evaluation and residual statistics.
     With ``skip_inapplicable`` (``--measures all``) a measure that cannot run on this data (e.g. CCA with
     fewer samples than features) is skipped with a warning instead of failing the run."""
     stats = LinearStats()
-    evals = [LayerScores(b.stack.task) for b in bundles]
+    evals = [LayerScores(b.stack.task, metrics) for b in bundles]
     residuals = [ResidualStats() for _ in bundles]
     store = FeatureStore(n_total, sample_cap, seed, feature_budget_bytes)
     for captured, feats in _batches_of(bundles, make_loaders(), device, pooling):
@@ -184,8 +163,10 @@ def _check_pooling(pooling: str | None) -> None:
 
 def analyze(bundle: ModelBundle, ds: LayerwiseDataset, measures: list[str], *, batch_size: int = 64,
             pooling: str | None = None, sample_cap: int = 2000, seed: int = 0, device: torch.device | None = None,
-            skip_inapplicable: bool = False) -> dict:
-    """Everything for one model: similarity matrices, per-layer readout accuracy/loss, residual statistics.
+            skip_inapplicable: bool = False, probe_train: LayerwiseDataset | None = None, probe_cv: int = 3) -> dict:
+    """Everything for one model: similarity matrices, per-layer readout loss, accuracy and the task's metrics
+    (``metric`` names its own), residual statistics, and with ``probe_train`` (labelled) the per-layer probe
+    accuracy and NC1 of ``evaluation.probing`` on the same pooled features.
 
     Warnings (undefined layers, subsampling) are raised as Python warnings; results hold no file names.
     """
@@ -193,9 +174,9 @@ def analyze(bundle: ModelBundle, ds: LayerwiseDataset, measures: list[str], *, b
     if len(ds) == 0:
         raise LayerwiseError("the data set is empty: check the data path, split and --limit")
     device = device or next(bundle.model.parameters()).device
-    res = layer_measures([bundle], lambda: [_model_loader(bundle, ds, batch_size)], measures, device=device,
+    res = layer_measures([bundle], lambda: [model_loader(bundle, ds, batch_size)], measures, device=device,
                          pooling=pooling, n_total=len(ds), sample_cap=sample_cap, seed=seed,
-                         skip_inapplicable=skip_inapplicable)
+                         skip_inapplicable=skip_inapplicable, metrics=ds.metrics)
     results = {
         "layers": list(range(bundle.stack.num_layers + 1)),
         **{json_name(n): res[n] for n in measures if n in res},
@@ -205,6 +186,15 @@ def analyze(bundle: ModelBundle, ds: LayerwiseDataset, measures: list[str], *, b
     }
     if "cos" in measures:
         results["cos_per_sample_to_last"] = res["cos_per_sample_to_last"]
+    if res["evaluation"][0]:
+        results["metric"] = task_metric_name(bundle.stack.task, ds.metrics)
+    if probe_train is not None:
+        if ds.regression or ds.labels is None:
+            warnings.warn(f"probe and NC1 skipped: {ds.name} has no classes (a regression task or unlabelled)",
+                          stacklevel=2)
+        else:
+            results.update(probe_layers(bundle, probe_train, ds, pooling=pooling, batch_size=batch_size,
+                                        device=device, cv=probe_cv, seed=seed))
     return results
 
 
@@ -220,7 +210,7 @@ def compare(a: ModelBundle, b: ModelBundle, ds: LayerwiseDataset, measures: list
                              "drop 'cos' from --measures; CKA and the others compare any widths")
     device = device or next(a.model.parameters()).device
     la = a.stack.num_layers + 1
-    res = layer_measures([a, b], lambda: [_model_loader(m, ds, batch_size) for m in (a, b)], measures,
+    res = layer_measures([a, b], lambda: [model_loader(m, ds, batch_size) for m in (a, b)], measures,
                          device=device, pooling=pooling, n_total=len(ds), sample_cap=sample_cap, seed=seed,
                          skip_inapplicable=skip_inapplicable)
     return {

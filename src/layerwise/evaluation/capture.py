@@ -1,4 +1,5 @@
-"""Feature capture: one forward pass per batch yields every layer's state, streamed over a loader."""
+"""Feature capture: one forward pass per batch yields every layer's state, streamed over a loader
+(``model_loader``: the data as a model consumes it, in the dtype of its weights)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from layerwise.checkpoints import ModelBundle
+from layerwise.data import LayerwiseDataset, make_loader
 from layerwise.data.batches import to_device
 from layerwise.errors import LayerwiseError
 from layerwise.stack import LayerStack, StackState
@@ -53,3 +56,26 @@ def capture(
         stack.train(was_training)
     if seen == 0:
         raise LayerwiseError("the data set is empty: check the data path, split and --limit")
+
+
+class _CastInputs:
+    """A loader whose floating inputs are cast to the model's dtype: a float64 or half-precision model rejects
+    the float32 images and vectors the loaders make. Labels are left as they are."""
+
+    def __init__(self, loader, dtype: torch.dtype):
+        self.loader, self.dtype = loader, dtype
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield {k: v.to(self.dtype) if k != "labels" and isinstance(v, Tensor) and v.is_floating_point() else v
+                   for k, v in batch.items()}
+
+
+def model_loader(bundle: ModelBundle, ds: LayerwiseDataset, batch_size: int):
+    """The data as ``bundle`` consumes it, floating inputs in the dtype of its weights."""
+    loader = make_loader(ds, bundle.inputs, batch_size)
+    dtype = next(bundle.model.parameters()).dtype
+    return loader if dtype == torch.float32 else _CastInputs(loader, dtype)

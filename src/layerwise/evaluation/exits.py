@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import torch
+
 from layerwise.checkpoints import ModelBundle
 from layerwise.data.batches import Batch, labels_of
 from layerwise.evaluation.depth import minimal_depth
+from layerwise.evaluation.metrics import layer_task_metrics
 from layerwise.evaluation.per_layer import layer_logits
 from layerwise.inference import (
     EarlyExitRunner,
@@ -23,8 +26,10 @@ from layerwise.inference import (
 
 
 def evaluate_model(bundle: ModelBundle, policy: ExitPolicy, test: list[Batch], val: list[Batch] | None, *,
-                   eps: float, delta: float, thresholds: Sequence[float] | None, repeats: int = 1) -> dict[str, Any]:
-    """Everything ``layerwise exit`` reports for one model on pre-materialised batches.
+                   eps: float, delta: float, thresholds: Sequence[float] | None, repeats: int = 1,
+                   metrics: Sequence[str] | None = None) -> dict[str, Any]:
+    """Everything ``layerwise exit`` reports for one model on pre-materialised batches; ``metrics`` (the task's,
+    its own first: F1, Matthews correlation, …) are reported per layer beside the accuracy.
 
     Wall-clock speedup = t(the model's own forward) / t(runner), same batches and device, median of
     ``repeats``; layer-count speedup = Σ L·mᵢ / Σ i·mᵢ.
@@ -55,6 +60,9 @@ def evaluate_model(bundle: ModelBundle, policy: ExitPolicy, test: list[Batch], v
         "accuracy_drop": per_layer[-1] - main["accuracy"], "exit_histogram": main["histogram"],
         "per_layer_accuracy": per_layer, "minimal_depth": {"delta": delta, "k": minimal_depth(per_layer, delta)},
         "sweep": sweep,
+        "metric": (metrics or ("accuracy",))[0],
+        "per_layer_metrics": layer_task_metrics(torch.stack([x.argmax(-1) for x in logits]).numpy(), labels.numpy(),
+                                                metrics or ("accuracy",)),
     }
     if val is not None:
         cal = calibrate(policy, layer_logits(stack, val, heads), labels_of(val), eps,

@@ -55,6 +55,9 @@ class ExitPolicy:
     def check(self, stack) -> tuple[int, int]:
         """Validate against a stack; returns the resolved (min_layer, max_layer)."""
         L = stack.num_layers
+        if stack.task == "regression":
+            raise LayerwiseError(f"the {self.name} policy needs class probabilities, but this model has a regression "
+                                 "head (one output, no confidence to exit on): truncate it to a fixed depth instead")
         if stack.task != "classification" or not stack.num_classes:
             raise LayerwiseError(f"the {self.name} policy needs a classifier, but this model's task is "
                                  f"{stack.task!r}: load it with a classification head (num_classes)")

@@ -47,6 +47,31 @@ def layer_curves(results: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def probe_nc1(results: dict, path: Path) -> None:
+    """The paper's Figure 3(b): per-layer readout accuracy (and the task's own metric when it is another) and
+    linear-probe accuracy on the left axis, NC1 (log scale) on the right."""
+    layers = results["layers"]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    if "accuracy" in results:
+        ax.plot(layers, results["accuracy"], marker="s", color="black", label="readout accuracy")
+    metric = results.get("metric")
+    if metric and metric not in ("accuracy", "loss") and metric in results:
+        ax.plot(layers, np.asarray(results[metric], float), marker="^", color="tab:green", label=f"readout {metric}")
+    ax.plot(layers, results["probe_accuracy"], marker="o", color="tab:blue", label="probe accuracy")
+    ax.set(xlabel="layer ℓ", ylabel="accuracy", title="Readout and linear-probe accuracy, NC1", xticks=layers)
+    ax.grid(alpha=0.3)
+    right = ax.twinx()
+    nc1 = np.asarray(results["nc1"], float)
+    right.plot(layers, nc1, marker="d", ls="--", color="tab:red", label="NC1 (right)")
+    if np.all(np.isfinite(nc1)) and np.all(nc1 > 0):
+        right.set_yscale("log")
+    right.set_ylabel("NC1 = tr(Σ_W Σ_B⁺)/C")
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="center right")
+    _save(fig, path)
+
+
 def cos_boxplot(per_sample: np.ndarray, path: Path) -> None:
     """Per-sample COS of each layer against the last (undefined samples/layers omitted): a box from the first
     to the third quartile, the median, and whiskers to the furthest sample within 1.5 IQR (no outliers).

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from layerwise.report.figures import cos_boxplot, exit_histograms, exit_sweep, generation_panels, heatmap, layer_curves
+from layerwise.report.figures import (cos_boxplot, exit_histograms, exit_sweep, generation_panels, heatmap,
+                                      layer_curves, probe_nc1)
 from layerwise.report.serialize import atomic_write_text, jsonable, write_json
 
+# Per-layer values copied into layers.csv: readout metrics (GLUE's among them), probe accuracy and NC1.
+LAYER_KEYS = ("accuracy", "loss", "perplexity", "f1", "mcc", "pearson", "spearman", "probe_accuracy", "probe_C", "nc1")
 RESULT_DIGITS = 10  # analysis results are rounded to 10 decimals in results.json and layers.csv
 
 
@@ -33,7 +36,7 @@ def layer_rows(results: dict, matrices: list[str]) -> list[dict]:
         row: dict = {"layer": ell}
         for key in matrices:
             row[f"{key}_to_last"] = float(results[key][ell, -1])
-        for key in ("accuracy", "loss", "perplexity"):
+        for key in LAYER_KEYS:
             if key in results:
                 row[key] = results[key][ell]
         for key, values in results["residual"].items():
@@ -43,7 +46,8 @@ def layer_rows(results: dict, matrices: list[str]) -> list[dict]:
 
 
 def write_analysis(results: dict, out: Path) -> None:
-    """``layerwise analyze``: results.json, layers.csv, one heatmap per measure, curves and box plot."""
+    """``layerwise analyze``: results.json, layers.csv, one heatmap per measure, curves and box plot, and the
+    probe/NC1 figure when the probe ran."""
     out.mkdir(parents=True, exist_ok=True)
     matrices = _matrix_keys(results)
     for key in matrices:
@@ -51,6 +55,8 @@ def write_analysis(results: dict, out: Path) -> None:
     layer_curves(results, out / "similarity_vs_last.png")
     if "cos_per_sample_to_last" in results:
         cos_boxplot(np.asarray(results["cos_per_sample_to_last"], float), out / "cos_boxplot.png")
+    if "probe_accuracy" in results:
+        probe_nc1(results, out / "probe_nc1.png")
     write_csv(layer_rows(results, matrices), out / "layers.csv")
     write_json(results, out / "results.json", RESULT_DIGITS)
 

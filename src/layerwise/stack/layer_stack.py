@@ -36,7 +36,8 @@ class LayerStack(nn.Module):
         self._embed = p.embed
         self.blocks = p.blocks
         self.readout = p.readout
-        self.task: Task = p.task
+        # A classification head with one output (Hugging Face num_labels = 1) is a regression head.
+        self.task: Task = "regression" if p.task == "classification" and p.num_classes == 1 else p.task
         self.feature_pooling = p.feature_pooling
         self.hidden_size = p.hidden_size
         self.num_classes = p.num_classes

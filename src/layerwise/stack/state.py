@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from layerwise.stack.readout import Readout
 
-Task = Literal["classification", "lm", "encoder"]
+Task = Literal["classification", "regression", "lm", "encoder"]  # regression: a one-output head
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from layerwise.data.files import read_text
+from layerwise.data.tables import Columns
 from layerwise.errors import LayerwiseError
 from layerwise.schema import Finite, Options, validate
 from layerwise.training import objectives as O
@@ -25,6 +26,7 @@ FtObjective = Literal[O.FT_OBJECTIVES]
 Schedule = Literal["constant", "cosine", "multistep"]  # after an optional linear warm-up
 MixedPrecision = Literal["no", "bf16", "fp16"]
 LMLoss = Literal[O.LM_LOSSES]
+ReadoutPooling = Literal["mean", "cls", "last"]
 
 Positive = Annotated[int, Field(gt=0)]
 NonNegative = Annotated[int, Field(ge=0)]
@@ -75,6 +77,10 @@ class TrainConfig(Options):
     cos_beta: NonNegativeFinite = 1.0
     depth: Positive | None = None  # override the depth of the project's own models
     max_length: Positive | None = None  # text models: tokens per example
+    pooling: ReadoutPooling | None = None  # the classification readout's token pooling (None: the model's own)
+    text_column: str | None = None  # table files: the columns of the text, the second text and the label
+    text_pair_column: str | None = None
+    label_column: str | None = None
     seq_len: Positive = 128  # language models: tokens per block
     lm_loss: LMLoss = "chunked"  # language models: chunked (training/lm_loss.py) or naive per-layer logits
     lp_cv: Annotated[int, Field(ge=2)] = 3  # cross-validation folds of the probe's C
@@ -87,6 +93,12 @@ class TrainConfig(Options):
     progress: bool = True
 
     @property
+    def columns(self) -> Columns | None:
+        """The table columns the options name (None: find the usual names)."""
+        given = Columns(self.text_column, self.text_pair_column, self.label_column)
+        return None if given == Columns() else given
+
+    @property
     def stage2(self) -> str:
         """The objective of gradient training (lp-ft fine-tunes with ``ft_objective``)."""
         return self.ft_objective if self.objective == "lp-ft" else self.objective
@@ -94,8 +106,9 @@ class TrainConfig(Options):
 
 KEYS = frozenset(TrainConfig.model_fields)
 # Changing these between a checkpoint and its resumption would silently break the run.
-RESUME_KEYS = ("model", "data", "train_split", "objective", "ft_objective", "batch_size", "grad_accum", "seed", "limit", "depth",
-               "augment", "lr", "schedule", "milestones", "warmup_steps", "layer_weights")
+RESUME_KEYS = ("model", "data", "train_split", "objective", "ft_objective", "batch_size", "grad_accum", "seed", "limit",
+               "depth", "augment", "lr", "schedule", "milestones", "warmup_steps", "layer_weights", "pooling",
+               "text_column", "text_pair_column", "label_column")
 # The run's own settings, not the model's: left out of the saved model's ``layerwise.json``.
 RUN_ONLY_KEYS = ("out", "resume", "overwrite", "progress", "cpu")
 

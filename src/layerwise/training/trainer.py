@@ -35,10 +35,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from layerwise.checkpoints import ModelBundle, load_model, make_exit_heads, save_model
+from layerwise.checkpoints import ModelBundle, load_model, make_exit_heads, save_model, set_readout_pooling
 from layerwise.data import load_dataset, make_loader, to_device
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.per_layer import evaluate_layers
+from layerwise.evaluation.per_layer import evaluate_layers, task_metric_name
 from layerwise.models import StackModel, build_own
 from layerwise.report.serialize import atomic_write_text, jsonable
 from layerwise.stack import LayerStack
@@ -71,6 +71,8 @@ def build_bundle(cfg: TrainConfig, num_classes: int | None) -> ModelBundle:
         bundle = ModelBundle(bundle.name, model, LayerStack(model), bundle.inputs, meta=bundle.meta)
     if cfg.max_length is not None:
         bundle.inputs = replace(bundle.inputs, max_length=cfg.max_length)
+    if cfg.pooling is not None:
+        set_readout_pooling(bundle, cfg.pooling)
     if cfg.stage2 in ("multi-exit", "multi-exit-joint") and bundle.exit_heads is None:
         heads = make_exit_heads(bundle.stack)
         heads[-1] = bundle.stack.readout  # the last exit is the model's own readout
@@ -125,9 +127,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(acc.device.type, enabled=cfg.mixed_precision == "fp16")
 
         if train_ds is None:
-            train_ds = load_dataset(cfg.data, cfg.train_split, limit=cfg.limit, seed=cfg.seed, data_dir=cfg.data_dir)
+            train_ds = load_dataset(cfg.data, cfg.train_split, limit=cfg.limit, seed=cfg.seed, data_dir=cfg.data_dir,
+                                    columns=cfg.columns)
         if eval_ds is None:
-            eval_ds = load_dataset(cfg.data, cfg.eval_split, limit=cfg.eval_limit, seed=cfg.seed, data_dir=cfg.data_dir)
+            eval_ds = load_dataset(cfg.data, cfg.eval_split, limit=cfg.eval_limit, seed=cfg.seed, data_dir=cfg.data_dir,
+                                   columns=cfg.columns)
         self.train_ds, self.eval_ds = train_ds, eval_ds
         self.bundle = build_bundle(cfg, self.train_ds.num_classes)
         self.stack = self.bundle.stack
@@ -248,9 +252,10 @@ class Trainer:
 
     def evaluate(self) -> dict[str, list[float]]:
         acc = self.accelerator
-        return evaluate_layers(self.stack, self.eval_loader, self.bundle.exit_heads, device=acc.device, rank=self.rank,
-                               world=self.world, reduce=(lambda t: acc.reduce(t, "sum")) if self.world > 1 else None,
-                               autocast=self.autocast)
+        scores = evaluate_layers(self.stack, self.eval_loader, self.bundle.exit_heads, device=acc.device, rank=self.rank,
+                                 world=self.world, reduce=(lambda t: acc.reduce(t, "sum")) if self.world > 1 else None,
+                                 autocast=self.autocast, metrics=getattr(self.eval_ds, "metrics", None))
+        return {**scores, "metric": task_metric_name(self.stack.task, getattr(self.eval_ds, "metrics", None))}
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
