@@ -7,7 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from layerwise.report.figures import cos_boxplot, exit_histograms, exit_sweep, heatmap, layer_curves
+from layerwise.report.figures import (
+    barrier_bars,
+    cos_boxplot,
+    excess_heatmap,
+    exit_histograms,
+    exit_sweep,
+    heatmap,
+    layer_curves,
+    path_curves,
+)
 from layerwise.report.serialize import jsonable, write_json
 
 RESULT_DIGITS = 10  # analysis results are rounded to 10 decimals in results.json and layers.csv
@@ -70,3 +79,40 @@ def write_exit(results: dict, out: Path) -> None:
     write_json(results, out / "results.json")
     exit_histograms(results["models"], out / "exit_histogram.png")
     exit_sweep(results["models"], out / "sweep.png")
+
+
+def _connect_variants(modes: dict) -> list[tuple[str, dict]]:
+    """(title, results) of every variant of every mode: ``single`` and its ``rest_from_b``, and so on."""
+    out = []
+    for mode, res in modes.items():
+        out.append((mode, res))
+        out += [(f"{mode}: {k.replace('_', ' ')}", v) for k, v in res.items() if isinstance(v, dict) and "loss" in v]
+    return out
+
+
+def write_connect(results: dict, out: Path) -> None:
+    """``layerwise connect``: results.json, a heatmap of the loss excess (paths × α) per variant, the per-group
+    barriers (barriers.png) and the cumulative curves (cumulative.png); ``matched_*`` after weight matching."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(results, out / "results.json")
+    runs = [("", results)] + ([("matched_", results["matched"])] if "matched" in results else [])
+    alphas = results["alphas"]
+    for prefix, run in runs:
+        modes = run["modes"]
+        variants = _connect_variants(modes)
+        for title, res in variants:
+            name = title.replace(": ", "_").replace(" ", "_")
+            excess_heatmap(alphas, res["groups"], np.asarray(res["excess_loss"]), f"{prefix}{title}: loss excess",
+                           out / f"{prefix}excess_{name}.png")
+        full = modes.get("full")
+        panels = [(title, res["groups"], res["barrier_loss"], res["barrier_error"]) for title, res in variants
+                  if title != "full" and not title.startswith("cumulative")]
+        if panels:
+            barrier_bars(panels, None if full is None else {"loss": full["barrier_loss"][0],
+                                                            "error": full["barrier_error"][0]},
+                         out / f"{prefix}barriers.png")
+        if "cumulative" in modes:
+            c = modes["cumulative"]
+            path_curves(alphas, [("shallow → deep", c["groups"], c["loss"]),
+                                 ("deep → shallow", c["deep_to_shallow"]["groups"], c["deep_to_shallow"]["loss"])],
+                        "loss", out / f"{prefix}cumulative.png")

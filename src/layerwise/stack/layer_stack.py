@@ -41,6 +41,7 @@ class LayerStack(nn.Module):
         self.hidden_size = p.hidden_size
         self.num_classes = p.num_classes
         self._call_block = p.call_block or default_call_block
+        self.permutations = p.permutations  # the permutable hidden units, where the adapter declares them
 
     @property
     def num_layers(self) -> int:

@@ -54,6 +54,8 @@ class StackParts:
     hidden_size: int
     num_classes: int | None = None
     call_block: Callable[[nn.Module, StackState], Tensor] | None = None
+    # weight matching: tensor name → the permutation acting on each axis (``stack.matching``); None = unknown
+    permutations: dict[str, tuple[str | None, ...]] | None = None
 
 
 def default_call_block(block: nn.Module, state: StackState) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from layerwise.stack.matching import mlp_permutations
 from layerwise.stack.readout import Readout
 from layerwise.stack.registry import register_adapter
 from layerwise.stack.state import StackParts, StackState
@@ -15,6 +16,8 @@ def own_model(model: nn.Module) -> StackParts:
         return StackState(h=model.embed(inputs), mask=inputs.get("attention_mask"))
 
     lm = model.pooling == "none"
+    c = model.config
+    permutations = mlp_permutations(c.depth, c.residual, c.batchnorm, c.residual) if model.arch == "mlp" else None
     return StackParts(
         embed=embed,
         blocks=model.blocks,
@@ -24,4 +27,5 @@ def own_model(model: nn.Module) -> StackParts:
         hidden_size=model.config.dim,
         num_classes=None if lm else model.config.num_classes,
         call_block=lambda block, state: block(state.h),
+        permutations=permutations,
     )
