@@ -96,16 +96,21 @@ def exit_sweep(reports: Sequence[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def excess_heatmap(alphas: Sequence[float], groups: Sequence[str], excess: np.ndarray, title: str, path: Path) -> None:
-    """Paths (rows) × α (columns) of the loss excess above the straight line between the two models."""
-    excess = np.asarray(excess, float)
-    fig = Figure(figsize=(6.4, 1.2 + 0.32 * len(groups)))
-    ax = fig.subplots()
-    bound = max(float(np.nanmax(np.abs(excess))), 1e-12)
-    im = ax.imshow(excess, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
-    ax.set(title=title, xlabel="α", xticks=range(len(alphas)), xticklabels=[f"{a:.2g}" for a in alphas],
-           yticks=range(len(groups)), yticklabels=groups)
-    fig.colorbar(im, ax=ax, label="loss − linear path")
+def excess_heatmaps(alphas: Sequence[float], panels: Sequence[tuple[str, Sequence[str], np.ndarray]],
+                    path: Path) -> None:
+    """One heatmap per (title, path names, excess): paths (rows) × α (columns) of the loss excess above the
+    straight line between the two models, on one shared, zero-centred colour scale."""
+    bound = max([float(np.nanmax(np.abs(np.asarray(e, float)))) for _, _, e in panels] + [1e-12])
+    rows = [len(names) for _, names, _ in panels]
+    fig = Figure(figsize=(6.4, 0.9 * len(panels) + 0.3 * sum(rows)))
+    axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": [r + 1.5 for r in rows]})[:, 0]
+    for ax, (title, names, ex) in zip(axes, panels):
+        im = ax.imshow(np.asarray(ex, float), cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+        ax.set(title=title, xticks=range(len(alphas)), xticklabels=[f"{a:.2g}" for a in alphas],
+               yticks=range(len(names)))
+        ax.set_yticklabels(names, fontsize=7)
+        fig.colorbar(im, ax=ax, label="loss − line")
+    axes[-1].set_xlabel("α")
     _save(fig, path)
 
 

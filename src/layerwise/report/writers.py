@@ -10,7 +10,7 @@ import numpy as np
 from layerwise.report.figures import (
     barrier_bars,
     cos_boxplot,
-    excess_heatmap,
+    excess_heatmaps,
     exit_histograms,
     exit_sweep,
     heatmap,
@@ -91,7 +91,7 @@ def _connect_variants(modes: dict) -> list[tuple[str, dict]]:
 
 
 def write_connect(results: dict, out: Path) -> None:
-    """``layerwise connect``: results.json, a heatmap of the loss excess (paths × α) per variant, the per-group
+    """``layerwise connect``: results.json, heatmaps of the loss excess (paths × α) of every variant, the per-group
     barriers (barriers.png) and the cumulative curves (cumulative.png); ``matched_*`` after weight matching."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(results, out / "results.json")
@@ -100,10 +100,8 @@ def write_connect(results: dict, out: Path) -> None:
     for prefix, run in runs:
         modes = run["modes"]
         variants = _connect_variants(modes)
-        for title, res in variants:
-            name = title.replace(": ", "_").replace(" ", "_")
-            excess_heatmap(alphas, res["groups"], np.asarray(res["excess_loss"]), f"{prefix}{title}: loss excess",
-                           out / f"{prefix}excess_{name}.png")
+        excess_heatmaps(alphas, [(f"{prefix}{title}", res["groups"], res["excess_loss"]) for title, res in variants],
+                        out / f"{prefix}excess.png")
         full = modes.get("full")
         panels = [(title, res["groups"], res["barrier_loss"], res["barrier_error"]) for title, res in variants
                   if title != "full" and not title.startswith("cumulative")]
