@@ -136,8 +136,9 @@ def _mode_results(scorer: Scorer, a: State, b: State, groups: dict[str, list[str
 
 def _random(scorer: Scorer, a: State, b: State, groups, paths, alphas, ends, bar, bn_reset, seeds: int,
             filter_normalised: bool, seed: int) -> dict:
-    """Each group toward random targets (``random_target``), curves averaged over ``seeds`` directions; the
-    excess is measured against the straight line between A and each path's own end."""
+    """Each group toward random targets (``random_target``: as far from A as B's group is), curves averaged over
+    ``seeds`` directions; the excess is measured, as for every mode, against the line between ℒ(A) and ℒ(B),
+    so a random step and the step toward B of the same length are compared on one scale."""
     loss = np.zeros((len(paths), len(alphas)))
     error = np.zeros_like(loss)
     for i, path in enumerate(paths):
@@ -148,8 +149,7 @@ def _random(scorer: Scorer, a: State, b: State, groups, paths, alphas, ends, bar
             l_, e_ = run_paths(scorer, a, target, groups, [path], alphas, ends, bar, bn_reset, b_is_model=False)
             loss[i] += l_[0] / seeds
             error[i] += e_[0] / seeds
-    own_ends = {"loss": [(ends["loss"][0], c[-1]) for c in loss], "error": [(ends["error"][0], c[-1]) for c in error]}
-    out = curve_summary(alphas, paths, loss, error, own_ends)
+    out = curve_summary(alphas, paths, loss, error, {m: [e] * len(paths) for m, e in ends.items()})
     out.update(seeds=seeds, filter_normalised=filter_normalised)
     return out
 

@@ -93,8 +93,9 @@ def mode_paths(mode: str, groups: Sequence[str]) -> dict[str, list[Path]]:
     if mode == "single":
         return {"single": [Path(x, (x,)) for x in g], "rest_from_b": [Path(x, (x,), "b") for x in g]}
     if mode == "cumulative":
-        return {"cumulative": [Path(f"{g[0]}..{x}", tuple(g[: k + 1])) for k, x in enumerate(g)],
-                "deep_to_shallow": [Path(f"{x}..{g[-1]}", tuple(g[k:])) for k, x in enumerate(g)]}
+        return {"cumulative": [Path(f"{g[0]}..{x}" if k else x, tuple(g[: k + 1])) for k, x in enumerate(g)],
+                "deep_to_shallow": [Path(f"{x}..{g[-1]}" if k < len(g) - 1 else x, tuple(g[k:]))
+                                    for k, x in enumerate(g)]}
     if mode == "random":
         return {"random": [Path(x, (x,)) for x in g]}
     check_modes([mode])

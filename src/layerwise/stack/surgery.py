@@ -100,21 +100,18 @@ def stack_groups(model: nn.Module, stack: LayerStack) -> dict[str, list[str]]:
     names_of: dict[int, list[str]] = {}
     for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
         names_of.setdefault(id(t), []).append(name)
+    inside = _module_prefixes(model, stack)
     for name, t in named_tensors(model).items():
         # a tensor also used outside the blocks and readout (a tied embedding) is the embed's
-        used_elsewhere = any(not _inside(n, model, stack) for n in names_of[id(t)])
+        used_elsewhere = any(not n.startswith(inside) for n in names_of[id(t)])
         group = "embed" if used_elsewhere or id(t) not in owner else owner[id(t)]
         groups[group].append(name)
     return {g: groups[g] for g in sorted(groups, key=rank.get)}
 
 
-def _inside(name: str, model: nn.Module, stack: LayerStack) -> bool:
-    """Whether the dotted tensor ``name`` lies under a block or a readout module of ``model``."""
-    prefixes = _module_prefixes(model, stack)
-    return any(name.startswith(p) for p in prefixes)
-
-
 def _module_prefixes(model: nn.Module, stack: LayerStack) -> tuple[str, ...]:
+    """``"name."`` of every module of the blocks and the readout inside ``model``: a tensor whose name starts
+    with one of them lies in a block or the readout."""
     ids = {id(m) for m in [*stack.blocks, *stack.readout.modules()] if not isinstance(m, nn.Identity)}
     return tuple(name + "." for name, m in model.named_modules() if id(m) in ids and name)
 
