@@ -11,6 +11,8 @@ from Python, a ``LayerwiseError``. The classes of bad input covered:
 - data: files that are not UTF-8 (text corpus, tinyshakespeare, GLUE TSV, wikitext-2); TSV rows with a
   negative or non-integer label or a missing field; labels outside the model's classes; NaN/Inf images and
   float labels (Python)
+- ``connect``: two models of different architectures or tensor layouts (the error names the group), an α
+  outside [0, 1], an unknown mode, data the models cannot read, weight matching without declared units
 - resuming ``train``: a checkpoint without its position or scheduler state, a planted pickle (never
   unpickled), ``latest.json`` pointing outside the run; a corrupt line in ``log.jsonl`` (Python)
 

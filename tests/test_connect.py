@@ -301,3 +301,22 @@ def test_connect_runs_every_mode(a, b, data, tmp_path):
     assert {"barriers.png", "cumulative.png", "excess.png"} <= {p.name for p in out.iterdir()}
     if a == "mlp-plain":
         assert "matched" in saved and (out / "matched_barriers.png").exists()
+
+
+# ---------------------------------------------------------------- training: initialisation vs data order
+
+
+def test_data_seed_changes_the_data_order_but_not_the_initial_weights(tmp_path):
+    from fixtures import train_config
+
+    from layerwise.training.trainer import Trainer
+
+    trainers = {key: Trainer(train_config(tmp_path, f"run-{i}", **kw))
+                for i, (key, kw) in enumerate({"seed0": {"seed": 0}, "order1": {"seed": 0, "data_seed": 1},
+                                               "order0": {"seed": 0, "data_seed": 0}}.items())}
+    weights = {k: t.stack.model.state_dict() for k, t in trainers.items()}
+    first = {k: next(iter(t._epoch_loader(0)))["labels"] for k, t in trainers.items()}
+    for name in weights["seed0"]:
+        assert torch.equal(weights["seed0"][name], weights["order1"][name])
+    assert not torch.equal(first["seed0"], first["order1"])
+    assert torch.equal(first["seed0"], first["order0"])  # data_seed defaults to seed
