@@ -145,7 +145,7 @@ def path_curves(alphas: Sequence[float], panels: Sequence[tuple[str, Sequence[st
             ax.plot(alphas, curve, marker=".", color=colour, label=name)
         ax.set(title=title, xlabel="α", ylabel=ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=6, ncol=2, loc="upper left")
     _save(fig, path)
 
 
