@@ -16,7 +16,7 @@ from torch import nn
 from layerwise.checkpoints import load_model, make_bundle
 from layerwise.cli.connect import run_connect
 from layerwise.data import InputSpec, load_dataset, make_loader, materialize
-from layerwise.evaluation.connect import Scorer, connect, detached
+from layerwise.evaluation.connect import connect, detached
 from layerwise.evaluation.connectivity import barrier, excess, filter_normalise, mode_paths, random_target
 from layerwise.models import MLP, MLPConfig
 from layerwise.stack.matching import permute, weight_matching

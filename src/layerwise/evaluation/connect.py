@@ -9,7 +9,7 @@ their running statistics re-estimated on training batches at every point that is
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

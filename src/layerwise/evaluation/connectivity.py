@@ -15,8 +15,8 @@ full-model path (its excess is 0 at the ends); a single-group path may end away 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
