@@ -14,6 +14,8 @@ from Python, a ``LayerwiseError``. The classes of bad input covered:
 - data: files that are not UTF-8 (text corpus, tinyshakespeare, GLUE TSV, wikitext-2); TSV rows with a
   negative or non-integer label or a missing field; labels outside the model's classes; NaN/Inf images and
   float labels (Python)
+- ``connect``: two models of different architectures or tensor layouts (the error names the group), an α
+  outside [0, 1], an unknown mode, data the models cannot read, weight matching without declared units
 - resuming ``train``: a checkpoint without its position or scheduler state, a planted pickle (never
   unpickled), ``latest.json`` pointing outside the run; a corrupt line in ``log.jsonl`` (Python)
 
@@ -131,9 +133,10 @@ def _flags(command: str, *flags: str) -> Callable[[Folder], list[str]]:
     """``command`` with ``flags`` and a missing model: the flags must be rejected before any loading."""
 
     def build(f: Folder) -> list[str]:
-        models = {"compare": ["--model-a", _missing(f), "--model-b", _missing(f)],
+        pair = ["--model-a", _missing(f), "--model-b", _missing(f)]
+        models = {"compare": pair, "connect": pair,
                   "truncate": ["--model", _missing(f), "--k", "1"]}.get(command, ["--model", _missing(f)])
-        data = ["--data", "digits"] if command in ("analyze", "compare", "exit") else []
+        data = ["--data", "digits"] if command in ("analyze", "compare", "exit", "connect") else []
         out = [] if "--out" in flags else ["--out", str(f.path / "out")]
         return [command, *models, *data, *out, *flags]
 
@@ -200,6 +203,21 @@ def _analyze(model: str, data: Callable[[Folder], Path | list[str]]) -> Callable
         return ["analyze", "--model", model, "--data", *given, "--out", str(f.path / "out"), "--device", "cpu"]
 
     return build
+
+
+def _connect(model_a: str, model_b: str, data: str | Callable[[Folder], Path], *flags: str):
+    """``connect`` of two built-in models on ``data`` (a name, or a file the case writes)."""
+
+    def build(f: Folder) -> list[str]:
+        where = data if isinstance(data, str) else str(data(f))
+        return ["connect", "--model-a", model_a, "--model-b", model_b, "--data", where, "--out", str(f.path / "out"),
+                *flags]
+
+    return build
+
+
+def _corpus(f: Folder) -> Path:
+    return f.write("corpus.txt", "To be, or not to be, that is the question.\n" * 20)
 
 
 def _tinyshakespeare(f: Folder) -> list[str]:
@@ -311,6 +329,16 @@ CASES: dict[str, Case] = {
     "analyze-unknown-dtype": Case(_flags("analyze", "--dtype", "half"), r"--dtype: Input should be 'float32'"),
     "compare-sample-cap-zero": Case(_flags("compare", "--sample-cap", "0"),
                                     r"--sample-cap: Input should be greater than 0"),
+    "connect-unknown-mode": Case(_flags("connect", "--mode", "single", "--mode", "diagonal"),
+                                 r"unknown mode diagonal: use one or more of full, single, cumulative, random"),
+    "connect-alpha-outside": Case(_flags("connect", "--alphas", "0,0.5,1.5"), naming("--alphas", "[0, 1]")),
+    "connect-different-architectures": Case(_connect("mlp-plain", "gpt-tiny", "digits"),
+                                            naming("different architectures", "MLP", "GPT")),
+    "connect-different-shapes": Case(_connect("mlp-residual", "mlp-plain", "digits"),
+                                     naming("differ in group readout", "norm.")),
+    "connect-unreadable-data": Case(_connect("gpt-tiny", "gpt-tiny", "digits"), naming("digits", "text corpus")),
+    "connect-match-undeclared": Case(_connect("gpt-tiny", "gpt-tiny", _corpus, "--match"),
+                                     naming("weight matching", "GPT")),
     "exit-repeats-zero": Case(_flags("exit", "--repeats", "0"), r"--repeats: Input should be greater than 0"),
     "exit-threshold-nan": Case(_flags("exit", "--policy", "patience", "--threshold", "nan"),
                                r"patience threshold nan is not a finite number"),

@@ -1,5 +1,6 @@
 """Evaluation layer by layer: capture every layer, the one per-layer scoring loop, similarity analysis,
-early-exit reports, transfer and shift, minimal depth, and generated text scored per layer."""
+early-exit reports, transfer and shift, minimal depth, generated text scored per layer, and layer-wise linear mode
+connectivity (``connectivity``: the mathematics; ``connect``: the orchestration, imported from its module)."""
 
 from layerwise.evaluation.analysis import analyze, compare, layer_measures
 from layerwise.evaluation.capture import CapturedBatch, capture

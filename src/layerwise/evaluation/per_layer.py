@@ -216,6 +216,21 @@ def evaluate_layers(stack: LayerStack, loader: Iterable[Batch], exit_heads: nn.M
     return out
 
 
+@torch.no_grad()
+def output_sums(stack: LayerStack, batches: Iterable[Batch]) -> Tensor:
+    """(3,) float64 [Σ CE, Σ correct, count] of the model's own output, readout(hᴸ), summed over every sample
+    (every predicted token for language models) of ``batches``: exact per-sample means, whatever the batch
+    sizes. The stack must be in eval mode."""
+    total = torch.zeros(3, dtype=torch.float64)
+    for batch in batches:
+        for state in stack.states(batch):
+            pass
+        total += layer_sums([(stack.readout, state)], batch["labels"], stack.task)[0].cpu()
+    if total[2] == 0:
+        raise LayerwiseError("the data set is empty: check the data path, split and --limit")
+    return total
+
+
 @torch.inference_mode()
 def layer_logits(stack: LayerStack, batches: Iterable[Batch], exit_heads: nn.ModuleList | None = None) -> Tensor:
     """(L, N, C) logits of the readout serving each layer ℓ = 1..L (a multi-exit model's own heads, else the

@@ -2,7 +2,8 @@
 
 - ``ViT``: a pre-LN vision transformer with a [CLS] token (DeiT-style, sized by config).
 - ``GPT``: a nanoGPT-style causal decoder.
-- ``MLP``: an MLP with or without residual connections, for the claim that COS tracks CKA only with skips.
+- ``MLP``: an MLP with or without residual connections, for the claim that COS tracks CKA only with skips
+  (optionally with BatchNorm in each block).
 
 Each saves as ``config.json`` + ``model.safetensors`` (see ``layerwise.checkpoints.save_model``).
 """
@@ -48,6 +49,7 @@ class MLPConfig:
     depth: int = 8
     num_classes: int = 10
     residual: bool = True
+    batchnorm: bool = False  # BatchNorm1d after each block's linear map (before the GELU)
 
 
 class Attention(nn.Module):
@@ -186,13 +188,19 @@ def _past_length(cache) -> int:
 
 
 class MLPBlock(nn.Module):
-    def __init__(self, dim: int, residual: bool):
+    """h + gelu(bn(fc h)) with skips, gelu(bn(fc h)) without; ``bn`` is the identity unless ``batchnorm``."""
+
+    def __init__(self, dim: int, residual: bool, batchnorm: bool = False):
         super().__init__()
         self.residual = residual
         self.fc = nn.Linear(dim, dim)
+        self.bn = nn.BatchNorm1d(dim) if batchnorm else None
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.gelu(self.fc(x))
+        y = self.fc(x)
+        if self.bn is not None:  # features are (B, 1, D): BatchNorm1d normalises channels on dim 1
+            y = self.bn(y.transpose(1, 2)).transpose(1, 2)
+        y = F.gelu(y)
         return x + y if self.residual else y
 
 
@@ -205,7 +213,7 @@ class MLP(StackModel):
         super().__init__()
         self.config = c = config
         self.inp = nn.Linear(c.input_dim, c.dim)
-        self.blocks = nn.ModuleList(MLPBlock(c.dim, c.residual) for _ in range(c.depth))
+        self.blocks = nn.ModuleList(MLPBlock(c.dim, c.residual, c.batchnorm) for _ in range(c.depth))
         self.norm = nn.LayerNorm(c.dim) if c.residual else nn.Identity()
         self.head = nn.Linear(c.dim, c.num_classes)
 

@@ -143,3 +143,61 @@ def generation_panels(models: Sequence[dict], path: Path, diversity: str = "word
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     _save(fig, path)
+def excess_heatmaps(alphas: Sequence[float], panels: Sequence[tuple[str, Sequence[str], np.ndarray]],
+                    path: Path) -> None:
+    """One heatmap per (title, path names, excess): paths (rows) × α (columns) of the loss excess above the
+    straight line between the two models, on one shared, zero-centred colour scale."""
+    bound = max([float(np.nanmax(np.abs(np.asarray(e, float)))) for _, _, e in panels] + [1e-12])
+    rows = [len(names) for _, names, _ in panels]
+    fig = Figure(figsize=(6.4, 0.9 * len(panels) + 0.3 * sum(rows)))
+    axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": [r + 1.5 for r in rows]})[:, 0]
+    for ax, (title, names, ex) in zip(axes, panels):
+        im = ax.imshow(np.asarray(ex, float), cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+        ax.set(title=title, xticks=range(len(alphas)), xticklabels=[f"{a:.2g}" for a in alphas],
+               yticks=range(len(names)))
+        ax.set_yticklabels(names, fontsize=7)
+        fig.colorbar(im, ax=ax, label="loss − line")
+    axes[-1].set_xlabel("α")
+    _save(fig, path)
+
+
+def barrier_bars(panels: Sequence[tuple[str, Sequence[str], Sequence[float], Sequence[float]]], full: dict | None,
+                 path: Path) -> None:
+    """Per-path loss and error barriers, one panel per (title, groups, loss barriers, error barriers); the
+    full-model barriers (``full``: {"loss": …, "error": …}) as dashed lines."""
+    fig = Figure(figsize=(max(6.0, 0.45 * max(len(p[1]) for p in panels) + 2), 2.8 * len(panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, (title, groups, loss, error) in zip(axes, panels):
+        x = np.arange(len(groups))
+        ax.bar(x - 0.2, loss, 0.4, label="loss barrier", color="tab:blue")
+        ax.bar(x + 0.2, error, 0.4, label="error barrier", color="tab:orange")
+        if full is not None:
+            ax.axhline(full["loss"], color="tab:blue", ls="--", lw=1, label="full model, loss")
+            ax.axhline(full["error"], color="tab:orange", ls="--", lw=1, label="full model, error")
+        ax.set_xticks(x, groups, rotation=45, ha="right", fontsize=8)
+        ax.set(title=title, ylabel="barrier")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def path_curves(alphas: Sequence[float], panels: Sequence[tuple[str, Sequence[str], np.ndarray]], ylabel: str,
+                path: Path) -> None:
+    """One panel per (title, path names, curves over α): e.g. the cumulative paths shallow→deep and back."""
+    fig = Figure(figsize=(5.0 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, names, curves) in zip(axes, panels):
+        colours = matplotlib_colours(len(names))
+        for name, curve, colour in zip(names, np.asarray(curves, float), colours):
+            ax.plot(alphas, curve, marker=".", color=colour, label=name)
+        ax.set(title=title, xlabel="α", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2, loc="upper left")
+    _save(fig, path)
+
+
+def matplotlib_colours(n: int) -> list:
+    """n colours along viridis (shallow dark, deep light)."""
+    from matplotlib import colormaps
+
+    return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.9, max(n, 1))]

@@ -7,8 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from layerwise.report.figures import (cos_boxplot, exit_histograms, exit_sweep, generation_panels, heatmap,
-                                      layer_curves, probe_nc1)
+from layerwise.report.figures import (
+    barrier_bars,
+    cos_boxplot,
+    excess_heatmaps,
+    exit_histograms,
+    exit_sweep,
+    generation_panels,
+    heatmap,
+    layer_curves,
+    path_curves,
+    probe_nc1,
+)
 from layerwise.report.serialize import atomic_write_text, jsonable, write_json
 
 # Per-layer values copied into layers.csv: readout metrics (GLUE's among them), probe accuracy and NC1.
@@ -117,3 +127,38 @@ def write_gen_eval(results: dict, out: Path) -> None:
     generation_panels(results["models"], out / "generation.png", results["diversity_convention"])
     atomic_write_text(sample_text(results), out / "samples.txt")
     write_json(results, out / "results.json", RESULT_DIGITS)
+
+
+def _connect_variants(modes: dict) -> list[tuple[str, dict]]:
+    """(title, results) of every variant of every mode: ``single`` and its ``rest_from_b``, and so on."""
+    out = []
+    for mode, res in modes.items():
+        out.append((mode, res))
+        out += [(f"{mode}: {k.replace('_', ' ')}", v) for k, v in res.items() if isinstance(v, dict) and "loss" in v]
+    return out
+
+
+def write_connect(results: dict, out: Path) -> None:
+    """``layerwise connect``: results.json, heatmaps of the loss excess (paths × α) of every variant, the per-group
+    barriers (barriers.png) and the cumulative curves (cumulative.png); ``matched_*`` after weight matching."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(results, out / "results.json")
+    runs = [("", results)] + ([("matched_", results["matched"])] if "matched" in results else [])
+    alphas = results["alphas"]
+    for prefix, run in runs:
+        modes = run["modes"]
+        variants = _connect_variants(modes)
+        excess_heatmaps(alphas, [(f"{prefix}{title}", res["groups"], res["excess_loss"]) for title, res in variants],
+                        out / f"{prefix}excess.png")
+        full = modes.get("full")
+        panels = [(title, res["groups"], res["barrier_loss"], res["barrier_error"]) for title, res in variants
+                  if title != "full" and not title.startswith("cumulative")]
+        if panels:
+            barrier_bars(panels, None if full is None else {"loss": full["barrier_loss"][0],
+                                                            "error": full["barrier_error"][0]},
+                         out / f"{prefix}barriers.png")
+        if "cumulative" in modes:
+            c = modes["cumulative"]
+            path_curves(alphas, [("shallow → deep", c["groups"], c["loss"]),
+                                 ("deep → shallow", c["deep_to_shallow"]["groups"], c["deep_to_shallow"]["loss"])],
+                        "loss", out / f"{prefix}cumulative.png")

@@ -5,7 +5,9 @@
 - ``state``: what flows between blocks and what adapters return;
 - ``heads``: the readout serving each layer (shared, or the multi-exit baseline's own heads);
 - ``registry`` and ``adapters/``: one adapter per model family;
-- ``surgery``: the one place that rewrites a model's blocks (truncation).
+- ``surgery``: the one place that rewrites a model's blocks (truncation) or weights (the stack's groups,
+  interpolation, BatchNorm re-estimation);
+- ``matching``: weight matching of hidden units (permutation specs, ``weight_matching``).
 """
 
 from layerwise.stack import adapters  # noqa: F401  (registers every adapter)

@@ -44,6 +44,7 @@ class LayerStack(nn.Module):
         self._call_block = p.call_block or default_call_block
         self._new_cache = p.new_cache
         self.context_length = p.context_length
+        self.permutations = p.permutations  # the permutable hidden units, where the adapter declares them
 
     @property
     def num_layers(self) -> int:

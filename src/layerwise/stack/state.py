@@ -56,6 +56,8 @@ class StackParts:
     call_block: Callable[[nn.Module, StackState], Tensor] | None = None
     new_cache: Callable[[], Any] | None = None  # decoders: an empty key/value cache (HF ``Cache`` API)
     context_length: int | None = None  # decoders: the most positions the model can attend over
+    # weight matching: tensor name → the permutation acting on each axis (``stack.matching``); None = unknown
+    permutations: dict[str, tuple[str | None, ...]] | None = None
 
 
 def default_call_block(block: nn.Module, state: StackState) -> Tensor:

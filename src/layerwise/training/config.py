@@ -67,7 +67,8 @@ class TrainConfig(Options):
     grad_accum: Positive = 1
     max_grad_norm: PositiveFinite | None = None
     mixed_precision: MixedPrecision = "no"  # fp16 needs a CUDA device (checked by the trainer)
-    seed: NonNegative = 0  # numpy refuses negative seeds
+    seed: NonNegative = 0  # numpy refuses negative seeds; seeds the initial weights, the --limit subsets and dropout
+    data_seed: NonNegative | None = None  # seeds the training data order and augmentation; None = seed
     limit: Positive | None = None
     eval_limit: Positive | None = None
     eval_split: str = "test"
@@ -99,6 +100,12 @@ class TrainConfig(Options):
         return None if given == Columns() else given
 
     @property
+    def order_seed(self) -> int:
+        """The seed of the training data order and augmentation: ``data_seed``, or ``seed`` when unset, so two
+        runs can share their initial weights and differ only in the order they see the data."""
+        return self.seed if self.data_seed is None else self.data_seed
+
+    @property
     def stage2(self) -> str:
         """The objective of gradient training (lp-ft fine-tunes with ``ft_objective``)."""
         return self.ft_objective if self.objective == "lp-ft" else self.objective
@@ -106,8 +113,8 @@ class TrainConfig(Options):
 
 KEYS = frozenset(TrainConfig.model_fields)
 # Changing these between a checkpoint and its resumption would silently break the run.
-RESUME_KEYS = ("model", "data", "train_split", "objective", "ft_objective", "batch_size", "grad_accum", "seed", "limit",
-               "depth", "augment", "lr", "schedule", "milestones", "warmup_steps", "layer_weights", "pooling",
+RESUME_KEYS = ("model", "data", "train_split", "objective", "ft_objective", "batch_size", "grad_accum", "seed", "data_seed",
+               "limit", "depth", "augment", "lr", "schedule", "milestones", "warmup_steps", "layer_weights", "pooling",
                "text_column", "text_pair_column", "label_column")
 # The run's own settings, not the model's: left out of the saved model's ``layerwise.json``.
 RUN_ONLY_KEYS = ("out", "resume", "overwrite", "progress", "cpu")

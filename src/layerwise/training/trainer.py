@@ -7,7 +7,8 @@ scaler for fp16) and several processes (``accelerate launch``: DDP, or FSDP from
 Reproducibility and resumption
 - ``--batch-size`` is the global batch of one forward pass (split evenly across processes); an optimizer
   step consumes ``grad_accum`` of them. Epoch e visits a permutation drawn from a generator seeded by
-  (seed, e), cut into full batches (the ragged tail is dropped), so any position can be replayed.
+  (``data_seed``, e) (``data_seed`` defaults to ``seed``, which seeds the initial weights), cut into full
+  batches (the ragged tail is dropped), so any position can be replayed.
 - A checkpoint (every ``checkpoint_every`` optimizer steps and at each epoch end, ``checkpointing.py``)
   holds the weights, optimizer + scheduler state, every RNG state, the position and the running epoch loss.
   Resuming skips the consumed batches by iterating them (so the augmentation stream replays), restores the
@@ -166,17 +167,17 @@ class Trainer:
         cfg = self.cfg
         if self._train_set is not None and not cfg.augment:
             return self._train_set  # collation is deterministic: build once (corpora tokenise once)
-        seed = (cfg.seed * 100_003 + epoch) * 64 + self.rank
+        seed = (cfg.order_seed * 100_003 + epoch) * 64 + self.rank
         base = make_loader(self.train_ds, self.bundle.inputs, 1, augment=cfg.augment, seed=seed, seq_len=cfg.seq_len)
         self._train_set = (base.dataset, base.collate_fn)
         return self._train_set
 
     def _epoch_loader(self, epoch: int) -> DataLoader:
         dataset, collate = self._epoch_dataset(epoch)
-        batches = epoch_order(len(dataset), self.cfg.batch_size, self.cfg.seed, epoch)[: self.micro_per_epoch]
+        batches = epoch_order(len(dataset), self.cfg.batch_size, self.cfg.order_seed, epoch)[: self.micro_per_epoch]
         # An own generator: creating the iterator must not draw from the global RNG (resume replays it).
         return DataLoader(dataset, batch_sampler=shard(batches, self.rank, self.world), collate_fn=collate,
-                          num_workers=self.cfg.num_workers, generator=torch.Generator().manual_seed(self.cfg.seed))
+                          num_workers=self.cfg.num_workers, generator=torch.Generator().manual_seed(self.cfg.order_seed))
 
     # -- checkpoints
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from layerwise.stack.cache import KVCache
+from layerwise.stack.matching import mlp_permutations
 from layerwise.stack.readout import Readout
 from layerwise.stack.registry import register_adapter
 from layerwise.stack.state import StackParts, StackState
@@ -17,6 +18,8 @@ def own_model(model: nn.Module) -> StackParts:
                           block_kwargs=model.block_kwargs(inputs))
 
     lm = model.pooling == "none"
+    c = model.config
+    permutations = mlp_permutations(c.depth, c.residual, c.batchnorm, c.residual) if model.arch == "mlp" else None
     return StackParts(
         embed=embed,
         blocks=model.blocks,
@@ -28,4 +31,5 @@ def own_model(model: nn.Module) -> StackParts:
         call_block=lambda block, state: block(state.h, **state.block_kwargs),
         new_cache=KVCache if lm else None,
         context_length=model.config.max_len if lm else None,
+        permutations=permutations,
     )
