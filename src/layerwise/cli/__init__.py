@@ -4,7 +4,7 @@
 importing this package registers every command.
 """
 
-from layerwise.cli import analyze, exit, models, train, truncate  # noqa: F401  (registers the commands)
+from layerwise.cli import analyze, exit, lpft, models, train, truncate  # noqa: F401  (registers the commands)
 from layerwise.cli.app import app, main
 
 __all__ = ["app", "main"]

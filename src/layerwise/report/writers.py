@@ -7,7 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from layerwise.report.figures import cos_boxplot, exit_histograms, exit_sweep, heatmap, layer_curves
+from layerwise.report.figures import (
+    cos_boxplot,
+    exit_histograms,
+    exit_sweep,
+    feature_change_curves,
+    head_norm_curves,
+    heatmap,
+    layer_calibration_curves,
+    layer_curves,
+    reliability_diagrams,
+)
 from layerwise.report.serialize import jsonable, write_json
 
 RESULT_DIGITS = 10  # analysis results are rounded to 10 decimals in results.json and layers.csv
@@ -70,3 +80,15 @@ def write_exit(results: dict, out: Path) -> None:
     write_json(results, out / "results.json")
     exit_histograms(results["models"], out / "exit_histogram.png")
     exit_sweep(results["models"], out / "sweep.png")
+
+
+def write_lpft(results: dict, out: Path) -> None:
+    """``layerwise lpft``: results.json (all recipes), one results.json per recipe folder, and the figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, recipe in results["recipes"].items():
+        write_json(recipe, out / name / "results.json")
+    write_json(results, out / "results.json")
+    head_norm_curves(results["recipes"], out / "head_norm.png")
+    feature_change_curves(results["recipes"], out / "feature_change.png")
+    reliability_diagrams(results["recipes"], out / "reliability.png")
+    layer_calibration_curves(results["recipes"], out / "layer_calibration.png")
