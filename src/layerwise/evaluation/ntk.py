@@ -37,6 +37,7 @@ class _Owner(nn.Module):
     def __init__(self, stack: nn.Module):
         super().__init__()
         self.model = stack.model
+        self.train(stack.training)
         object.__setattr__(self, "_stack", stack)  # not a child: its parameters are reached through model
 
     def forward(self, inputs: Batch) -> Tensor:
@@ -94,17 +95,17 @@ def ft_kernel(model: nn.Module, head: nn.Linear, samples: Sequence[Batch], *, ch
     but ``head``), from single-sample batches, in eval mode; Gram blocks of ``chunk`` samples at a time."""
     if chunk < 1:
         raise LayerwiseError(f"chunk={chunk}: pass a positive number of samples per chunk")
-    model = functional_model(model)
-    params = backbone_parameters(model, head)
+    was = model.training
+    model.eval()
+    owner = functional_model(model)
+    params = backbone_parameters(owner, head)
     n, num_classes = len(samples), head.out_features
     spans = [range(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     total = len(spans) * (len(spans) + 1) // 2
     kernel = torch.zeros(n * num_classes, n * num_classes, dtype=torch.float64)
-    was = model.training
-    model.eval()
 
     def jacobians(span: range) -> Tensor:  # (|span|·C, P)
-        return torch.cat([logit_jacobian(model, params, samples[i]) for i in span])
+        return torch.cat([logit_jacobian(owner, params, samples[i]) for i in span])
 
     def rows(span: range) -> slice:
         return slice(span[0] * num_classes, (span[-1] + 1) * num_classes)
