@@ -44,7 +44,7 @@ def _grad_rows(stack, params, batch) -> torch.Tensor:
 
 
 def test_ft_kernel_matches_autograd_double_loop(tiny_bert):
-    bundle, stack, batches = tiny_bert
+    _, stack, batches = tiny_bert
     head = readout_linear(stack)
     before = dict(stack.named_parameters())
     kernel = ft_kernel(stack, head, batches, chunk=2)  # 5 samples: chunks of 2, 2, 1
@@ -63,7 +63,7 @@ def test_ft_kernel_matches_autograd_double_loop(tiny_bert):
 
 
 def test_pt_kernel_is_the_heads_gradient_gram(tiny_bert):
-    bundle, stack, batches = tiny_bert
+    _, stack, batches = tiny_bert
     head = readout_linear(stack)
     phi, _ = head_inputs(stack, batches, torch.device("cpu"))
     rows = [_grad_rows(stack, [head.weight, head.bias], b) for b in batches]

@@ -8,7 +8,7 @@ and COS_ℓ = COS(hˡ_ft, hˡ_pre), the project's sample-wise cosine of globally
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor

@@ -17,7 +17,7 @@ about ``ntk_bytes`` whatever N is (the price is recomputing Jacobians, n_chunks(
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

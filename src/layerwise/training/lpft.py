@@ -142,7 +142,10 @@ def fit_recipe(opts: LpftOptions, data: dict, name: str, objective: str, lrs: li
 def claims(recipes: dict[str, dict]) -> dict[str, Any]:
     """The paper's three claims, read off the results (True/False, with the numbers compared)."""
     ft, lpft = recipes["ft"], recipes["lpft"]
-    change = lambda r: sum(r["feature_change"]["relative"]) / len(r["feature_change"]["relative"])  # noqa: E731
+
+    def change(r: dict) -> float:  # mean relative feature change over the layers
+        return sum(r["feature_change"]["relative"]) / len(r["feature_change"]["relative"])
+
     return {
         "head_norm_lpft_larger": {"holds": lpft["head_norm"]["final"] > ft["head_norm"]["final"],
                                   "ft": ft["head_norm"]["final"], "lpft": lpft["head_norm"]["final"]},

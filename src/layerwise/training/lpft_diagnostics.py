@@ -9,8 +9,8 @@ module only feeds them a model and batches.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -23,8 +23,8 @@ from layerwise.evaluation.calibration import calibrate, calibration, layer_calib
 from layerwise.evaluation.feature_change import feature_change
 from layerwise.evaluation.ntk import backbone_parameters, ft_kernel, ntk_bytes, ntk_summary, pt_kernel
 from layerwise.evaluation.per_layer import layer_logits
-from layerwise.stack import LayerStack
 from layerwise.report.serialize import atomic_write_text
+from layerwise.stack import LayerStack
 from layerwise.training.probe import head_inputs, readout_linear
 from layerwise.training.run_folder import append_log, read_log
 
