@@ -1,5 +1,6 @@
 """Evaluation layer by layer: capture every layer, the one per-layer scoring loop, similarity analysis,
-early-exit reports, transfer and shift, and minimal depth."""
+early-exit reports, transfer and shift, minimal depth, and the LP-FT diagnostics (``ntk``: the eNTK's head and
+backbone parts; ``calibration``; ``feature_change`` against a pretrained copy)."""
 
 from layerwise.evaluation.analysis import analyze, compare, layer_measures
 from layerwise.evaluation.capture import CapturedBatch, capture
