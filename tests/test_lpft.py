@@ -209,3 +209,11 @@ def test_lpft_refuses_bad_sizes_before_training(tmp_path):
     with pytest.raises(LayerwiseError, match="NTK subset of 500 is larger"):
         run_lpft(LpftOptions(model="mlp-residual", data="digits", out=str(tmp_path / "b"), limit=100, ntk_subset=500))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_lpft_refuses_a_folder_holding_other_files(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(LayerwiseError, match="notes.txt"):
+        run_lpft(LpftOptions(model="mlp-residual", data="digits", out=str(tmp_path / "out")))
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
