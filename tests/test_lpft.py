@@ -170,7 +170,7 @@ def test_feature_change_against_the_formula():
     with torch.no_grad():
         h_pre = [pre.features(s) for s in pre.states(batch)]
         h_ft = [tuned.features(s) for s in tuned.states(batch)]
-    expected = [float(((b - a).norm(dim=1) / a.norm(dim=1)).double().mean()) for a, b in zip(h_pre, h_ft)]
+    expected = [float(((b - a).norm(dim=1) / a.norm(dim=1)).double().mean()) for a, b in zip(h_pre, h_ft, strict=True)]
     assert out["relative"][:4] == [0.0] * 4 and min(out["relative"][4:]) > 0
     np.testing.assert_allclose(out["relative"], expected, rtol=1e-5, atol=1e-7)
     assert all(c == pytest.approx(1.0) for c in out["cos"][:4]) and out["cos"][-1] < 1
@@ -195,7 +195,8 @@ def test_lpft_end_to_end_logs_head_norm_and_resumes(tmp_path):
     assert lp["feature_change"]["relative"] == [0.0] * len(lp["feature_change"]["relative"])  # LP trains no backbone
     assert ft["ntk"]["share_pt"] + ft["ntk"]["share_ft"] == pytest.approx(1.0)
     assert lpft["ntk"]["trace_pt"] == pytest.approx(ft["ntk"]["trace_pt"])  # K_pt depends on φ only: same backbone
-    assert set(results["claims"]) == {"head_norm_lpft_larger", "feature_change_lpft_smaller", "ece_lpft_worse_then_fixed"}
+    assert set(results["claims"]) == {"head_norm_lpft_larger", "feature_change_lpft_smaller",
+                                      "ece_lpft_worse_then_fixed"}
     log = tmp_path / "run" / "ft" / "head_norm-lr-0.001.jsonl"
     first = log.read_text()
     again = run_lpft(opts)  # every run folder is finished: nothing retrains, the log is kept as it was

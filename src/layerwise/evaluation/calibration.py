@@ -89,7 +89,7 @@ def calibrate(val_logits: Tensor, val_labels: Tensor, test_logits: Tensor, test_
 def layer_calibration(val_logits: Tensor, val_labels: Tensor, test_logits: Tensor, test_labels: Tensor) -> dict:
     """ECE, and ECE after a per-layer temperature, of the readout after every layer: (L, N, C) logits in."""
     out: dict[str, list[float]] = {"accuracy": [], "ece": [], "ece_temperature_scaled": [], "temperature": []}
-    for val, test in zip(val_logits, test_logits):
+    for val, test in zip(val_logits, test_logits, strict=True):
         c = calibrate(val, val_labels, test, test_labels)
         out["accuracy"].append(c["before"]["accuracy"])
         out["ece"].append(c["before"]["ece"])

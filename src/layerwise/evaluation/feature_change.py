@@ -34,9 +34,9 @@ def feature_change(pre: LayerStack, tuned: LayerStack, loader: Iterable[dict[str
     Features are kept in memory (N × D per layer, float32) for COS, which centres by the global mean.
     """
     if pre.num_layers != tuned.num_layers or pre.hidden_size != tuned.hidden_size:
-        raise LayerwiseError(f"the fine-tuned model ({tuned.num_layers} layers of {tuned.hidden_size}) does not match "
-                             f"the pretrained one ({pre.num_layers} of {pre.hidden_size}): compare a model with its own "
-                             "pretrained start")
+        raise LayerwiseError(f"the fine-tuned model ({tuned.num_layers} layers of {tuned.hidden_size}) does not "
+                             f"match the pretrained one ({pre.num_layers} of {pre.hidden_size}): compare a model with "
+                             "its own pretrained start")
     pooling = pre.feature_pooling
     feats: dict[str, list[list[Tensor]]] = {"pre": [[] for _ in range(pre.num_layers + 1)],
                                            "ft": [[] for _ in range(pre.num_layers + 1)]}
