@@ -310,6 +310,24 @@ def _point_latest_outside(run: Path, ckpt: Path) -> None:
 
 # ---------------------------------------------------------------- the CLI cases
 
+def _lpft(model: str | Callable[[Folder], Path], data: str, *flags: str) -> Callable[[Folder], list[str]]:
+    def build(f: Folder) -> list[str]:
+        name = model if isinstance(model, str) else str(model(f))
+        return ["lpft", "--model", name, "--data", data, "--ntk-subset", "8", *flags, "--out", str(f.path / "out"),
+                "--device", "cpu", "--no-progress"]
+
+    return build
+
+
+def _regression_model(f: Folder) -> Path:
+    """An own MLP with one output: a regression head."""
+    return save_model(load_model("mlp-residual", num_classes=1), f.path / "regression")
+
+
+def _nothing_trained(f: Folder) -> None:
+    assert not any((f.path / "out").glob("*/*")), "lpft trained before refusing its input"
+
+
 CASES: dict[str, Case] = {
     # --out, checked before loading, in every command
     "analyze-out-is-file": Case(_out("analyze", False), r"--out .*taken is an existing file: pass a folder"),
@@ -428,6 +446,18 @@ CASES: dict[str, Case] = {
                                                   naming("optimizer.pt", "corrupt"), _pickle_never_ran),
     "train-resume-latest-outside": Case(_resume(_point_latest_outside),
                                         naming("../../x", "not a checkpoint of this run")),
+    # lpft: each refused before any training starts (nothing is written under --out)
+    "lpft-no-classifier-head": Case(_lpft("gpt2-tiny", "sentences"), naming("gpt2-tiny", "no classifier head"),
+                                    after=_nothing_trained),
+    "lpft-regression-head": Case(_lpft(_regression_model, "digits"), naming("regression head", "two classes"),
+                                 after=_nothing_trained),
+    "lpft-subset-larger-than-data": Case(_lpft("mlp-residual", "digits", "--limit", "100000"),
+                                         naming("100000", "larger than the", "training examples"),
+                                         after=_nothing_trained),
+    "lpft-ntk-subset-larger-than-data": Case(_lpft("mlp-residual", "digits", "--limit", "50", "--ntk-subset", "256"),
+                                             naming("NTK subset of 256", "larger than the 40"), after=_nothing_trained),
+    "lpft-ntk-over-memory-bound": Case(_lpft("mlp-residual", "digits", "--ntk-subset", "256", "--ntk-memory", "1e-4"),
+                                       naming("GiB", "lower the NTK chunk size", "or subset"), after=_nothing_trained),
 }
 
 

@@ -4,7 +4,7 @@
 importing this package registers every command.
 """
 
-from layerwise.cli import analyze, connect, exit, gen_eval, generate, models, new_gpt, train, truncate  # noqa: F401
+from layerwise.cli import analyze, connect, exit, gen_eval, generate, lpft, models, new_gpt, train, truncate  # noqa: F401
 from layerwise.cli.app import app, main
 
 __all__ = ["app", "main"]

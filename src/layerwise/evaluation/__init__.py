@@ -1,6 +1,8 @@
 """Evaluation layer by layer: capture every layer, the one per-layer scoring loop, similarity analysis,
-early-exit reports, transfer and shift, minimal depth, generated text scored per layer, and layer-wise linear mode
-connectivity (``connectivity``: the mathematics; ``connect``: the orchestration, imported from its module)."""
+early-exit reports, transfer and shift, minimal depth, generated text scored per layer, layer-wise linear mode
+connectivity (``connectivity``: the mathematics; ``connect``: the orchestration, imported from its module), and the
+LP-FT diagnostics (``ntk``: the eNTK's head and backbone parts; ``calibration``; ``feature_change`` against a
+pretrained copy)."""
 
 from layerwise.evaluation.analysis import analyze, compare, layer_measures
 from layerwise.evaluation.capture import CapturedBatch, capture

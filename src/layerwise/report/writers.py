@@ -13,11 +13,15 @@ from layerwise.report.figures import (
     excess_heatmaps,
     exit_histograms,
     exit_sweep,
+    feature_change_curves,
     generation_panels,
+    head_norm_curves,
     heatmap,
+    layer_calibration_curves,
     layer_curves,
     path_curves,
     probe_nc1,
+    reliability_diagrams,
 )
 from layerwise.report.serialize import atomic_write_text, jsonable, write_json
 
@@ -162,3 +166,15 @@ def write_connect(results: dict, out: Path) -> None:
             path_curves(alphas, [("shallow → deep", c["groups"], c["loss"]),
                                  ("deep → shallow", c["deep_to_shallow"]["groups"], c["deep_to_shallow"]["loss"])],
                         "loss", out / f"{prefix}cumulative.png")
+
+
+def write_lpft(results: dict, out: Path) -> None:
+    """``layerwise lpft``: results.json (all recipes), one results.json per recipe folder, and the figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, recipe in results["recipes"].items():
+        write_json(recipe, out / name / "results.json")
+    write_json(results, out / "results.json")
+    head_norm_curves(results["recipes"], out / "head_norm.png")
+    feature_change_curves(results["recipes"], out / "feature_change.png")
+    reliability_diagrams(results["recipes"], out / "reliability.png")
+    layer_calibration_curves(results["recipes"], out / "layer_calibration.png")

@@ -28,7 +28,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -156,6 +156,9 @@ class Trainer:
                                         [m * self.steps_per_epoch for m in cfg.milestones], cfg.gamma)
         self._rng = self._resume()
         self.model, self.optimizer = acc.prepare(self.module, self.optimizer)
+        # Called with the trainer before the first gradient step of fit() and after every optimizer step
+        # (e.g. to log the head norm along training: ``training/lpft.py``).
+        self.step_hooks: list[Callable[[Trainer], None]] = []
 
     # -- data
 
@@ -241,6 +244,10 @@ class Trainer:
         self.pos.step += 1
         return total / len(micro_batches)
 
+    def _run_hooks(self) -> None:
+        for hook in self.step_hooks:
+            hook(self)
+
     def _check_finite(self, value: float) -> None:
         bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=self.accelerator.device)
         if self.world > 1:  # every process must stop together, or the others hang in the next all-reduce
@@ -301,6 +308,7 @@ class Trainer:
             if cfg.objective == "lp-ft" and cfg.epochs:
                 self.save_checkpoint("lp")
         if cfg.objective != "lp":
+            self._run_hooks()
             record = self._train_epochs(t0) or record
         if not record:
             record = self._final_record()
@@ -323,6 +331,7 @@ class Trainer:
                        desc=f"epoch {pos.epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and acc.is_main_process))
             while pos.batch < self.micro_per_epoch:
                 loss = self.step([next(it) for _ in range(cfg.grad_accum)])
+                self._run_hooks()
                 pos.batch += cfg.grad_accum
                 pos.loss_sum += loss
                 pos.loss_n += 1
