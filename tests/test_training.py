@@ -222,3 +222,16 @@ def test_two_processes_match_one(tmp_path):
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], abs=1e-4)
         assert r1["loss"] == pytest.approx(r2["loss"], abs=1e-4)
         assert r1["accuracy"] == pytest.approx(r2["accuracy"], abs=1 / 360 + 1e-9)
+
+
+def test_evaluate_layers_leaves_every_module_in_its_own_mode():
+    """A model put in eval mode by the caller stays there (dropout off) after a per-layer evaluation."""
+    from layerwise.checkpoints import load_model
+    from layerwise.data import load_dataset, make_loader
+    from layerwise.evaluation.per_layer import evaluate_layers
+
+    bundle = load_model("bert-tiny")
+    bundle.model.eval()
+    loader = make_loader(load_dataset("sentences", "test", limit=8), bundle.inputs, batch_size=8)
+    evaluate_layers(bundle.stack, loader, device=torch.device("cpu"))
+    assert not any(m.training for m in bundle.model.modules())

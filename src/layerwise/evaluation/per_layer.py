@@ -172,7 +172,7 @@ def evaluate_layers(stack: LayerStack, loader: Iterable[Batch], exit_heads: nn.M
     not depend on the number of processes. The task metrics need every prediction: each process writes its
     batches' predictions at their place in a zero tensor over the whole data, and ``reduce`` sums those too.
     """
-    was = stack.training
+    modes = {m: m.training for m in stack.modules()}  # each module's own, not the wrapper's flag
     stack.eval()
     n = stack.num_layers + 1
     rows = n + (len(exit_heads) if exit_heads is not None else 0)
@@ -197,7 +197,8 @@ def evaluate_layers(stack: LayerStack, loader: Iterable[Batch], exit_heads: nn.M
             if scored:
                 parts.append((offset - size, preds[0], batch["labels"].double()))
     finally:
-        stack.train(was)
+        for module, mode in modes.items():
+            module.training = mode
     preds = targets = None
     if scored:
         preds = torch.zeros(rows, offset, dtype=torch.float64, device=device)
