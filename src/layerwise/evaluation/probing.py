@@ -34,7 +34,14 @@ def nc1(features: np.ndarray, labels: np.ndarray) -> float:
     sigma_w = within.T @ within / len(x)
     between = means - means.mean(axis=0)
     sigma_b = between.T @ between / len(classes)
-    return float(np.trace(sigma_w @ np.linalg.pinv(sigma_b)) / len(classes))
+    # Σ_B has rank ≤ C − 1: its pseudo-inverse from the top C − 1 eigenpairs (as Papyan et al. take it), so
+    # rounding noise in the null space (eigenvalues ~1e-16 of the largest) is never inverted into ±1e13.
+    values, vectors = np.linalg.eigh(sigma_b)
+    keep = values[::-1][: len(classes) - 1]
+    keep = keep[keep > values[-1] * 1e-12]
+    top = vectors[:, ::-1][:, : len(keep)]
+    pinv = top @ np.diag(1.0 / keep) @ top.T
+    return float(np.trace(sigma_w @ pinv) / len(classes))
 
 
 def make_probe(cv: int = 3, seed: int = 0):
