@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +28,7 @@ import torch.nn.functional as F
 from layerwise.checkpoints import load_model, save_model
 from layerwise.data import load_dataset, make_loader, materialize, model_inputs
 from layerwise.evaluation import layer_logits
-from layerwise.inference import ConfidencePolicy, EarlyExitRunner, calibration_grid, layer_speedup, simulate
+from layerwise.inference import ConfidencePolicy, EarlyExitRunner, calibration_grid, interleaved, layer_speedup, simulate
 
 
 def train_aligned(bundle, steps: int, batch_size: int = 64, lr: float = 1e-3) -> str:
@@ -66,17 +64,6 @@ def test_batches(bundle, n: int, batch_size: int):
         ds.images = F.interpolate(ds.images, size=32).repeat(1, 3, 1, 1)
     return materialize(make_loader(ds, bundle.inputs, batch_size), "cpu")
 
-
-def interleaved(fns: dict[str, callable], repeats: int) -> dict[str, float]:
-    for fn in fns.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:

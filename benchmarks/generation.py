@@ -28,7 +28,6 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -36,6 +35,7 @@ from torch import Tensor
 from layerwise.inference.decoding import Greedy
 from layerwise.inference.generation import generate
 from layerwise.inference.speculative import speculative_generate, sweep
+from layerwise.inference.timing import interleaved
 from layerwise.stack import LayerStack
 
 FULL = dict(n_layer=12, n_embd=768, n_head=12)
@@ -71,18 +71,6 @@ def hf(model, ids: Tensor, new_tokens: int) -> Tensor:
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False)
     return out[:, ids.shape[1]:]
 
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, after one warm-up call each, the functions alternating per repeat."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def throughput(model, stack: LayerStack, ids: Tensor, new_tokens: int, repeats: int) -> dict:

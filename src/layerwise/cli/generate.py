@@ -69,7 +69,7 @@ def generate(
         raise LayerwiseError(f"{model} is a {stack.task} model, not a language model: generate needs a decoder")
     ids = encode_prompts(tokenizer, prompt)
     if speculative:
-        _speculate(stack, tokenizer, prompt, ids, strategy, exit_layer or max(1, stack.num_layers // 2), num_draft,
+        _speculate(stack, tokenizer, prompt, strategy, exit_layer or max(1, stack.num_layers // 2), num_draft,
                    max_new_tokens, seed, dev)
         return
     layers = _layers(str(stack.num_layers) if layer == "last" else layer, stack.num_layers)
@@ -83,16 +83,12 @@ def generate(
             typer.echo(f"[layer {k}] {text}" if len(layers) > 1 else text)
 
 
-def _speculate(stack, tokenizer, prompts: list[str], ids: list[list[int]], strategy, exit_layer: int, num_draft: int,
+def _speculate(stack, tokenizer, prompts: list[str], strategy, exit_layer: int, num_draft: int,
                max_new_tokens: int, seed: int, device) -> None:
-    from layerwise.inference.generation import check_generation
     from layerwise.inference.speculative import speculative_text
 
-    check_generation(stack, stack.num_layers, ids, max_new_tokens + num_draft)
-    if not 1 <= exit_layer < stack.num_layers:
+    if not 1 <= exit_layer < stack.num_layers:  # the rest is checked by speculative_generate, before any work
         raise LayerwiseError(f"--exit-layer {exit_layer}: draft with layers 1..E, E in 1..{stack.num_layers - 1}")
-    if strategy.name == "contrastive":
-        raise LayerwiseError("--speculative takes greedy or sampled decoding, not contrastive search")
     stack.model.to(device)
     texts, stats = speculative_text(stack, tokenizer, prompts, exit_layer, num_draft, decoding=strategy,
                                     max_new_tokens=max_new_tokens, seed=seed)

@@ -37,7 +37,7 @@ def new_gpt_command(
     flags = check_flags(NewGPTFlags, vocab_size=vocab_size, depth=depth, dim=dim, heads=heads, max_len=max_len)
     if flags.dim % flags.heads:
         raise LayerwiseError(f"--heads {heads} does not divide --dim {dim}: pick a divisor")
-    if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
+    if out.is_file() or (out.is_dir() and any(out.iterdir())):
         raise LayerwiseError(f"--out {out} is not an empty folder: pass a new one (nothing is overwritten)")
     check_out_dir(out)
     from layerwise.checkpoints import save_model

@@ -13,7 +13,7 @@ from layerwise.inference.policies import (
 )
 from layerwise.inference.runner import EarlyExitRunner, ExitResult, FirstExit, layer_speedup
 from layerwise.inference.simulate import accuracy, calibrate, calibration_grid, simulate
-from layerwise.inference.timing import median_seconds, plain_forward, timed
+from layerwise.inference.timing import interleaved, median_seconds, plain_forward, timed
 
 __all__ = [
     "POLICIES",
@@ -29,6 +29,7 @@ __all__ = [
     "calibrate",
     "calibration_grid",
     "default_thresholds",
+    "interleaved",
     "layer_speedup",
     "make_policy",
     "median_seconds",

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from layerwise.errors import LayerwiseError
 from layerwise.inference.decoding import Greedy, Sampling
-from layerwise.inference.generation import Generated, check_generation, left_pad, positions
+from layerwise.inference.generation import Generated, check_generation, generate, left_pad, positions
 from layerwise.stack import LayerStack, StackState
 
 
@@ -187,8 +187,8 @@ def sweep(stack: LayerStack, prompts: list[list[int]], exit_layers: list[int], n
 
     holder: dict = {}
 
-    def full_run():
-        holder["full"] = generate_full(stack, prompts, max_new_tokens, pad_token_id)
+    def full_run():  # the reference: cached greedy decoding with the full model, no EOS (as the runs below)
+        holder["full"] = generate(stack, prompts, max_new_tokens=max_new_tokens, pad_token_id=pad_token_id)
 
     base_seconds = timed(full_run, repeats)
     full = holder["full"]
@@ -208,9 +208,3 @@ def sweep(stack: LayerStack, prompts: list[list[int]], exit_layers: list[int], n
     return {"full_tokens_per_s": rate(base_seconds, full), "runs": rows,
             "best": max(valid, key=lambda r: r["speedup"]) if valid else None}
 
-
-def generate_full(stack: LayerStack, prompts: list[list[int]], max_new_tokens: int, pad_token_id: int) -> Generated:
-    """The reference: cached greedy decoding with the full model, no EOS (as the sweep's speculative runs)."""
-    from layerwise.inference.generation import generate
-
-    return generate(stack, prompts, max_new_tokens=max_new_tokens, pad_token_id=pad_token_id)

@@ -32,6 +32,22 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median wall-clock seconds of each function over ``repeats``, after one warm-up call each; the functions
+    alternate within every repeat, so a shared machine's drifting load falls on all of them alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            synchronize()
+            t0 = time.perf_counter()
+            fn()
+            synchronize()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def plain_forward(model: nn.Module, batches: Sequence[Batch]) -> Callable[[], None]:
     """The baseline: the wrapped model's own forward over all batches."""
 

@@ -8,7 +8,8 @@ from layerwise.training.checkpointing import Position, latest_checkpoint, load_c
 from layerwise.training.config import TrainConfig, load_preset, resolve_config
 from layerwise.training.probe import fit_probe, head_inputs, probe_to_linear, readout_linear
 from layerwise.training.schedules import epoch_order, make_optimizer, make_scheduler, shard
-from layerwise.training.trainer import ObjectiveModule, Trainer, build_bundle, train
+from layerwise.training.setup import build_bundle
+from layerwise.training.trainer import ObjectiveModule, Trainer, train
 
 __all__ = ["ObjectiveModule", "Position", "TrainConfig", "Trainer", "build_bundle", "epoch_order", "fit_probe",
            "head_inputs", "latest_checkpoint", "load_checkpoint", "load_preset", "make_optimizer", "make_scheduler",

@@ -39,7 +39,8 @@ from layerwise.training.lpft_diagnostics import (
     ntk_at_start,
 )
 from layerwise.training.run_folder import read_log
-from layerwise.training.trainer import Trainer, build_bundle
+from layerwise.training.setup import build_bundle
+from layerwise.training.trainer import Trainer
 
 Positive = Annotated[int, Field(gt=0)]
 LearningRates = Annotated[list[Annotated[Finite, Field(gt=0)]], Field(min_length=1)]

@@ -26,7 +26,6 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,13 +35,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from layerwise.checkpoints import ModelBundle, load_model, make_exit_heads, save_model, set_readout_pooling
+from layerwise.checkpoints import save_model
 from layerwise.data import load_dataset, make_loader, to_device
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.per_layer import evaluate_layers, task_metric_name
-from layerwise.models import StackModel, build_own
 from layerwise.report.serialize import atomic_write_text, jsonable
-from layerwise.stack import LayerStack
 from layerwise.training import objectives as O
 from layerwise.training.checkpointing import (
     Position,
@@ -58,47 +55,9 @@ from layerwise.training.objectives import ObjectiveModule
 from layerwise.training.probe import fit_probe, head_inputs, probe_to_linear, readout_linear
 from layerwise.training.run_folder import LOG, METRICS, append_log, check_fresh_out, read_log, trim_log
 from layerwise.training.schedules import epoch_order, make_optimizer, make_scheduler, shard
+from layerwise.training.setup import build_bundle, make_accelerator
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def build_bundle(cfg: TrainConfig, num_classes: int | None) -> ModelBundle:
-    """Load the model, apply --depth / --max-length (to this bundle only), add multi-exit heads when needed."""
-    bundle = load_model(cfg.model, num_classes=num_classes)
-    if cfg.depth is not None:
-        if not isinstance(bundle.model, StackModel):
-            raise LayerwiseError("--depth applies to the project's own models (vit-*, gpt-tiny, mlp-*) only")
-        model = build_own({**bundle.model.config_dict(), "depth": cfg.depth})
-        bundle = ModelBundle(bundle.name, model, LayerStack(model), bundle.inputs, meta=bundle.meta)
-    if cfg.max_length is not None:
-        bundle.inputs = replace(bundle.inputs, max_length=cfg.max_length)
-    if cfg.pooling is not None:
-        set_readout_pooling(bundle, cfg.pooling)
-    if cfg.stage2 in ("multi-exit", "multi-exit-joint") and bundle.exit_heads is None:
-        heads = make_exit_heads(bundle.stack)
-        heads[-1] = bundle.stack.readout  # the last exit is the model's own readout
-        bundle.exit_heads = heads
-    return bundle
-
-
-def _accelerator(cfg: TrainConfig):
-    """The Accelerator, refusing what it cannot run: fp16 off CUDA, a batch that does not split evenly."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    # Alternating objectives leave some parameters unused on half the steps (multi-exit heads).
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.stage2 in ("multi-exit",))
-    try:  # mixed precision is ours (autocast + scaler), so in-process runs may differ in it
-        acc = Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp])
-    except ValueError as e:
-        raise LayerwiseError(f"Accelerate was already set up differently in this process ({e}): "
-                             "train in a new process") from e
-    if cfg.mixed_precision == "fp16" and acc.device.type != "cuda":  # elsewhere fp16 used to be ignored silently
-        raise LayerwiseError(f"fp16 mixed precision needs a CUDA GPU and this run trains on {acc.device.type}: "
-                             "use mixed precision bf16 or no")
-    if cfg.batch_size % acc.num_processes:
-        raise LayerwiseError(f"batch size {cfg.batch_size} is not divisible by {acc.num_processes} processes")
-    return acc
 
 
 def _check_out(cfg: TrainConfig, ckpt_root: Path) -> None:
@@ -120,7 +79,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.ckpt_root = self.out / "checkpoint"
         _check_out(cfg, self.ckpt_root)
-        self.accelerator = acc = _accelerator(cfg)
+        self.accelerator = acc = make_accelerator(cfg)
         self.rank, self.world = acc.process_index, acc.num_processes
         set_seed(cfg.seed)
         dtype = AUTOCAST_DTYPES.get(cfg.mixed_precision)

@@ -1,0 +1,51 @@
+"""What a training run is built from before its first step: the model bundle a ``TrainConfig`` names, and the
+Accelerator it runs on (both refuse what they cannot do, before any work)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from layerwise.checkpoints import ModelBundle, load_model, make_exit_heads, set_readout_pooling
+from layerwise.errors import LayerwiseError
+from layerwise.models import StackModel, build_own
+from layerwise.stack import LayerStack
+from layerwise.training.config import TrainConfig
+
+
+def build_bundle(cfg: TrainConfig, num_classes: int | None) -> ModelBundle:
+    """Load the model, apply --depth / --max-length (to this bundle only), add multi-exit heads when needed."""
+    bundle = load_model(cfg.model, num_classes=num_classes)
+    if cfg.depth is not None:
+        if not isinstance(bundle.model, StackModel):
+            raise LayerwiseError("--depth applies to the project's own models (vit-*, gpt-tiny, mlp-*) only")
+        model = build_own({**bundle.model.config_dict(), "depth": cfg.depth})
+        bundle = ModelBundle(bundle.name, model, LayerStack(model), bundle.inputs, meta=bundle.meta)
+    if cfg.max_length is not None:
+        bundle.inputs = replace(bundle.inputs, max_length=cfg.max_length)
+    if cfg.pooling is not None:
+        set_readout_pooling(bundle, cfg.pooling)
+    if cfg.stage2 in ("multi-exit", "multi-exit-joint") and bundle.exit_heads is None:
+        heads = make_exit_heads(bundle.stack)
+        heads[-1] = bundle.stack.readout  # the last exit is the model's own readout
+        bundle.exit_heads = heads
+    return bundle
+
+
+def make_accelerator(cfg: TrainConfig):
+    """The Accelerator, refusing what it cannot run: fp16 off CUDA, a batch that does not split evenly."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Alternating objectives leave some parameters unused on half the steps (multi-exit heads).
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.stage2 in ("multi-exit",))
+    try:  # mixed precision is ours (autocast + scaler), so in-process runs may differ in it
+        acc = Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp])
+    except ValueError as e:
+        raise LayerwiseError(f"Accelerate was already set up differently in this process ({e}): "
+                             "train in a new process") from e
+    if cfg.mixed_precision == "fp16" and acc.device.type != "cuda":  # elsewhere fp16 used to be ignored silently
+        raise LayerwiseError(f"fp16 mixed precision needs a CUDA GPU and this run trains on {acc.device.type}: "
+                             "use mixed precision bf16 or no")
+    if cfg.batch_size % acc.num_processes:
+        raise LayerwiseError(f"batch size {cfg.batch_size} is not divisible by {acc.num_processes} processes")
+    return acc
