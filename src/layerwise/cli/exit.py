@@ -22,6 +22,7 @@ class ExitFlags(Flags):
     limit: PositiveInt | None
     calibrate_eps: AccuracyDifference
     delta: AccuracyDifference
+    transfer_limit: PositiveInt | None
 
 
 def _validation_split(ds, val_split: str | None, data: str, limit: int | None, seed: int, data_dir):
@@ -45,17 +46,20 @@ def evaluate_exit(models: Sequence[str], data: str, out: str | Path, *, policy: 
                   calibrate_eps: float = 0.01, val_split: str | None = "0.5", delta: float = 0.01,
                   min_layer: int = 1, max_layer: int | None = None, thresholds: Sequence[float] | None = None,
                   device: str = "auto", seed: int = 0, data_dir: str | Path | None = None, repeats: int = 1,
-                  shift_data: str | None = None) -> dict[str, Any]:
-    """``layerwise exit``: write ``out/results.json``, ``exit_histogram.png`` and ``sweep.png``."""
+                  shift_data: str | None = None, shift_augment: bool = False, transfer_data: str | None = None,
+                  transfer_splits: tuple[str, str] = ("train", "test"),
+                  transfer_limit: int | None = 2000) -> dict[str, Any]:
+    """``layerwise exit``: write ``out/results.json``, ``exit_histogram.png``, ``sweep.png`` and, with a shift
+    or a transfer task (paper Fig. 6), ``shift_transfer.png``."""
     if not models:
         raise LayerwiseError("no model given: pass --model at least once")
     check_flags(ExitFlags, batch_size=batch_size, repeats=repeats, limit=limit, calibrate_eps=calibrate_eps,
-                delta=delta)
+                delta=delta, transfer_limit=transfer_limit)
     out = check_out_dir(Path(out))
     from layerwise.checkpoints import BUILTIN, load_model  # after the checks: a bad flag is answered without torch
     from layerwise.data import load_dataset, make_loader, materialize
     from layerwise.device import pick_device
-    from layerwise.evaluation import evaluate_model, layerwise_accuracy
+    from layerwise.evaluation import evaluate_model, layerwise_accuracy, transfer_accuracy
     from layerwise.inference import make_policy
     from layerwise.report.writers import write_exit
 
@@ -83,14 +87,27 @@ def evaluate_exit(models: Sequence[str], data: str, out: str | Path, *, policy: 
         report = evaluate_model(bundle, pol, test, val, eps=calibrate_eps, delta=delta, thresholds=thresholds,
                                 repeats=repeats, metrics=ds.metrics)
         report["model"] = spec
-        if shift_data is not None:
-            report["shift"] = {"data": shift_data, "per_layer_accuracy": layerwise_accuracy(
-                bundle, shift_data, split=split, limit=limit, batch_size=batch_size, data_dir=data_dir, seed=seed)}
+        common = dict(limit=limit, batch_size=batch_size, data_dir=data_dir, seed=seed)
+        if shift_data is not None or shift_augment:
+            report["shift"] = {"data": shift_data or data, "augment": shift_augment,
+                               "per_layer_accuracy": layerwise_accuracy(
+                                   bundle, shift_data or data, split=split, augment=shift_augment, **common)}
+        if transfer_data is not None:
+            report["transfer"] = {"data": transfer_data, "splits": list(transfer_splits), **transfer_accuracy(
+                bundle, transfer_data, transfer_data, train_split=transfer_splits[0], test_split=transfer_splits[1],
+                **{**common, "limit": transfer_limit})}
         reports.append(report)
     results = {"data": data, "split": split, "val_split": val_split, "batch_size": batch_size,
                "device": str(dev), "policy": policy, "threshold": threshold, "models": reports}
     write_exit(results, out)
     return results
+
+
+def _two_splits(text: str) -> tuple[str, str]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise LayerwiseError(f"--transfer-splits {text!r}: pass two split names, fit then test, e.g. train,dev")
+    return parts[0], parts[1]
 
 
 @app.command("exit")
@@ -109,6 +126,12 @@ def exit_command(
     val_split: str = typer.Option("0.5", help="fraction of the data held out for calibration, or a split name"),
     delta: float = typer.Option(0.01, help="minimal depth: smallest k within δ of the best layer"),
     shift_data: Optional[str] = typer.Option(None, help="also report per-layer accuracy on this data set"),
+    shift_augment: bool = typer.Option(False, "--shift-augment",
+                                       help="shift = the evaluation data under the training augmentations"),
+    transfer_data: Optional[str] = typer.Option(
+        None, help="transfer task: one linear head fitted on the frozen last layer, applied after every layer"),
+    transfer_splits: str = typer.Option("train,test", help="transfer task: fit split,test split"),
+    transfer_limit: Optional[int] = typer.Option(2000, help="transfer task: examples per split (seeded)"),
     repeats: int = typer.Option(1, help="timing repeats (median)"),
     data_dir: Optional[Path] = typer.Option(None),
     device: str = typer.Option("auto"),
@@ -118,5 +141,6 @@ def exit_command(
     evaluate_exit(model, data, out, policy=policy, threshold=threshold, split=split, limit=limit,
                   batch_size=batch_size, calibrate_eps=calibrate_eps, val_split=val_split, delta=delta,
                   min_layer=min_layer, max_layer=max_layer, device=device, seed=seed, data_dir=data_dir,
-                  repeats=repeats, shift_data=shift_data)
+                  repeats=repeats, shift_data=shift_data, shift_augment=shift_augment, transfer_data=transfer_data,
+                  transfer_splits=_two_splits(transfer_splits), transfer_limit=transfer_limit)
     typer.echo(f"wrote {out}/results.json")

@@ -96,6 +96,20 @@ def cos_boxplot(per_sample: np.ndarray, path: Path) -> None:
     _save(fig, path)
 
 
+def residual_panels(residual: dict[str, Sequence[float]], path: Path) -> None:
+    """Per block ℓ: ‖hˡ‖/‖f(hˡ)‖ (log scale) and the cosines cos(hˡ, f(hˡ)), cos(hˡ, hˡ⁺¹) (paper Fig. 10)."""
+    fig = Figure(figsize=(8, 3.4))
+    left, right = fig.subplots(1, 2)
+    blocks = np.arange(1, len(residual["norm_ratio"]) + 1)
+    left.plot(blocks, residual["norm_ratio"], marker="o")
+    left.set(yscale="log", xlabel="block", ylabel="‖h‖ / ‖f(h)‖", title="residual norm ratio")
+    for key, label in (("cos_update", "cos(h, f(h))"), ("cos_adjacent", "cos(h, h + f(h))")):
+        right.plot(blocks, residual[key], marker="o", label=label)
+    right.set(xlabel="block", ylabel="cosine", title="update direction")
+    right.legend(fontsize=8)
+    _save(fig, path)
+
+
 def exit_histograms(reports: Sequence[dict], path: Path) -> None:
     """One bar chart of exit layers per model."""
     fig = Figure(figsize=(4 * len(reports), 3.2))
@@ -118,6 +132,24 @@ def exit_sweep(reports: Sequence[dict], path: Path) -> None:
         ax.set(xlabel=f"{key.replace('_', ' ')} (×)", ylabel="accuracy", title=key.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def shift_transfer_curves(reports: Sequence[dict], path: Path) -> None:
+    """Per-layer accuracy of each model in distribution, under shift and on a transfer task (paper Fig. 6)."""
+    fig = Figure(figsize=(6.4, 4))
+    ax = fig.subplots()
+    for colour, r in zip(matplotlib_colours(len(reports)), reports):
+        acc = r["per_layer_accuracy"]
+        ax.plot(range(1, len(acc) + 1), acc, marker="o", color=colour, label=f"{r['model']}: in distribution")
+        if "shift" in r:
+            shifted = r["shift"]["per_layer_accuracy"]
+            ax.plot(range(1, len(shifted) + 1), shifted, marker="s", ls="--", color=colour, label="shifted")
+        if "transfer" in r:
+            t = r["transfer"]["per_layer_accuracy"]
+            ax.plot(range(len(t)), t, marker="^", ls=":", color=colour, label=f"transfer ({r['transfer']['data']})")
+    ax.set(xlabel="layer", ylabel="accuracy", title="readout after every layer")
+    ax.legend(fontsize=7)
     _save(fig, path)
 
 

@@ -22,6 +22,8 @@ from layerwise.report.figures import (
     path_curves,
     probe_nc1,
     reliability_diagrams,
+    residual_panels,
+    shift_transfer_curves,
 )
 from layerwise.report.serialize import atomic_write_text, jsonable, write_json
 
@@ -71,6 +73,8 @@ def write_analysis(results: dict, out: Path) -> None:
         cos_boxplot(np.asarray(results["cos_per_sample_to_last"], float), out / "cos_boxplot.png")
     if "probe_accuracy" in results:
         probe_nc1(results, out / "probe_nc1.png")
+    if results.get("residual"):
+        residual_panels(results["residual"], out / "residual.png")
     write_csv(layer_rows(results, matrices), out / "layers.csv")
     write_json(results, out / "results.json", RESULT_DIGITS)
 
@@ -90,6 +94,8 @@ def write_exit(results: dict, out: Path) -> None:
     write_json(results, out / "results.json")
     exit_histograms(results["models"], out / "exit_histogram.png")
     exit_sweep(results["models"], out / "sweep.png")
+    if any("shift" in m or "transfer" in m for m in results["models"]):
+        shift_transfer_curves(results["models"], out / "shift_transfer.png")
 
 
 def generation_rows(results: dict) -> list[dict]:

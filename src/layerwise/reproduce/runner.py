@@ -1,0 +1,93 @@
+"""Run a recipe: each step is one ``layerwise`` command in its own process, in order, into ``out/<step>``.
+
+Resuming: a finished step leaves ``out/.reproduce/<step>.json`` (its command and flags) and is skipped next
+time; an unfinished one runs again, and ``train`` continues from its own last checkpoint. A step whose
+folder was finished with other settings is refused before anything runs (pass another ``--out``), so
+figures that share a step (the same name and flags) share its folder and its work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from layerwise.errors import LayerwiseError
+from layerwise.report.serialize import write_json
+from layerwise.reproduce.recipe import Budget, Recipe, Step, command_line, settings
+
+MARKS = ".reproduce"
+RECORD = "reproduce.json"
+
+
+def mark_path(out: Path, step: Step) -> Path:
+    return out / MARKS / f"{step.name}.json"
+
+
+def finished(out: Path, step: Step, budget: Budget) -> bool:
+    """Whether the step already ran to the end with these settings; other settings are an error."""
+    path = mark_path(out, step)
+    if not path.exists():
+        return False
+    try:
+        mark = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False  # a mark cut short: run the step again
+    if mark.get("settings") != settings(step, budget):
+        raise LayerwiseError(f"{out / step.name} was written by a step {step.name!r} with other settings "
+                             f"({mark.get('settings')}): pass another --out")
+    return True
+
+
+def check_resumable(recipe: Recipe, budget: Budget, out: Path) -> list[bool]:
+    """Which steps are done; raises before any work if a folder holds another setting's results."""
+    return [finished(out, step, budget) for step in recipe.steps]
+
+
+def run_step(step: Step, budget: Budget, out: Path, env: dict[str, str]) -> float:
+    """One step as ``python -m layerwise.cli …``: its own process, so its memory is returned and its output is live."""
+    argv = [sys.executable, "-m", "layerwise.cli", *command_line(step, budget, out)]
+    start = time.perf_counter()
+    code = subprocess.call(argv, env=env)
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise LayerwiseError(f"step {step.name!r} ({step.command}) stopped with exit status {code}: fix what it "
+                             "printed, then run the same reproduce command again to resume")
+    write_json({"settings": settings(step, budget), "seconds": seconds,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, mark_path(out, step))
+    return seconds
+
+
+def update_record(out: Path, entry: dict[str, Any]) -> None:
+    """``out/reproduce.json`` keeps one entry per figure reproduced into ``out`` (read, updated, rewritten)."""
+    path = out / RECORD
+    record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"figures": {}}
+    record["figures"][entry["figure"]] = entry
+    write_json(record, path)
+
+
+def reproduce(recipe: Recipe, budget: Budget, out: Path, *, data_dir: Path | None = None,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every step of ``recipe`` not yet done, record the figure in ``out/reproduce.json``; the entry."""
+    out.mkdir(parents=True, exist_ok=True)
+    done = check_resumable(recipe, budget, out)
+    env = {**os.environ, **({"LAYERWISE_DATA": str(data_dir)} if data_dir else {})}
+    if recipe.data_note:
+        echo(f"note: {recipe.data_note}")
+    steps = []
+    start = time.perf_counter()
+    for i, (step, skip) in enumerate(zip(recipe.steps, done), 1):
+        echo(f"[{i}/{len(recipe.steps)}] {step.name}: layerwise {step.command}" + (" (done before)" if skip else ""))
+        seconds = None if skip else run_step(step, budget, out, env)
+        steps.append({"name": step.name, "command": step.command, "folder": step.name,
+                      "args": step.flags(budget), "seconds": seconds, "skipped": skip})
+    entry = {"figure": recipe.figure, "title": recipe.title, "claim": recipe.claim, "budget": budget,
+             "data_note": recipe.data_note, "shows": recipe.shows, "minutes_expected": recipe.minutes[budget],
+             "seconds": time.perf_counter() - start, "steps": steps}
+    update_record(out, entry)
+    return entry
