@@ -219,3 +219,22 @@ def test_shift_and_transfer(aligned_mlp):
     parity = transfer_accuracy(aligned_mlp, "digits", "digits", relabel=lambda y: y % 2, limit=400)
     assert len(parity["per_layer_accuracy"]) == L + 1
     assert parity["per_layer_accuracy"][-1] > 0.7
+
+
+def test_exit_command_reports_shift_and_transfer(aligned_mlp, tmp_path):
+    """``exit --shift-data D`` on the evaluation data itself reproduces the in-distribution per-layer accuracy
+    (two code paths: the exit report's logits and ``layerwise_accuracy``); the transfer head is fitted on the
+    last layer and scored at every layer, and the figure is written."""
+    from layerwise.checkpoints import save_model
+    from layerwise.cli.exit import evaluate_exit
+
+    save_model(aligned_mlp, tmp_path / "model")
+    results = evaluate_exit([str(tmp_path / "model")], "digits", tmp_path / "out", limit=300, val_split=None,
+                            shift_data="digits", transfer_data="digits", transfer_splits=("train", "test"),
+                            transfer_limit=300, device="cpu")
+    report = results["models"][0]
+    assert report["shift"]["per_layer_accuracy"] == pytest.approx(report["per_layer_accuracy"], abs=1e-12)
+    transfer = report["transfer"]["per_layer_accuracy"]
+    assert len(transfer) == aligned_mlp.stack.num_layers + 1
+    assert transfer[-1] > 0.7 and transfer[-1] > transfer[0]
+    assert (tmp_path / "out" / "shift_transfer.png").stat().st_size > 0
