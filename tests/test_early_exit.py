@@ -237,4 +237,4 @@ def test_exit_command_reports_shift_and_transfer(aligned_mlp, tmp_path):
     transfer = report["transfer"]["per_layer_accuracy"]
     assert len(transfer) == aligned_mlp.stack.num_layers + 1
     assert transfer[-1] > 0.7 and transfer[-1] > transfer[0]
-    assert (tmp_path / "out" / "shift_transfer.png").stat().st_size > 0
+    assert (tmp_path / "out" / "per_layer_accuracy.png").stat().st_size > 0

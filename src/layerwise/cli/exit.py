@@ -49,8 +49,8 @@ def evaluate_exit(models: Sequence[str], data: str, out: str | Path, *, policy: 
                   shift_data: str | None = None, shift_augment: bool = False, transfer_data: str | None = None,
                   transfer_splits: tuple[str, str] = ("train", "test"),
                   transfer_limit: int | None = 2000) -> dict[str, Any]:
-    """``layerwise exit``: write ``out/results.json``, ``exit_histogram.png``, ``sweep.png`` and, with a shift
-    or a transfer task (paper Fig. 6), ``shift_transfer.png``."""
+    """``layerwise exit``: write ``out/results.json``, ``exit_histogram.png``, ``sweep.png`` and
+    ``per_layer_accuracy.png`` (with the shift and the transfer task of paper Fig. 6 when asked)."""
     if not models:
         raise LayerwiseError("no model given: pass --model at least once")
     check_flags(ExitFlags, batch_size=batch_size, repeats=repeats, limit=limit, calibrate_eps=calibrate_eps,

@@ -135,8 +135,9 @@ def exit_sweep(reports: Sequence[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def shift_transfer_curves(reports: Sequence[dict], path: Path) -> None:
-    """Per-layer accuracy of each model in distribution, under shift and on a transfer task (paper Fig. 6)."""
+def layer_accuracy_curves(reports: Sequence[dict], path: Path) -> None:
+    """Per-layer accuracy of each model (models of different depths side by side, paper Fig. 4), under shift and
+    on a transfer task when measured (Fig. 6)."""
     fig = Figure(figsize=(6.4, 4))
     ax = fig.subplots()
     for colour, r in zip(matplotlib_colours(len(reports)), reports):

@@ -23,7 +23,7 @@ from layerwise.report.figures import (
     probe_nc1,
     reliability_diagrams,
     residual_panels,
-    shift_transfer_curves,
+    layer_accuracy_curves,
 )
 from layerwise.report.serialize import atomic_write_text, jsonable, write_json
 
@@ -89,13 +89,13 @@ def write_compare(results: dict, out: Path) -> None:
 
 
 def write_exit(results: dict, out: Path) -> None:
-    """``layerwise exit``: results.json, the exit histograms and the threshold sweep."""
+    """``layerwise exit``: results.json, the exit histograms, the threshold sweep and the per-layer accuracy
+    (with shift and transfer when asked)."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(results, out / "results.json")
     exit_histograms(results["models"], out / "exit_histogram.png")
     exit_sweep(results["models"], out / "sweep.png")
-    if any("shift" in m or "transfer" in m for m in results["models"]):
-        shift_transfer_curves(results["models"], out / "shift_transfer.png")
+    layer_accuracy_curves(results["models"], out / "per_layer_accuracy.png")
 
 
 def generation_rows(results: dict) -> list[dict]:
