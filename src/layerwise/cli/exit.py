@@ -68,6 +68,9 @@ def evaluate_exit(models: Sequence[str], data: str, out: str | Path, *, policy: 
     ds = load_dataset(data, split, limit=limit, seed=seed, data_dir=data_dir)
     if ds.kind == "corpus" or ds.labels is None:
         raise LayerwiseError(f"{data} has no class labels: early exit needs a labelled classification data set")
+    if shift_augment and ds.kind != "image":
+        raise LayerwiseError(f"--shift-augment applies the image augmentations, and {data} is {ds.kind} data: "
+                             "pass --shift-data with another data set instead")
     val_ds, test_ds = _validation_split(ds, val_split, data, limit, seed, data_dir)
     reports = []
     for spec in models:
@@ -89,9 +92,10 @@ def evaluate_exit(models: Sequence[str], data: str, out: str | Path, *, policy: 
         report["model"] = spec
         common = dict(limit=limit, batch_size=batch_size, data_dir=data_dir, seed=seed)
         if shift_data is not None or shift_augment:
+            shifted = test_ds if shift_data is None else shift_data  # augmentation: the very samples scored above
             report["shift"] = {"data": shift_data or data, "augment": shift_augment,
                                "per_layer_accuracy": layerwise_accuracy(
-                                   bundle, shift_data or data, split=split, augment=shift_augment, **common)}
+                                   bundle, shifted, split=split, augment=shift_augment, **common)}
         if transfer_data is not None:
             report["transfer"] = {"data": transfer_data, "splits": list(transfer_splits), **transfer_accuracy(
                 bundle, transfer_data, transfer_data, train_split=transfer_splits[0], test_split=transfer_splits[1],
