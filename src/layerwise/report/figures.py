@@ -142,7 +142,9 @@ def layer_accuracy_curves(reports: Sequence[dict], path: Path) -> None:
     ax = fig.subplots()
     for colour, r in zip(matplotlib_colours(len(reports)), reports):
         acc = r["per_layer_accuracy"]
-        ax.plot(range(1, len(acc) + 1), acc, marker="o", color=colour, label=f"{r['model']}: in distribution")
+        name = Path(r["model"]).name or r["model"]
+        ax.plot(range(1, len(acc) + 1), acc, marker="o", color=colour,
+                label=f"{name}: in distribution" if "shift" in r else name)
         if "shift" in r:
             shifted = r["shift"]["per_layer_accuracy"]
             ax.plot(range(1, len(shifted) + 1), shifted, marker="s", ls="--", color=colour, label="shifted")
