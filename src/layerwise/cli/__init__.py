@@ -4,7 +4,8 @@
 importing this package registers every command.
 """
 
-from layerwise.cli import analyze, connect, exit, gen_eval, generate, lpft, models, new_gpt, train, truncate  # noqa: F401
+from layerwise.cli import (  # noqa: F401
+    analyze, connect, exit, gen_eval, generate, lpft, models, new_gpt, report, train, truncate)
 from layerwise.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -65,8 +65,10 @@ class Reproduction:
 def check_folder(folder: Path) -> str:
     """The kind of run in ``folder``; a one-line error when it does not exist or holds no run of ours."""
     folder = Path(folder)
+    if not folder.exists():
+        raise LayerwiseError(f"{folder} does not exist: pass run folders written by layerwise")
     if not folder.is_dir():
-        raise LayerwiseError(f"{folder} is not a folder: pass run folders written by layerwise")
+        raise LayerwiseError(f"{folder} is a file, not a folder: pass run folders written by layerwise")
     kind = detect(folder)
     if kind is None:
         raise LayerwiseError(f"{folder} holds no layerwise run (no results.json, metrics.json or reproduce.json "
@@ -88,7 +90,7 @@ def check_out_file(out: Path) -> Path:
             raise LayerwiseError(f"{out} exists and was not written by {GENERATOR}: pass another file "
                                  "(an existing report is only ever overwritten by a new one)")
     if not out.parent.is_dir():
-        raise LayerwiseError(f"the folder of {out} does not exist: create it or pass another file")
+        raise LayerwiseError(f"{out} is in a folder that does not exist: create it or pass another file")
     return out
 
 
