@@ -26,8 +26,11 @@ def make_runs(root: Path, *, gen_eval: bool = True) -> dict[str, Path]:
     runs = {"analyze_residual": root / "analyze-residual", "analyze_plain": root / "analyze-plain",
             "compare": root / "compare", "train": root / "train", "exit": root / "exit", "connect": root / "connect",
             "lpft": root / "lpft"}
-    for name, model in (("analyze_residual", "mlp-residual"), ("analyze_plain", "mlp-plain")):
-        run_analysis(model=model, data="digits", out=runs[name], limit=64, probe_limit=100, device="cpu")
+    run_analysis(model="mlp-residual", data="digits", out=runs["analyze_residual"], limit=64, probe_limit=100,
+                 device="cpu")
+    # RSA on a subset of 32 of the 64 samples: a run with a warning of its own
+    run_analysis(model="mlp-plain", data="digits", out=runs["analyze_plain"], limit=64, probe_limit=100,
+                 measures="cos,cka,rsa", sample_cap=32, device="cpu")
     run_compare(model_a="mlp-residual", model_b="mlp-plain", data="digits", out=runs["compare"], limit=64,
                 device="cpu")
     train(resolve_config(model="mlp-residual", data="digits", limit=64, eval_limit=32, epochs=2,
