@@ -171,7 +171,7 @@ def test_warnings_and_configuration_are_shown(page):
     warnings = _results(runs["analyze_plain"])["warnings"]
     assert warnings and any("rsa" in w for w in warnings)  # RSA on 32 of the 64 samples
     assert [w.removeprefix("warning: ") for w in p.warnings] == warnings
-    configs = [dict((row[0][0], row[1][0]) for row in t["rows"]) for t in p.tables if t["columns"] == ["option", "value"]]
+    configs = [{row[0][0]: row[1][0] for row in t["rows"]} for t in p.tables if t["columns"] == ["option", "value"]]
     analyze = _results(runs["analyze_plain"])["config"]
     assert {"model": "mlp-plain", "measures": json.dumps(analyze["measures"]), "sample_cap": "32"}.items() \
         <= configs[1].items()
@@ -224,7 +224,7 @@ def test_reproduce_folder_shows_its_figure_then_each_step(report_runs, tmp_path)
         ["Step 1: standard", "Step 2: aligned", "Step 3: never-ran"]
     assert "<code>layerwise analyze --model aligned</code>" in text and "not run yet" in text
     assert len(_by_run(p, "per layer")) == 2 and len(p.images) == 2 * len(list(runs["analyze_residual"].glob("*.png")))
-    assert any(dict((r[0][0], r[1][0]) for r in t["rows"]).get("expected_minutes") == "3" for t in p.tables)
+    assert any({r[0][0]: r[1][0] for r in t["rows"]}.get("expected_minutes") == "3" for t in p.tables)
 
 
 def test_write_report_refuses_foreign_files_and_rewrites_its_own(report_runs, tmp_path):

@@ -11,9 +11,10 @@ import base64
 import csv
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from layerwise.errors import LayerwiseError
 
