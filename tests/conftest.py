@@ -28,3 +28,19 @@ def shared_data(monkeypatch):
         pytest.skip("real data absent: set LAYERWISE_DATA to the shared data root")
     monkeypatch.setenv("LAYERWISE_DATA", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def report_runs(tmp_path_factory):
+    """Run folders of every command (``report_runs.make_runs``) and the page ``layerwise report`` makes of them,
+    written once for the report tests: ``(runs by name, page path)``."""
+    from report_runs import make_runs
+    from threadpoolctl import threadpool_limits
+
+    from layerwise.report.html import write_report
+
+    root = tmp_path_factory.mktemp("report-runs")
+    with threadpool_limits(1):  # the probes' BLAS: one thread, as every child process of the tests has
+        runs = make_runs(root)
+    page = write_report(list(runs.values()), root / "report.html")
+    return runs, page

@@ -16,6 +16,7 @@ from Python, a ``LayerwiseError``. The classes of bad input covered:
   float labels (Python)
 - ``connect``: two models of different architectures or tensor layouts (the error names the group), an α
   outside [0, 1], an unknown mode, data the models cannot read, weight matching without declared units
+- ``report``: a folder that does not exist or holds no run; ``--out`` a folder, or a file it did not write
 - resuming ``train``: a checkpoint without its position or scheduler state, a planted pickle (never
   unpickled), ``latest.json`` pointing outside the run; a corrupt line in ``log.jsonl`` (Python)
 
@@ -319,6 +320,24 @@ def _lpft(model: str | Callable[[Folder], Path], data: str, *flags: str) -> Call
     return build
 
 
+def _report(out: Callable[[Folder], Path], folder: Callable[[Folder], Path] | None = None):
+    """``report`` of ``folder`` (by default a run folder whose results.json names its command) into ``out``."""
+
+    def build(f: Folder) -> list[str]:
+        run = folder(f) if folder else f.write("run/results.json", '{"command": "exit", "models": []}').parent
+        return ["report", str(run), "--out", str(out(f))]
+
+    return build
+
+
+def _foreign_page(f: Folder) -> Path:
+    return f.write("notes.html", "<html>my notes</html>")
+
+
+def _foreign_page_unchanged(f: Folder) -> None:
+    assert (f.path / "notes.html").read_text() == "<html>my notes</html>"
+
+
 def _regression_model(f: Folder) -> Path:
     """An own MLP with one output: a regression head."""
     return save_model(load_model("mlp-residual", num_classes=1), f.path / "regression")
@@ -453,6 +472,14 @@ CASES: dict[str, Case] = {
                                                   naming("optimizer.pt", "corrupt"), _pickle_never_ran),
     "train-resume-latest-outside": Case(_resume(_point_latest_outside),
                                         naming("../../x", "not a checkpoint of this run")),
+    # report: folders that are not runs, and an --out that is a folder or a file the command did not write
+    "report-folder-missing": Case(_report(lambda f: f.path / "r.html", lambda f: f.path / "nope"),
+                                  naming("nope does not exist", "run folders")),
+    "report-folder-not-a-run": Case(_report(lambda f: f.path / "r.html", lambda f: f.write("empty/x.txt", "").parent),
+                                    naming("empty holds no layerwise run")),
+    "report-out-is-folder": Case(_report(lambda f: f.path), naming("--out", "is a folder", ".html")),
+    "report-out-foreign-file": Case(_report(_foreign_page), naming("--out", "notes.html", "not written by layerwise"),
+                                    _foreign_page_unchanged),
     # lpft: each refused before any training starts (nothing is written under --out)
     "lpft-no-classifier-head": Case(_lpft("gpt2-tiny", "sentences"), naming("gpt2-tiny", "no classifier head"),
                                     after=_nothing_trained),

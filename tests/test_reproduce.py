@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +16,7 @@ import yaml
 
 from layerwise.cli.app import app
 from layerwise.errors import LayerwiseError
+from layerwise.report.html import write_report
 from layerwise.reproduce import BUDGETS, all_recipes, command_line, find_recipe, read_recipe, reproduce
 
 # The figures the issue names: every one must have a recipe.
@@ -117,6 +121,14 @@ def test_a_run_resumes_and_refuses_other_settings(tmp_path, monkeypatch):
     assert analysed["config"]["model"] == str(out / "mlp")
     assert [s["skipped"] for s in entry["steps"]] == [False, False]
     assert json.loads((out / "reproduce.json").read_text())["figures"]["t"]["steps"][1]["folder"] == "analyze"
+
+    recipe2 = read_recipe(_write(tmp_path, steps, figure="u", shows=["analyze/similarity_vs_last.png"]))
+    reproduce(recipe2, "cpu", out, echo=lambda _: None)  # a second figure into the same folder: nothing reruns
+    page = write_report([out], tmp_path / "report.html").read_text()
+    png = base64.b64encode((out / "analyze" / "similarity_vs_last.png").read_bytes()).decode()
+    assert page.count("<h2>Figure t: test</h2>") == 1 and page.count("<h2>Figure u: test</h2>") == 1
+    assert f"data:image/png;base64,{png}" in page  # the figure's own file, shown in its header
+    assert html.escape(shlex.join(["layerwise", *command_line(recipe.steps[1], "cpu", out)])) in page
 
     def no_process(*a, **k):
         raise AssertionError("a finished step ran again")

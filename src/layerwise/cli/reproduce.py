@@ -55,9 +55,10 @@ def reproduce_command(
     recipe = find_recipe(figure)
     out = check_out_dir(out or Path("runs/reproduce") / recipe.figure)
     entry = reproduce(recipe, budget, out, data_dir=data_dir, echo=typer.echo)  # type: ignore[arg-type]
-    typer.echo(f"figure {recipe.figure}: {entry['seconds'] / 60:.1f} min (expected {_minutes(recipe.minutes[budget])})")
+    typer.echo(f"figure {recipe.figure}: {entry['seconds'] / 60:.1f} min now, {entry['seconds_all_steps'] / 60:.1f} min "
+               f"for all its steps (expected {_minutes(recipe.minutes[budget])})")
     if report:
         from layerwise.report.html import write_report
 
-        path = write_report([out], out / "report.html", title=f"Figure {recipe.figure}: {recipe.title}")
+        path = write_report([out], out / "report.html")  # every figure reproduced into OUT, titled by its own
         typer.echo(f"wrote {path}")

@@ -2,7 +2,9 @@
 
 - ``serialize``: JSON with NaN as null, atomic writes (imported here; light, no plotting library);
 - ``figures``: every figure, drawn without pyplot's global state;
-- ``writers``: each command's output folder (results.json, CSV, figures).
+- ``writers``: each command's output folder (results.json, CSV, figures);
+- ``collect`` and ``html``: ``layerwise report``, one self-contained HTML page (Jinja2 template in ``templates/``)
+  from any run folders.
 """
 
 from layerwise._deprecated import moved_names

@@ -31,6 +31,12 @@ def jsonable(x: Any, digits: int | None = None) -> Any:
     return x
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """``write(tmp)`` to a temporary file in the same directory, then rename: never a half-written file."""
     path = Path(path)
@@ -38,6 +44,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results and reports from other users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -32,6 +32,11 @@ LAYER_KEYS = ("accuracy", "loss", "perplexity", "f1", "mcc", "pearson", "spearma
 RESULT_DIGITS = 10  # analysis results are rounded to 10 decimals in results.json and layers.csv
 
 
+def tagged(command: str, results: dict) -> dict:
+    """``results`` as written to disk: led by ``"command"``, so that ``layerwise report`` knows what wrote it."""
+    return {"command": command, **{k: v for k, v in results.items() if k != "command"}}
+
+
 def _matrix_keys(results: dict) -> list[str]:
     return [k for k, v in results.items() if isinstance(v, np.ndarray) and v.ndim == 2 and k != "cos_per_sample_to_last"]
 
@@ -76,7 +81,7 @@ def write_analysis(results: dict, out: Path) -> None:
     if results.get("residual"):
         residual_panels(results["residual"], out / "residual.png")
     write_csv(layer_rows(results, matrices), out / "layers.csv")
-    write_json(results, out / "results.json", RESULT_DIGITS)
+    write_json(tagged("analyze", results), out / "results.json", RESULT_DIGITS)
 
 
 def write_compare(results: dict, out: Path) -> None:
@@ -85,14 +90,14 @@ def write_compare(results: dict, out: Path) -> None:
     for key in _matrix_keys(results):
         heatmap(results[key], f"{key}: model a (rows) vs model b", out / f"heatmap_{key}.png",
                 xlabel="model b layer", ylabel="model a layer")
-    write_json(results, out / "results.json", RESULT_DIGITS)
+    write_json(tagged("compare", results), out / "results.json", RESULT_DIGITS)
 
 
 def write_exit(results: dict, out: Path) -> None:
     """``layerwise exit``: results.json, the exit histograms, the threshold sweep and the per-layer accuracy
     (with shift and transfer when asked)."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(results, out / "results.json")
+    write_json(tagged("exit", results), out / "results.json")
     exit_histograms(results["models"], out / "exit_histogram.png")
     exit_sweep(results["models"], out / "sweep.png")
     layer_accuracy_curves(results["models"], out / "per_layer_accuracy.png")
@@ -136,7 +141,7 @@ def write_gen_eval(results: dict, out: Path) -> None:
     write_csv(generation_rows(results), out / "layers.csv")
     generation_panels(results["models"], out / "generation.png", results["diversity_convention"])
     atomic_write_text(sample_text(results), out / "samples.txt")
-    write_json(results, out / "results.json", RESULT_DIGITS)
+    write_json(tagged("gen-eval", results), out / "results.json", RESULT_DIGITS)
 
 
 def _connect_variants(modes: dict) -> list[tuple[str, dict]]:
@@ -152,7 +157,7 @@ def write_connect(results: dict, out: Path) -> None:
     """``layerwise connect``: results.json, heatmaps of the loss excess (paths × α) of every variant, the per-group
     barriers (barriers.png) and the cumulative curves (cumulative.png); ``matched_*`` after weight matching."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(results, out / "results.json")
+    write_json(tagged("connect", results), out / "results.json")
     runs = [("", results)] + ([("matched_", results["matched"])] if "matched" in results else [])
     alphas = results["alphas"]
     for prefix, run in runs:
@@ -179,7 +184,7 @@ def write_lpft(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, recipe in results["recipes"].items():
         write_json(recipe, out / name / "results.json")
-    write_json(results, out / "results.json")
+    write_json(tagged("lpft", results), out / "results.json")
     head_norm_curves(results["recipes"], out / "head_norm.png")
     feature_change_curves(results["recipes"], out / "feature_change.png")
     reliability_diagrams(results["recipes"], out / "reliability.png")

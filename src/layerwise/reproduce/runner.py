@@ -29,23 +29,25 @@ def mark_path(out: Path, step: Step) -> Path:
     return out / MARKS / f"{step.name}.json"
 
 
-def finished(out: Path, step: Step, budget: Budget) -> bool:
-    """Whether the step already ran to the end with these settings; other settings are an error."""
+def finished(out: Path, step: Step, budget: Budget) -> dict | None:
+    """The finish mark of a step that already ran to the end with these settings (None: run it); a mark of
+    other settings is an error."""
     path = mark_path(out, step)
     if not path.exists():
-        return False
+        return None
     try:
         mark = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return False  # a mark cut short: run the step again
+        return None  # a mark cut short: run the step again
     if mark.get("settings") != settings(step, budget):
         raise LayerwiseError(f"{out / step.name} was written by a step {step.name!r} with other settings "
                              f"({mark.get('settings')}): pass another --out")
-    return True
+    return mark
 
 
-def check_resumable(recipe: Recipe, budget: Budget, out: Path) -> list[bool]:
-    """Which steps are done; raises before any work if a folder holds another setting's results."""
+def check_resumable(recipe: Recipe, budget: Budget, out: Path) -> list[dict | None]:
+    """The finish mark of each step done (None where not); raises before any work if a folder holds another
+    setting's results."""
     return [finished(out, step, budget) for step in recipe.steps]
 
 
@@ -81,13 +83,16 @@ def reproduce(recipe: Recipe, budget: Budget, out: Path, *, data_dir: Path | Non
         echo(f"note: {recipe.data_note}")
     steps = []
     start = time.perf_counter()
-    for i, (step, skip) in enumerate(zip(recipe.steps, done), 1):
+    for i, (step, mark) in enumerate(zip(recipe.steps, done), 1):
+        skip = mark is not None
         echo(f"[{i}/{len(recipe.steps)}] {step.name}: layerwise {step.command}" + (" (done before)" if skip else ""))
-        seconds = None if skip else run_step(step, budget, out, env)
+        seconds = mark.get("seconds") if skip else run_step(step, budget, out, env)
         steps.append({"name": step.name, "command": step.command, "folder": step.name,
-                      "args": step.flags(budget), "seconds": seconds, "skipped": skip})
+                      "args": step.flags(budget), "argv": command_line(step, budget, out)[1:], "seconds": seconds,
+                      "skipped": skip})
     entry = {"figure": recipe.figure, "title": recipe.title, "claim": recipe.claim, "budget": budget,
              "data_note": recipe.data_note, "shows": recipe.shows, "minutes_expected": recipe.minutes[budget],
-             "seconds": time.perf_counter() - start, "steps": steps}
+             "seconds": time.perf_counter() - start,  # this invocation; steps done before cost nothing
+             "seconds_all_steps": sum(s["seconds"] or 0.0 for s in steps), "steps": steps}
     update_record(out, entry)
     return entry

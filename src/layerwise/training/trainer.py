@@ -275,7 +275,7 @@ class Trainer:
             self.bundle.meta["training"] = {k: v for k, v in jsonable(cfg.model_dump()).items()
                                             if k not in RUN_ONLY_KEYS}
             save_model(self.bundle, self.out)
-            atomic_write_text(json.dumps(record, indent=2), self.out / METRICS)
+            atomic_write_text(json.dumps({"command": "train", **record}, indent=2), self.out / METRICS)
         acc.wait_for_everyone()
         return record
 

@@ -1,0 +1,214 @@
+"""``layerwise report``: one self-contained HTML page for any run folders.
+
+The folders are read by ``report.collect`` (one collector per command) and laid out by the Jinja2 template
+``templates/report.html.j2`` (autoescaped): figures embedded as data URIs, CSS and the table-sorting script
+inline, so the page needs no network. Runs of one kind stand side by side, one column per run, figures of one
+name in one row, with a combined table per shared per-layer metric; a ``reproduce`` folder shows its figure's
+claim, budget and data note, then each step's own section.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from layerwise.errors import LayerwiseError
+from layerwise.report.collect import Run, Table, collect_run, data_uri, detect, flatten, fmt, make_table, read_json
+from layerwise.report.serialize import atomic_write_text
+
+GENERATOR = "layerwise report"  # <meta name="generator">: how a page of ours is told from any other file
+# What a page of ours starts with, read back from disk before it is overwritten.
+_OUR_META = f'<meta name="generator" content="{GENERATOR}">'
+
+
+@dataclass
+class Group:
+    """Runs of one kind, side by side: rows of figures and of tables aligned by name, and combined tables."""
+
+    kind: str
+    runs: list[Run]
+    is_reproduction = False
+    figure_rows: list[tuple[str, list[str | None]]] = field(default_factory=list)
+    table_rows: list[tuple[str, list[Table | None]]] = field(default_factory=list)
+    combined: list[Table] = field(default_factory=list)
+
+
+@dataclass
+class Step:
+    name: str
+    command: str
+    folder: Path
+    group: Group | None
+    note: str | None = None
+
+
+@dataclass
+class Reproduction:
+    """A ``reproduce`` folder: the figure's header, its other settings, and one section per step."""
+
+    folder: Path
+    figure: str
+    is_reproduction = True
+    title: str
+    claim: str
+    budget: str
+    data_note: str
+    config: list[tuple[str, str]]
+    warnings: list[str]
+    steps: list[Step]
+    shows: list[tuple[str, str]]  # (file under the folder, data URI): the files that make the figure
+
+
+def check_folder(folder: Path) -> str:
+    """The kind of run in ``folder``; a one-line error when it does not exist or holds no run of ours."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise LayerwiseError(f"{folder} does not exist: pass run folders written by layerwise")
+    if not folder.is_dir():
+        raise LayerwiseError(f"{folder} is a file, not a folder: pass run folders written by layerwise")
+    kind = detect(folder)
+    if kind is None:
+        raise LayerwiseError(f"{folder} holds no layerwise run (no results.json, metrics.json or reproduce.json "
+                             "written by analyze, compare, train, exit, gen-eval, connect, lpft or reproduce)")
+    return kind
+
+
+def check_out_file(out: Path) -> Path:
+    """``out`` may be written: not a folder, and not an existing file that this command did not write."""
+    out = Path(out)
+    if out.is_dir():
+        raise LayerwiseError(f"{out} is a folder: pass the path of an .html file")
+    if out.exists():
+        try:
+            head = out.read_bytes()[:4096].decode("utf-8", errors="replace")
+        except OSError as e:
+            raise LayerwiseError(f"cannot read {out} ({e.strerror or e}): pass another file") from e
+        if _OUR_META not in head:
+            raise LayerwiseError(f"{out} exists and was not written by {GENERATOR}: pass another file "
+                                 "(an existing report is only ever overwritten by a new one)")
+    if not out.parent.is_dir():
+        raise LayerwiseError(f"{out} is in a folder that does not exist: create it or pass another file")
+    return out
+
+
+def combined_tables(runs: list[Run]) -> list[Table]:
+    """One table per per-layer metric every run has: a row per layer, a column per run."""
+    if len(runs) < 2:
+        return []
+    metrics = [m for m in runs[0].per_layer if all(m in r.per_layer for r in runs[1:])]
+    tables = []
+    for metric in metrics:
+        layers: list[str] = []
+        for r in runs:
+            layers += [ell for ell in r.per_layer[metric] if ell not in layers]
+        rows = [{"layer": int(ell) if ell.isdigit() else ell, **{r.name: r.per_layer[metric].get(ell) for r in runs}}
+                for ell in layers]
+        tables.append(make_table(f"{metric}, every run", rows))
+    return tables
+
+
+def make_group(kind: str, runs: list[Run]) -> Group:
+    group = Group(kind, runs, combined=combined_tables(runs))
+    names: list[str] = []
+    for r in runs:
+        names += [n for n, _ in r.figures if n not in names]
+    group.figure_rows = [(n, [dict(r.figures).get(n) for r in runs]) for n in names]
+    titles: list[str] = []
+    for r in runs:
+        titles += [t.title for t in r.tables if t.title not in titles]
+    group.table_rows = [(t, [next((x for x in r.tables if x.title == t), None) for r in runs]) for t in titles]
+    return group
+
+
+def unique_names(folders: Sequence[Path]) -> list[str]:
+    """Each folder's name, or its whole path where two folders share a name."""
+    names = [f.name or str(f) for f in folders]
+    return [n if names.count(n) == 1 else str(f) for n, f in zip(names, folders)]
+
+
+def _command_line(step: dict) -> str:
+    args = step.get("argv", step.get("args", []))
+    args = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
+    return shlex.join(["layerwise", str(step.get("command", "?")), *args])
+
+
+def collect_reproduction(folder: Path) -> list[Reproduction]:
+    """A ``reproduce`` folder: one block per figure recorded in reproduce.json (``{"figures": {name: entry}}``,
+    or a single entry), each with its header, the files that make the figure, and each step's run."""
+    spec = read_json(folder / "reproduce.json")
+    if not isinstance(spec, dict):
+        raise LayerwiseError(f"{folder}/reproduce.json is not a JSON object: pass a folder written by layerwise")
+    entries = spec["figures"].values() if isinstance(spec.get("figures"), dict) else [spec]
+    return [_figure(folder, entry) for entry in entries if isinstance(entry, dict)]
+
+
+def _figure(folder: Path, spec: dict) -> Reproduction:
+    header = ("figure", "title", "claim", "budget", "data_note", "steps", "warnings", "command", "shows")
+    steps = []
+    for i, step in enumerate(spec.get("steps", [])):
+        sub = Path(step.get("folder") or f"step-{i + 1}")
+        sub = sub if sub.is_absolute() else folder / sub
+        name = str(step.get("name", sub.name))
+        kind = detect(sub) if sub.is_dir() else None
+        if kind in (None, "reproduce"):
+            steps.append(Step(name, _command_line(step), sub, None, "not run yet, or stopped before writing results"))
+        else:
+            steps.append(Step(name, _command_line(step), sub, make_group(kind, [collect_run(sub, kind, name)])))
+    shows = [(str(name), data_uri(folder / name)) for name in spec.get("shows", []) if (folder / name).is_file()]
+    return Reproduction(folder, str(spec.get("figure", "")), str(spec.get("title", "")), str(spec.get("claim", "")),
+                        str(spec.get("budget", "")), str(spec.get("data_note") or ""),
+                        flatten({k: v for k, v in spec.items() if k not in header}),
+                        [str(w) for w in spec.get("warnings", [])], steps, shows)
+
+
+def collect(folders: Sequence[Path]) -> list[Group | Reproduction]:
+    """The page's blocks, in the order the folders were given: a reproduction per ``reproduce`` folder, and one
+    group per kind of run (placed where its first folder was)."""
+    folders = [Path(f) for f in folders]
+    kinds = [check_folder(f) for f in folders]  # every folder checked before any is read whole
+    blocks: list[Group | Reproduction] = []
+    by_kind: dict[str, list[Run]] = {}
+    for folder, kind, name in zip(folders, kinds, unique_names(folders)):
+        if kind == "reproduce":
+            blocks += collect_reproduction(folder)
+            continue
+        if kind not in by_kind:
+            by_kind[kind] = []
+            blocks.append(Group(kind, by_kind[kind]))  # a placeholder, filled below
+        by_kind[kind].append(collect_run(folder, kind, name))
+    return [make_group(b.kind, b.runs) if isinstance(b, Group) else b for b in blocks]
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("layerwise.report", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["cell"] = fmt
+    return env
+
+
+def render(folders: Sequence[Path], title: str | None = None) -> str:
+    """The page for ``folders`` as a string."""
+    blocks = collect(folders)
+    if title is None:
+        figures = [b.title or b.figure for b in blocks if isinstance(b, Reproduction)]
+        title = figures[0] if len(figures) == 1 else "layerwise report: " + ", ".join(Path(f).name for f in folders)
+    return _environment().get_template("report.html.j2").render(
+        title=title, blocks=blocks, generator=GENERATOR, folders=[str(f) for f in folders])
+
+
+def write_report(folders: Sequence[Path], out: Path, *, title: str | None = None) -> Path:
+    """Write the self-contained HTML page of ``folders`` to ``out`` (atomically) and return ``out``.
+
+    Refused, before anything is read whole: a folder that does not exist or holds no layerwise run; an ``out``
+    that is a folder, or an existing file that is not a page of ours."""
+    if not folders:
+        raise LayerwiseError("no run folder given: pass at least one folder written by layerwise")
+    out = check_out_file(Path(out))
+    for folder in folders:
+        check_folder(Path(folder))
+    atomic_write_text(render(folders, title), out)
+    return out

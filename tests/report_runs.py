@@ -1,0 +1,52 @@
+"""Small real run folders, one per command, for the report tests: each written by the command's own code
+on tiny built-in models and data (digits; a few lines of text), a few seconds in all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CORPUS = (" = Heading = \n \n"
+          " First paragraph has some words in it .\n \n"
+          " Second paragraph : more words follow here .\n"
+          " a second line of the same paragraph .\n \n"
+          " = = Sub heading = = \n \n"
+          " Third paragraph , the last one here .\n")
+
+
+def make_runs(root: Path, *, gen_eval: bool = True) -> dict[str, Path]:
+    """Folders written by ``analyze`` (two models), ``compare``, ``train``, ``exit``, ``connect``, ``lpft`` and
+    ``gen-eval``, under ``root``; keyed by a short name."""
+    from layerwise.cli.analyze import run_analysis, run_compare
+    from layerwise.cli.connect import run_connect
+    from layerwise.cli.exit import evaluate_exit
+    from layerwise.report.writers import write_lpft
+    from layerwise.training import resolve_config, train
+    from layerwise.training.lpft import LpftOptions, run_lpft
+
+    runs = {"analyze_residual": root / "analyze-residual", "analyze_plain": root / "analyze-plain",
+            "compare": root / "compare", "train": root / "train", "exit": root / "exit", "connect": root / "connect",
+            "lpft": root / "lpft"}
+    run_analysis(model="mlp-residual", data="digits", out=runs["analyze_residual"], limit=64, probe_limit=100,
+                 device="cpu")
+    # RSA on a subset of 32 of the 64 samples: a run with a warning of its own
+    run_analysis(model="mlp-plain", data="digits", out=runs["analyze_plain"], limit=64, probe_limit=100,
+                 measures="cos,cka,rsa", sample_cap=32, device="cpu")
+    run_compare(model_a="mlp-residual", model_b="mlp-plain", data="digits", out=runs["compare"], limit=64,
+                device="cpu")
+    train(resolve_config(model="mlp-residual", data="digits", limit=64, eval_limit=32, epochs=2,
+                         out=str(runs["train"]), progress=False))
+    evaluate_exit(["mlp-residual"], "digits", runs["exit"], limit=64, device="cpu")
+    run_connect("mlp-plain", "mlp-plain", "digits", runs["connect"], modes=["full", "single"], alphas="0,0.5,1",
+                limit=16, batch_size=8, progress=False, device="cpu")
+    write_lpft(run_lpft(LpftOptions(model="mlp-residual", data="digits", out=str(runs["lpft"]), limit=80,
+                                    eval_limit=40, ntk_subset=4, ft_lrs=[1e-3], lpft_lrs=[1e-4], batch_size=32,
+                                    progress=False, device="cpu")), runs["lpft"])
+    if gen_eval:
+        from layerwise.cli.gen_eval import run_gen_eval
+
+        corpus = root / "corpus.txt"
+        corpus.write_text(CORPUS, encoding="utf-8")
+        runs["gen_eval"] = root / "gen-eval"
+        run_gen_eval(["gpt-tiny"], str(corpus), runs["gen_eval"], num_prompts=2, prefix_len=4, max_new_tokens=6,
+                     diversity="tokens", device="cpu")
+    return runs
