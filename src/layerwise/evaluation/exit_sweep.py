@@ -37,7 +37,8 @@ def continuation_nll(stack: LayerStack, prompts: Sequence[Sequence[int]], contin
         if not rows:
             continue
         ids, mask = left_pad([p + c for p, c in rows], pad_token_id, next(stack.model.parameters()).device)
-        logits = stack({"input_ids": ids, "attention_mask": mask, "position_ids": positions(mask)}).float()
+        logits = stack({"input_ids": ids, "attention_mask": mask, "position_ids": positions(mask)})
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision scored in float32
         targets = torch.full_like(ids, -100)
         for r, (_, c) in enumerate(rows):
             targets[r, ids.shape[1] - len(c):] = ids[r, ids.shape[1] - len(c):]

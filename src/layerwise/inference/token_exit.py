@@ -137,7 +137,8 @@ class TokenExitRunner:
             rows, choice = rows[leave], choice[leave]
             token[rows], layer[rows] = choice, ell
             active[rows] = False
-            frozen = torch.where(active[:, None, None], frozen, state.h) if propagate else frozen
+            if propagate:  # only the rows leaving now: earlier leavers keep their own, shallower state
+                frozen = torch.where((layer == ell)[:, None, None], state.h, frozen)
             if propagate and not bool(active.any()):
                 deepest = ell
         self.full_layers.append(deepest)
