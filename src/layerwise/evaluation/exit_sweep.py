@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -93,11 +94,11 @@ def sweep_token_exit(stack: LayerStack, prompts: Sequence[Sequence[int]], thresh
         row = {"threshold": t, "seconds": seconds[key], "tokens": tokens, "tokens_per_s": tokens / seconds[key],
                "perplexity": math.exp(nll / count) if count else float("nan")}
         if t is None:
-            row.update(mean_exit_layer=float(stack.num_layers), layer_speedup=1.0)
+            row.update(mean_exit_layer=float(stack.num_layers), layer_speedup=1.0, compute_speedup=1.0)
         else:
             stats = _merged_stats(results)
-            row.update(mean_exit_layer=stats["mean_exit_layer"], exit_histogram=stats["exit_histogram"],
-                       layer_speedup=stats["layer_speedup"], batch_layer_speedup=stats["batch_layer_speedup"])
+            row.update({k: stats[k] for k in ("mean_exit_layer", "exit_histogram", "layer_speedup",
+                                              "batch_layer_speedup", "compute_speedup")})
         if tokenizer is not None and embedder is not None and prefix_texts is not None:
             from layerwise.evaluation.gen_eval import score_texts
 
@@ -116,6 +117,6 @@ def sweep_token_exit(stack: LayerStack, prompts: Sequence[Sequence[int]], thresh
 
 def _merged_stats(results: Sequence[TokenExitResult]) -> dict:
     """``TokenExitResult.stats`` over several batches."""
-    merged = TokenExitResult(results[0].generated, torch.cat([r.exit_layers.flatten() for r in results]),
-                             results[0].num_layers, [d for r in results for d in r.full_layers])
+    merged = replace(results[0], exit_layers=torch.cat([r.exit_layers.flatten() for r in results]),
+                     full_layers=[d for r in results for d in r.full_layers])
     return merged.stats()

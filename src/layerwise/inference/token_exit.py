@@ -14,8 +14,11 @@ them). ``kv_fill``:
 
 The prompt (prefill) always runs in full; its first new token exits by the same rule. Blocks above max_layer
 are never run: no query is ever computed there, so their cache would never be read.
-Theoretical block saving = L / mean exit layer (``runner.layer_speedup``); each layer evaluated also costs one
-readout (final norm + LM head) per active row, which the wall-clock speedup includes and the theoretical does not.
+Theoretical block saving = L / mean exit layer (``runner.layer_speedup``). Each layer evaluated also costs one
+readout (final norm + LM head) per active row, which that ratio leaves out; ``compute_speedup`` counts it, in
+weights touched per token (the multiply-adds of a single new token, attention over the context left out):
+full = L·W_block + W_head; exiting at ℓ = ℓ·W_block + (ℓ − min_layer + 1)·W_head + (max_layer − ℓ)·W_kv with
+propagation (W_kv = 2·D², the K and V projections) or (max_layer − ℓ)·W_block with recomputation.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ class TokenExitResult:
     exit_layers: Tensor
     num_layers: int
     full_layers: list[int]
+    min_layer: int = 1
+    max_layer: int | None = None
+    kv_fill: str = "propagate"
+    weights: dict[str, int] | None = None  # ``weights_per_token``: for ``compute_speedup``
 
     def histogram(self) -> list[int]:
         """Generated tokens exiting at each layer 1..L."""
@@ -51,13 +58,37 @@ class TokenExitResult:
         return torch.bincount(real.cpu(), minlength=self.num_layers + 1)[1:].tolist()
 
     def stats(self) -> dict:
-        """mean exit layer, histogram, theoretical block speedup L / mean exit layer, and the batch's: L·steps /
-        Σ_steps (deepest block run in full)."""
+        """mean exit layer, histogram, theoretical block speedup L / mean exit layer, the batch's L·steps /
+        Σ_steps (deepest block run in full), and ``compute_speedup`` (readouts and K/V fills counted)."""
         hist = self.histogram()
         tokens = sum(hist)
-        return {"tokens": tokens, "mean_exit_layer": sum(i * m for i, m in enumerate(hist, 1)) / tokens,
-                "exit_histogram": hist, "layer_speedup": layer_speedup(hist),
-                "batch_layer_speedup": self.num_layers * len(self.full_layers) / max(1, sum(self.full_layers))}
+        out = {"tokens": tokens, "mean_exit_layer": sum(i * m for i, m in enumerate(hist, 1)) / tokens,
+               "exit_histogram": hist, "layer_speedup": layer_speedup(hist),
+               "batch_layer_speedup": self.num_layers * len(self.full_layers) / max(1, sum(self.full_layers))}
+        if self.weights is not None:
+            out["compute_speedup"] = compute_speedup(hist, self.weights, self.min_layer,
+                                                     self.max_layer or self.num_layers, self.kv_fill)
+        return out
+
+
+def weights_per_token(stack: LayerStack) -> dict[str, int]:
+    """Matrix entries (multiply-adds for one token) of one block, of the readout's head, and of one block's K/V
+    projections (2·D²; fewer with grouped-query attention)."""
+    def matrices(module) -> int:
+        return sum(p.numel() for p in module.parameters() if p.ndim == 2)
+
+    return {"block": matrices(stack.blocks[0]), "head": matrices(stack.readout), "kv": 2 * stack.hidden_size ** 2}
+
+
+def compute_speedup(histogram: list[int], weights: dict[str, int], min_layer: int, max_layer: int,
+                    kv_fill: str = "propagate") -> float:
+    """Σ_tokens cost(full) / Σ_tokens cost(exit layer), the costs of the module docstring; histogram over 1..L."""
+    depth = len(histogram)
+    full = depth * weights["block"] + weights["head"]
+    skipped = weights["kv"] if kv_fill == "propagate" else weights["block"]
+    used = sum(m * (ell * weights["block"] + (ell - min_layer + 1) * weights["head"] + (max_layer - ell) * skipped)
+               for ell, m in enumerate(histogram, start=1))
+    return full * sum(histogram) / used if used else float("nan")
 
 
 def check_token_exit(stack: LayerStack, policy: ExitPolicy, kv_fill: str,
@@ -176,7 +207,7 @@ def token_exit_generate(stack: LayerStack, prompts: list[list[int]], policy: Exi
     finally:
         stack.model.train(was_training)
     return TokenExitResult(Generated(torch.stack(out, 1), lengths), torch.stack(layers, 1), stack.num_layers,
-                           runner.full_layers)
+                           runner.full_layers, runner.lo, runner.hi, kv_fill, weights_per_token(stack))
 
 
 def token_exit_text(stack: LayerStack, tokenizer, texts: list[str], policy: ExitPolicy,

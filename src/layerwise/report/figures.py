@@ -145,8 +145,9 @@ def generation_panels(models: Sequence[dict], path: Path, diversity: str = "word
     _save(fig, path)
 def token_exit_tradeoff(models: Sequence[dict], path: Path, diversity: str = "words") -> None:
     """Per-token early exit over a threshold sweep, one curve per model: quality of the generated text (full-model
-    perplexity, coherence, diversity) against the measured speedup (filled) and the theoretical block speedup
-    L / mean exit layer (hollow); the full model is the star at 1×."""
+    perplexity, coherence, diversity) against the measured speedup (filled) and the theoretical one in weights
+    touched per token, readouts and K/V fills counted (hollow, ``token_exit.compute_speedup``); the full model is
+    the star at 1×."""
     panels = [("perplexity", "full-model perplexity of the generated text")]
     if all("coherence" in m["full"] for m in models):
         panels += [("coherence", "coherence: cos(prefix, continuation)"), ("diversity", f"diversity ({diversity})")]
@@ -162,8 +163,8 @@ def token_exit_tradeoff(models: Sequence[dict], path: Path, diversity: str = "wo
         for ax, (key, title) in zip(axes, panels):
             ys = [value(r, key) for r in m["sweep"]]
             ax.plot([r["speedup"] for r in m["sweep"]], ys, "o-", color=color, label=f"{name}: measured")
-            ax.plot([r["layer_speedup"] for r in m["sweep"]], ys, "o--", color=color, mfc="none",
-                    label=f"{name}: L / mean exit layer")
+            ax.plot([r["compute_speedup"] for r in m["sweep"]], ys, "o--", color=color, mfc="none",
+                    label=f"{name}: weights touched (theory)")
             for r, y in zip(m["sweep"], ys):
                 ax.annotate(f"{r['threshold']:g}", (r["speedup"], y), fontsize=6, color=color,
                             textcoords="offset points", xytext=(3, 3))
