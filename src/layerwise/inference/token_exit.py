@@ -131,8 +131,11 @@ class TokenExitRunner:
         new = tokens[:, None]
         return self._run(new, torch.ones_like(new), prefill=False)
 
-    def _decide(self, h: Tensor, rows: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
-        """(exits (n,), tokens (n,)) of the given rows from readout(h) at their last position."""
+    def _decide(self, h: Tensor, rows: Tensor | None, memory: Memory) -> tuple[Tensor, Tensor]:
+        """(exits, tokens) of the given rows (None: all) from readout(h) at their last position."""
+        if rows is None:
+            logits = self.stack.readout(h[:, -1:])[:, -1]
+            return self.policy.decide(logits, memory).exit, self.decoding.choose(logits, self.generator)
         logits = self.stack.readout(h[rows, -1:])[:, -1]
         sub = {k: v[rows] for k, v in memory.items()}
         decision = self.policy.decide(logits, sub)
@@ -150,27 +153,31 @@ class TokenExitRunner:
         token = torch.zeros(b, dtype=torch.long, device=device)
         layer = torch.zeros(b, dtype=torch.long, device=device)
         active = torch.ones(b, dtype=torch.bool, device=device)
+        left = b  # rows still running (a Python count: one host sync per layer, not several)
         propagate = self.kv_fill == "propagate" and not prefill  # the prompt's cache is always the full model's
         frozen, deepest = state.h, self.hi
         for i in range(self.hi):
             ell = i + 1
-            if propagate and not bool(active.any()):
+            if propagate and left == 0:
                 self.stack.fill_kv(i, replace(state, h=frozen))
                 continue
-            if propagate and not bool(active.all()):
+            if propagate and left < b:
                 state = replace(state, h=torch.where(active[:, None, None], state.h, frozen))
             state = self.stack.block(i, state)
-            if ell < self.lo or not bool(active.any()):
+            if ell < self.lo or left == 0:
                 continue
-            rows = active.nonzero().squeeze(1)
+            rows = None if left == b else active.nonzero().squeeze(1)
             exits, choice = self._decide(state.h, rows, memory)
             leave = exits | (ell == self.hi)
+            if rows is None:
+                rows = torch.arange(b, device=device)
             rows, choice = rows[leave], choice[leave]
             token[rows], layer[rows] = choice, ell
             active[rows] = False
+            left -= rows.numel()
             if propagate:  # only the rows leaving now: earlier leavers keep their own, shallower state
                 frozen = torch.where((layer == ell)[:, None, None], state.h, frozen)
-            if propagate and not bool(active.any()):
+            if propagate and left == 0:
                 deepest = ell
         self.full_layers.append(deepest)
         return token, layer
