@@ -17,7 +17,7 @@ import torch
 from layerwise.checkpoints import load_model
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.exit_sweep import continuation_nll
-from layerwise.inference.decoding import ContrastiveSearch
+from layerwise.inference.decoding import ContrastiveSearch, Sampling
 from layerwise.inference.generation import LayerRunner, generate, left_pad, positions
 from layerwise.inference.policies import make_policy
 from layerwise.inference.token_exit import TokenExitRunner, token_exit_generate
@@ -55,6 +55,15 @@ def test_threshold_nothing_reaches_equals_full_generation(stacks, name):
                                       max_new_tokens=10, pad_token_id=PAD)
             assert torch.equal(out.generated.tokens, ref)
             assert out.stats()["exit_histogram"] == [0] * (stack.num_layers - 1) + [ref.numel()]
+
+
+def test_nothing_exiting_with_nucleus_sampling_draws_what_full_generation_draws(stacks):
+    """A token is drawn only where its row leaves, so with no early exit the seeded draws are generate's own."""
+    stack, decoding = stacks["gpt-tiny"], Sampling(top_p=0.9)
+    ref = generate(stack, PROMPTS, decoding=decoding, max_new_tokens=10, pad_token_id=PAD, seed=3).tokens
+    out = token_exit_generate(stack, PROMPTS, make_policy("confidence", 1.0), decoding=decoding, max_new_tokens=10,
+                              pad_token_id=PAD, seed=3)
+    assert torch.equal(out.generated.tokens, ref)
 
 
 @pytest.mark.parametrize("name", MODELS)

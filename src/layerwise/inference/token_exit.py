@@ -131,17 +131,18 @@ class TokenExitRunner:
         new = tokens[:, None]
         return self._run(new, torch.ones_like(new), prefill=False)
 
-    def _decide(self, h: Tensor, rows: Tensor | None, memory: Memory) -> tuple[Tensor, Tensor]:
-        """(exits, tokens) of the given rows (None: all) from readout(h) at their last position."""
+    def _decide(self, h: Tensor, rows: Tensor | None, memory: Memory, last: bool) -> tuple[Tensor, Tensor]:
+        """(who leaves, the logits) of the given rows (None: all) from readout(h) at their last position; at the
+        last allowed layer every row leaves."""
+        logits = self.stack.readout(h[:, -1:] if rows is None else h[rows, -1:])[:, -1]
         if rows is None:
-            logits = self.stack.readout(h[:, -1:])[:, -1]
-            return self.policy.decide(logits, memory).exit, self.decoding.choose(logits, self.generator)
-        logits = self.stack.readout(h[rows, -1:])[:, -1]
-        sub = {k: v[rows] for k, v in memory.items()}
-        decision = self.policy.decide(logits, sub)
-        for k, v in sub.items():
-            memory[k][rows] = v
-        return decision.exit, self.decoding.choose(logits, self.generator)
+            decision = self.policy.decide(logits, memory)
+        else:
+            sub = {k: v[rows] for k, v in memory.items()}
+            decision = self.policy.decide(logits, sub)
+            for k, v in sub.items():
+                memory[k][rows] = v
+        return decision.exit | last, logits
 
     def _run(self, new_ids: Tensor, new_mask: Tensor, prefill: bool) -> tuple[Tensor, Tensor]:
         self.mask = torch.cat([self.mask, new_mask.to(self.mask.dtype)], dim=1)
@@ -167,12 +168,12 @@ class TokenExitRunner:
             if ell < self.lo or left == 0:
                 continue
             rows = None if left == b else active.nonzero().squeeze(1)
-            exits, choice = self._decide(state.h, rows, memory)
-            leave = exits | (ell == self.hi)
+            leave, logits = self._decide(state.h, rows, memory, ell == self.hi)
             if rows is None:
                 rows = torch.arange(b, device=device)
-            rows, choice = rows[leave], choice[leave]
-            token[rows], layer[rows] = choice, ell
+            rows = rows[leave]
+            if rows.numel():  # a token is drawn only for the rows leaving, from their layer-ℓ logits
+                token[rows], layer[rows] = self.decoding.choose(logits[leave], self.generator), ell
             active[rows] = False
             left -= rows.numel()
             if propagate:  # only the rows leaving now: earlier leavers keep their own, shallower state
