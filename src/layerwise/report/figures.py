@@ -145,9 +145,9 @@ def generation_panels(models: Sequence[dict], path: Path, diversity: str = "word
     _save(fig, path)
 def token_exit_tradeoff(models: Sequence[dict], path: Path, diversity: str = "words") -> None:
     """Per-token early exit over a threshold sweep, one curve per model: quality of the generated text (full-model
-    perplexity, coherence, diversity) against the measured speedup (filled) and the theoretical one in weights
-    touched per token, readouts and K/V fills counted (hollow, ``token_exit.compute_speedup``); the full model is
-    the star at 1×."""
+    perplexity, coherence, diversity) against the mean exit layer (each point labelled with its threshold τ); the
+    full model is the star at L. The mean exit layer, unlike a wall-clock ratio, does not depend on the machine's
+    load (the measured speedups are in results.json)."""
     panels = [("perplexity", "full-model perplexity of the generated text")]
     if all("coherence" in m["full"] for m in models):
         panels += [("coherence", "coherence: cos(prefix, continuation)"), ("diversity", f"diversity ({diversity})")]
@@ -162,14 +162,13 @@ def token_exit_tradeoff(models: Sequence[dict], path: Path, diversity: str = "wo
         color, name = f"C{i}", Path(m.get("model", "")).name
         for ax, (key, title) in zip(axes, panels):
             ys = [value(r, key) for r in m["sweep"]]
-            ax.plot([r["speedup"] for r in m["sweep"]], ys, "o-", color=color, label=f"{name}: measured")
-            ax.plot([r["compute_speedup"] for r in m["sweep"]], ys, "o--", color=color, mfc="none",
-                    label=f"{name}: weights touched (theory)")
+            ax.plot([r["mean_exit_layer"] for r in m["sweep"]], ys, "o-", color=color, label=name)
             for r, y in zip(m["sweep"], ys):
-                ax.annotate(f"{r['threshold']:g}", (r["speedup"], y), fontsize=6, color=color,
-                            textcoords="offset points", xytext=(3, 3))
-            ax.plot([1.0], [value(m["full"], key)], "*", color=color, markersize=11)
-            ax.set(xlabel="speedup over full decoding (×)", title=title)
+                ax.annotate(f"{r['threshold']:g}", (r["mean_exit_layer"], y), fontsize=6,
+                            color=color, textcoords="offset points", xytext=(3, 3))
+            ax.plot([m["num_layers"]], [value(m["full"], key)], "*", color=color, markersize=11,
+                    label=f"{name}: full model")
+            ax.set(xlabel="mean exit layer", title=title)
     for ax, (key, _) in zip(axes, panels):
         if key == "perplexity":
             ax.set_yscale("log")
