@@ -66,7 +66,7 @@ def sweep_token_exit(stack: LayerStack, prompts: Sequence[Sequence[int]], thresh
     for p in policies.values():  # every setting refused before any generation
         check_token_exit(stack, p, kv_fill, decoding)
     batches = _batches(prompts, batch_size)
-    common = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    common = {"max_new_tokens": max_new_tokens, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
     outputs: dict[str, list] = {}
     runs = {"full": None, **{f"{t:g}": t for t in thresholds}}
     bar = tqdm(total=len(runs) * (repeats + 1), desc="early-exit sweep", unit="run", leave=False)
