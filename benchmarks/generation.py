@@ -1,6 +1,7 @@
 """Cached greedy generation through the layer stack against Hugging Face ``generate``, and the cache's flat cost.
 
     python benchmarks/generation.py [--threads 1] [--repeats 3] [--new-tokens 64] [--long 544] [--quick] [--json]
+        [--lm-model DIR …] [--skip-hf] [--skip-speculative] [--skip-exit] [--exit-thresholds 0.5,0.9]
 
 On a random-weight HF ``GPT2LMHeadModel`` (GPT-2 small's shape, 12 blocks × 768 wide, vocabulary 50257;
 --quick: 4 blocks × 256 wide) and random prompts of 32 tokens, one run prints side by side:
