@@ -1,6 +1,7 @@
 """Cached greedy generation through the layer stack against Hugging Face ``generate``, and the cache's flat cost.
 
     python benchmarks/generation.py [--threads 1] [--repeats 3] [--new-tokens 64] [--long 544] [--quick] [--json]
+        [--lm-model DIR …] [--skip-hf] [--skip-speculative] [--skip-exit] [--exit-thresholds 0.5,0.9]
 
 On a random-weight HF ``GPT2LMHeadModel`` (GPT-2 small's shape, 12 blocks × 768 wide, vocabulary 50257;
 --quick: 4 blocks × 256 wide) and random prompts of 32 tokens, one run prints side by side:
@@ -18,8 +19,14 @@ examples/evidence_gpt.sh; an aligned own GPT is trained into runs/bench-gpt when
 other prompts at batch 1 and 8 against full greedy decoding, with the acceptance rate and a check that the tokens
 are identical. Target: ≥ 1.5× at batch 1.
 
+Per-token early exit (``inference.token_exit``, CALM-style, confidence policy, state propagation) on the same
+models: 8 WikiText-2 prompts generated at batch 1 and at batch 8, full greedy decoding and early exit at two
+thresholds (``--exit-thresholds``) timed interleaved (``evaluation.exit_sweep.sweep_token_exit``): tokens/s and
+speedup, mean exit layer, the theoretical speedups, and the quality of the text (full-model perplexity,
+coherence with the packaged MiniLM, diversity). ``--skip-exit`` leaves it out.
+
 Structured as functions (``gpt2``, ``prompts``, ``ours``, ``hf``, ``throughput``, ``step_times``,
-``speculative_rows``).
+``speculative_rows``, ``token_exit_rows``).
 """
 
 from __future__ import annotations
@@ -167,6 +174,54 @@ def speculative_rows(model_dir: str, batches: tuple[int, ...], new_tokens: int, 
     return out
 
 
+def token_exit_rows(model_dir: str, batches: tuple[int, ...], new_tokens: int, repeats: int,
+                    thresholds: list[float], embedder) -> dict:
+    """Full greedy vs per-token early exit at each threshold, on the same 8 prompts at every batch size (greedy
+    exits are per row, so the tokens and quality do not depend on the batch; the speed does)."""
+    from layerwise.checkpoints import load_model
+    from layerwise.evaluation.exit_sweep import sweep_token_exit
+
+    bundle = load_model(model_dir)
+    stack, tok = bundle.stack, bundle.inputs.tokenizer
+    ids = corpus_prompts(tok, 8, 32, seed=200)
+    texts = [tok.decode(p) for p in ids]
+    out = {"model": model_dir, "layers": stack.num_layers}
+    for batch in batches:
+        out[f"batch {batch}"] = sweep_token_exit(stack, ids, thresholds, max_new_tokens=new_tokens, batch_size=batch,
+                                                 repeats=repeats, tokenizer=tok, embedder=embedder,
+                                                 prefix_texts=texts)
+    return out
+
+
+def early_exit_section(args, figures: dict) -> None:
+    from pathlib import Path
+
+    from layerwise.evaluation.generation_metrics import Embedder
+
+    models = args.lm_model or [m for m in ("runs/gpt/aligned", "runs/gpt/standard") if Path(m).is_dir()]
+    models = models or [trained_gpt(args.quick)]
+    thresholds = [float(t) for t in args.exit_thresholds.split(",")]
+    embedder = Embedder("minilm")
+    print(f"\nper-token early exit (confidence policy, state propagation), greedy, {args.new_tokens} new tokens after "
+          f"8 WikiText-2 prompts of 32 tokens; speedup = tokens/s over full greedy, interleaved")
+    print(f"{'model':>22} {'batch':>5} {'τ':>5} {'tok/s':>8} {'speedup':>8} {'L/mean':>7} {'weights':>8} "
+          f"{'exit':>5} {'ppl':>7} {'coher.':>7} {'divers.':>8}")
+    for path in models:
+        rows = token_exit_rows(path, (1, 8), args.new_tokens, args.repeats, thresholds, embedder)
+        summary = {}
+        for batch in (1, 8):
+            res = rows[f"batch {batch}"]
+            for r in [res["full"], *res["sweep"]]:
+                t = "full" if r["threshold"] is None else f"{r['threshold']:g}"
+                print(f"{path[-22:]:>22} {batch:>5} {t:>5} {r['tokens_per_s']:>8.1f} {r['speedup']:>8.2f} "
+                      f"{r['layer_speedup']:>7.2f} {r['compute_speedup']:>8.2f} {r['mean_exit_layer']:>5.2f} "
+                      f"{r['perplexity']:>7.1f} {r['coherence']:>7.3f} {r['diversity']['words']:>8.3f}")
+                summary.setdefault(f"batch {batch}", {})[t] = {
+                    k: r[k] for k in ("speedup", "tokens_per_s", "perplexity", "mean_exit_layer", "layer_speedup",
+                                      "compute_speedup", "coherence")} | {"diversity": r["diversity"]["words"]}
+        figures.setdefault("early_exit", {})[path] = summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -178,7 +233,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last on stdout")
     ap.add_argument("--lm-model", action="append", default=None,
                     help="trained decoder(s) for self-speculative decoding [runs/gpt/aligned, runs/gpt/standard]")
-    ap.add_argument("--skip-hf", action="store_true", help="only the self-speculative part")
+    ap.add_argument("--skip-hf", action="store_true", help="leave out the comparison with HF generate")
+    ap.add_argument("--skip-speculative", action="store_true", help="leave out self-speculative decoding")
+    ap.add_argument("--skip-exit", action="store_true", help="leave out per-token early exit")
+    ap.add_argument("--exit-thresholds", default="0.5,0.9", help="confidence thresholds of the early-exit section")
     args = ap.parse_args()
     if args.quick:
         ap.set_defaults(repeats=2, new_tokens=16)
@@ -193,7 +251,10 @@ def main() -> None:
                      "prompt_len": args.prompt_len}
     if not args.skip_hf:
         hf_section(args, model, stack, figures)
-    speculative_section(args, figures)
+    if not args.skip_speculative:
+        speculative_section(args, figures)
+    if not args.skip_exit:
+        early_exit_section(args, figures)
     if args.json:
         print(json.dumps(figures))
 

@@ -74,6 +74,14 @@ class Attention(nn.Module):
         )
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
+    def fill_kv(self, x: Tensor, cache) -> None:
+        """Append the keys and values of ``x`` to ``cache`` and nothing else: the K and V rows of ``qkv`` only
+        (early exit's state propagation; no queries, no attention)."""
+        b, t, d = x.shape
+        kv = F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:])
+        k, v = kv.view(b, t, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        cache.update(k, v, self.layer_idx)
+
 
 def causal_mask(attention_mask: Tensor | None, past: int, new: int) -> Tensor | None:
     """(B, 1, new, past+new) booleans: query i (at position past+i) may see key j iff j ≤ past+i and key j
@@ -105,6 +113,10 @@ class Block(nn.Module):
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, cache=None) -> Tensor:
         x = x + self.attn(self.ln1(x), attn_mask, cache)
         return x + self.mlp(self.ln2(x))
+
+    def fill_kv(self, x: Tensor, cache) -> None:
+        """What ``forward(x, cache=cache)`` writes into the cache, without the attention output or the MLP."""
+        self.attn.fill_kv(self.ln1(x), cache)
 
 
 class StackModel(nn.Module):

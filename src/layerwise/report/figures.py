@@ -178,6 +178,40 @@ def generation_panels(models: Sequence[dict], path: Path, diversity: str = "word
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     _save(fig, path)
+def token_exit_tradeoff(models: Sequence[dict], path: Path, diversity: str = "words") -> None:
+    """Per-token early exit over a threshold sweep, one curve per model: quality of the generated text (full-model
+    perplexity, coherence, diversity) against the mean exit layer (each point labelled with its threshold τ); the
+    full model is the star at L. The mean exit layer, unlike a wall-clock ratio, does not depend on the machine's
+    load (the measured speedups are in results.json)."""
+    panels = [("perplexity", "full-model perplexity of the generated text")]
+    if all("coherence" in m["full"] for m in models):
+        panels += [("coherence", "coherence: cos(prefix, continuation)"), ("diversity", f"diversity ({diversity})")]
+    fig = Figure(figsize=(4.2 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+
+    def value(row: dict, key: str) -> float:
+        v = row.get(key, float("nan"))
+        return float(v[diversity] if isinstance(v, dict) else v)
+
+    for i, m in enumerate(models):
+        color, name = f"C{i}", Path(m.get("model", "")).name
+        for ax, (key, title) in zip(axes, panels):
+            ys = [value(r, key) for r in m["sweep"]]
+            ax.plot([r["mean_exit_layer"] for r in m["sweep"]], ys, "o-", color=color, label=name)
+            for r, y in zip(m["sweep"], ys):
+                ax.annotate(f"{r['threshold']:g}", (r["mean_exit_layer"], y), fontsize=6,
+                            color=color, textcoords="offset points", xytext=(3, 3))
+            ax.plot([m["num_layers"]], [value(m["full"], key)], "*", color=color, markersize=11,
+                    label=f"{name}: full model")
+            ax.set(xlabel="mean exit layer", title=title)
+    for ax, (key, _) in zip(axes, panels):
+        if key == "perplexity":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    _save(fig, path)
+
+
 def excess_heatmaps(alphas: Sequence[float], panels: Sequence[tuple[str, Sequence[str], np.ndarray]],
                     path: Path) -> None:
     """One heatmap per (title, path names, excess): paths (rows) × α (columns) of the loss excess above the

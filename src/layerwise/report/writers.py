@@ -17,13 +17,14 @@ from layerwise.report.figures import (
     generation_panels,
     head_norm_curves,
     heatmap,
+    layer_accuracy_curves,
     layer_calibration_curves,
     layer_curves,
     path_curves,
     probe_nc1,
     reliability_diagrams,
     residual_panels,
-    layer_accuracy_curves,
+    token_exit_tradeoff,
 )
 from layerwise.report.serialize import atomic_write_text, jsonable, write_json
 
@@ -142,6 +143,13 @@ def write_gen_eval(results: dict, out: Path) -> None:
     generation_panels(results["models"], out / "generation.png", results["diversity_convention"])
     atomic_write_text(sample_text(results), out / "samples.txt")
     write_json(tagged("gen-eval", results), out / "results.json", RESULT_DIGITS)
+
+
+def write_token_exit(models: list[dict], out: Path) -> None:
+    """``generate --early-exit --sweep``: results.json (one sweep per model) and token_exit.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    token_exit_tradeoff(models, out / "token_exit.png")
+    write_json(models[0] if len(models) == 1 else {"models": models}, out / "results.json", RESULT_DIGITS)
 
 
 def _connect_variants(modes: dict) -> list[tuple[str, dict]]:

@@ -44,6 +44,7 @@ class LayerStack(nn.Module):
         self._call_block = p.call_block or default_call_block
         self._new_cache = p.new_cache
         self.context_length = p.context_length
+        self._fill_kv = p.fill_kv
         self.permutations = p.permutations  # the permutable hidden units, where the adapter declares them
 
     @property
@@ -66,6 +67,21 @@ class LayerStack(nn.Module):
     def block(self, index: int, state: StackState) -> StackState:
         """Run block ``index`` (0-based, producing h^{index+1})."""
         return replace(state, h=self._call_block(self.blocks[index], state))
+
+    @property
+    def has_kv_hook(self) -> bool:
+        """Whether the adapter can write a block's keys/values without running the block (``fill_kv``)."""
+        return self._fill_kv is not None
+
+    def fill_kv(self, index: int, state: StackState) -> None:
+        """Append block ``index``'s keys and values for ``state.h`` to the cache in ``state`` (decoders).
+
+        With the adapter's hook only the key/value projections run (and RoPE where the model has it); without
+        one the whole block runs and its output is dropped: the cache ends up the same either way."""
+        if self._fill_kv is None:
+            self.block(index, state)
+        else:
+            self._fill_kv(self.blocks[index], state)
 
     def states(self, inputs: dict[str, Tensor], upto: int | None = None) -> Iterator[StackState]:
         """Yield the state at layers 0, 1, …, upto (default L), one block at a time."""

@@ -56,6 +56,9 @@ class StackParts:
     call_block: Callable[[nn.Module, StackState], Tensor] | None = None
     new_cache: Callable[[], Any] | None = None  # decoders: an empty key/value cache (HF ``Cache`` API)
     context_length: int | None = None  # decoders: the most positions the model can attend over
+    # decoders: append block's keys/values for ``state.h`` to the cache without running the rest of the block
+    # (early exit's state propagation); None = run the whole block instead (same cache, no saving)
+    fill_kv: Callable[[nn.Module, StackState], None] | None = None
     # weight matching: tensor name → the permutation acting on each axis (``stack.matching``); None = unknown
     permutations: dict[str, tuple[str | None, ...]] | None = None
 

@@ -30,6 +30,7 @@ def own_model(model: nn.Module) -> StackParts:
         num_classes=None if lm else model.config.num_classes,
         call_block=lambda block, state: block(state.h, **state.block_kwargs),
         new_cache=KVCache if lm else None,
+        fill_kv=(lambda block, state: block.fill_kv(state.h, state.block_kwargs["cache"])) if lm else None,
         context_length=model.config.max_len if lm else None,
         permutations=permutations,
     )
