@@ -243,3 +243,21 @@ def test_write_report_refuses_foreign_files_and_rewrites_its_own(report_runs, tm
     with pytest.raises(LayerwiseError, match="holds no layerwise run"):
         write_report([tmp_path], tmp_path / "other.html")
     assert not (tmp_path / "other.html").exists()
+
+
+def test_token_exit_sweep_is_a_run_of_its_own(tmp_path):
+    """``generate --early-exit --sweep`` names itself, and the page tables its full decoding and thresholds."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "sweep"
+    subprocess.run([sys.executable, "-m", "layerwise.cli", "generate", "--model", "gpt-tiny", "--early-exit",
+                    "--sweep", "0.3,0.9", "--prompt", "the cat", "--max-new-tokens", "4", "--out", str(out)],
+                   check=True, capture_output=True)
+    assert detect(out) == "generate"
+    p = Page(write_report([out], tmp_path / "r.html").read_text())
+    r = _results(out)
+    table = p.table("gpt-tiny: threshold sweep")
+    assert [t for t, _ in p.column(table, "threshold")] == ["full", "0.3", "0.9"]
+    assert [v for _, v in p.column(table, "mean_exit_layer")] == [r["full"]["mean_exit_layer"]] + [
+        s["mean_exit_layer"] for s in r["sweep"]]

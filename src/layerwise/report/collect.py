@@ -18,7 +18,7 @@ from typing import Any
 
 from layerwise.errors import LayerwiseError
 
-KINDS = ("analyze", "compare", "train", "exit", "gen-eval", "connect", "lpft")
+KINDS = ("analyze", "compare", "train", "exit", "gen-eval", "connect", "lpft", "generate")
 MISSING = "–"
 
 
@@ -262,9 +262,18 @@ def _lpft(folder: Path, r: dict, run: Run) -> None:
         run.per_layer[f"{name}: feature change"] = by_layer(x.get("feature_change", {}).get("relative", []))
 
 
+def _token_exit(folder: Path, r: dict, run: Run) -> None:
+    """``generate --early-exit --sweep``: per model, the full decoding and one row per threshold."""
+    models = r.get("models", [r])
+    run.config = flatten(scalars(models[0])) if models else []
+    for m in models:
+        rows = [{**scalars(m.get("full", {})), "threshold": "full"}] + [scalars(p) for p in m.get("sweep", [])]
+        run.tables.append(make_table(f"{Path(str(m.get('model', ''))).name}: threshold sweep", rows))
+
+
 COLLECTORS: dict[str, Callable[[Path, dict, Run], None]] = {
     "analyze": _analyze, "compare": _compare, "train": _train, "exit": _exit, "gen-eval": _gen_eval,
-    "connect": _connect, "lpft": _lpft}
+    "connect": _connect, "lpft": _lpft, "generate": _token_exit}
 
 
 def collect_run(folder: Path, kind: str, name: str | None = None) -> Run:

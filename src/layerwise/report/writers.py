@@ -149,7 +149,8 @@ def write_token_exit(models: list[dict], out: Path) -> None:
     """``generate --early-exit --sweep``: results.json (one sweep per model) and token_exit.png."""
     out.mkdir(parents=True, exist_ok=True)
     token_exit_tradeoff(models, out / "token_exit.png")
-    write_json(models[0] if len(models) == 1 else {"models": models}, out / "results.json", RESULT_DIGITS)
+    write_json(tagged("generate", models[0] if len(models) == 1 else {"models": models}), out / "results.json",
+               RESULT_DIGITS)
 
 
 def _connect_variants(modes: dict) -> list[tuple[str, dict]]:
