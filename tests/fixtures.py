@@ -186,3 +186,12 @@ def train_flags(out: Path, **overrides) -> list[str]:
         flag = key.replace("_", "-")
         flags += [f"--{flag}"] if value is True else [f"--no-{flag}"] if value is False else [f"--{flag}", str(value)]
     return flags
+
+
+# A WikiText-shaped corpus: headings, paragraphs, a paragraph with a second line.
+CORPUS = (" = Heading = \n \n"
+          " First paragraph has some words in it .\n \n"
+          " Second paragraph : more words follow here .\n"
+          " a second line of the same paragraph .\n \n"
+          " = = Sub heading = = \n \n"
+          " Third paragraph , the last one here .\n")

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CORPUS = (" = Heading = \n \n"
-          " First paragraph has some words in it .\n \n"
-          " Second paragraph : more words follow here .\n"
-          " a second line of the same paragraph .\n \n"
-          " = = Sub heading = = \n \n"
-          " Third paragraph , the last one here .\n")
+from fixtures import CORPUS
 
 
 def make_runs(root: Path, *, gen_eval: bool = True) -> dict[str, Path]:

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from fixtures import CORPUS
 
 from layerwise.data import ByteTokenizer
 from layerwise.errors import LayerwiseError
@@ -26,13 +27,6 @@ from layerwise.evaluation.generation_metrics import (
 )
 
 TEXTS = ["the cat sat on the cat sat", "a b c d", "too short"]
-
-CORPUS = (" = Heading = \n \n"
-          " First paragraph has some words in it .\n \n"
-          " Second paragraph : more words follow here .\n"
-          " a second line of the same paragraph .\n \n"
-          " = = Sub heading = = \n \n"
-          " Third paragraph , the last one here .\n")
 
 
 # ---------------------------------------------------------------- diversity, by hand
