@@ -48,9 +48,10 @@ def reproduce_command(
         return
     if figure is None:
         raise LayerwiseError("no figure given: pass one (layerwise reproduce --list shows them)")
-    if budget not in ("cpu", "gpu"):
-        raise LayerwiseError(f"--budget {budget!r}: pass cpu or gpu")
-    from layerwise.reproduce import find_recipe, reproduce
+    from layerwise.reproduce import BUDGETS, find_recipe, reproduce
+
+    if budget not in BUDGETS:
+        raise LayerwiseError(f"--budget {budget!r}: pass {' or '.join(BUDGETS)}")
 
     recipe = find_recipe(figure)
     out = check_out_dir(out or Path("runs/reproduce") / recipe.figure)

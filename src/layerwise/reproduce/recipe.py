@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import Field
@@ -31,8 +31,7 @@ from layerwise.errors import LayerwiseError
 from layerwise.schema import Options, validate
 
 Budget = Literal["cpu", "gpu"]
-BUDGETS: tuple[str, ...] = ("cpu", "gpu")
-COMMANDS = ("train", "analyze", "compare", "exit", "truncate", "new-gpt", "gen-eval", "connect", "lpft")
+BUDGETS: tuple[str, ...] = get_args(Budget)
 Command = Literal["train", "analyze", "compare", "exit", "truncate", "new-gpt", "gen-eval", "connect", "lpft"]
 Scalar = str | int | float | bool
 Value = Scalar | list[Scalar]
