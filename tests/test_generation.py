@@ -76,8 +76,8 @@ def test_own_gpt_cached_forward_equals_its_plain_forward():
     from layerwise.stack import KVCache
 
     cache = KVCache()
-    first = model(input_ids=ids[:, :4], past_key_values=cache)
-    rest = [model(input_ids=ids[:, t:t + 1], past_key_values=cache) for t in range(4, ids.shape[1])]
+    first = model(input_ids=ids[:, :4], cache=cache)
+    rest = [model(input_ids=ids[:, t:t + 1], cache=cache) for t in range(4, ids.shape[1])]
     torch.testing.assert_close(torch.cat([first, *rest], dim=1), full, rtol=0, atol=1e-12)
 
 

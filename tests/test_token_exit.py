@@ -88,12 +88,12 @@ def test_kv_hook_writes_what_the_block_itself_writes(stacks, name):
     caches = []
     for use_hook in (False, True):
         cache = stack.new_cache()
-        for _ in stack.states({"input_ids": ids, "attention_mask": mask, "position_ids": positions(mask),
-                               "past_key_values": cache, "use_cache": True}):
+        for _ in stack.states({"input_ids": ids, "attention_mask": mask, "position_ids": positions(mask)},
+                              cache=cache):
             pass
         grown = torch.cat([mask, torch.ones_like(mask[:, :2])], 1)
         state = stack.embed({"input_ids": torch.tensor([[5, 6], [7, 8]]), "attention_mask": grown,
-                             "position_ids": positions(grown)[:, -2:], "past_key_values": cache, "use_cache": True})
+                             "position_ids": positions(grown)[:, -2:]}, cache)
         h = torch.randn(state.h.shape, dtype=state.h.dtype, generator=torch.Generator().manual_seed(0))
         for i in range(stack.num_layers):
             (stack.fill_kv if use_hook else stack.block)(i, replace(state, h=h))

@@ -66,9 +66,7 @@ class LayerRunner:
         self.mask = torch.cat([self.mask, new_mask.to(self.mask.dtype)], dim=1)
         feed = new_ids if self.use_cache else self.ids
         inputs = {"input_ids": feed, "attention_mask": self.mask, "position_ids": positions(self.mask)[:, -feed.shape[1]:]}
-        if self.use_cache:
-            inputs.update(past_key_values=self.cache, use_cache=True)
-        for state in self.stack.states(inputs, upto=self.layer):
+        for state in self.stack.states(inputs, upto=self.layer, cache=self.cache):
             pass
         h = state.h
         if self.keep_hidden:

@@ -50,9 +50,8 @@ class _Model:
         """h⁰ of ``ids`` (the last ids.shape[1] positions of ``mask``) and the blocks' masks and positions.
 
         Only embeds and builds the context: no block runs, so the cache is not touched."""
-        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions(mask)[:, -ids.shape[1]:],
-                  "past_key_values": self.cache, "use_cache": True}
-        return self.stack.embed(inputs)
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions(mask)[:, -ids.shape[1]:]}
+        return self.stack.embed(inputs, self.cache)
 
     def run(self, state: StackState, start: int, stop: int) -> StackState:
         for i in range(start, stop):

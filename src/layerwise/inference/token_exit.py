@@ -146,9 +146,8 @@ class TokenExitRunner:
 
     def _run(self, new_ids: Tensor, new_mask: Tensor, prefill: bool) -> tuple[Tensor, Tensor]:
         self.mask = torch.cat([self.mask, new_mask.to(self.mask.dtype)], dim=1)
-        state = self.stack.embed({"input_ids": new_ids, "attention_mask": self.mask, "use_cache": True,
-                                  "position_ids": positions(self.mask)[:, -new_ids.shape[1]:],
-                                  "past_key_values": self.cache})
+        state = self.stack.embed({"input_ids": new_ids, "attention_mask": self.mask,
+                                  "position_ids": positions(self.mask)[:, -new_ids.shape[1]:]}, self.cache)
         b, device = new_ids.shape[0], new_ids.device
         memory = self.policy.start(b, device)
         token = torch.zeros(b, dtype=torch.long, device=device)

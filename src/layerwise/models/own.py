@@ -183,13 +183,14 @@ class GPT(StackModel):
         """tok(ids) + pos(positions): ``position_ids`` when given (left padding), else counted on from the cache."""
         ids, positions = inputs["input_ids"], inputs.get("position_ids")
         if positions is None:
-            past = _past_length(inputs.get("past_key_values"))
+            past = _past_length(inputs.get("cache"))
             positions = torch.arange(past, past + ids.shape[1], device=ids.device)
         return self.drop(self.tok(ids) + self.pos(positions))
 
     def block_kwargs(self, inputs: dict[str, Tensor]) -> dict:
-        """The causal mask over padding and cached keys, and the key/value cache (``past_key_values``)."""
-        cache = inputs.get("past_key_values")
+        """The causal mask over padding and cached keys, and the key/value cache (``cache``, as Hugging Face
+        now names it)."""
+        cache = inputs.get("cache")
         new = inputs["input_ids"].shape[1]
         mask = causal_mask(inputs.get("attention_mask"), _past_length(cache), new)
         return {k: v for k, v in (("attn_mask", mask), ("cache", cache)) if v is not None}

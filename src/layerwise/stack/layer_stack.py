@@ -53,16 +53,17 @@ class LayerStack(nn.Module):
         return len(self.blocks)
 
     def new_cache(self) -> Any:
-        """An empty key/value cache for decoding: pass it as ``past_key_values`` in the inputs of ``states``
-        and every block that runs appends its keys and values to it."""
+        """An empty key/value cache for decoding: pass it to ``states`` or ``embed`` as ``cache`` and every block
+        that runs appends its keys and values to it (the stack hands it to the model in the model's own form)."""
         if self._new_cache is None:
             raise LayerwiseError(f"{type(self.model).__name__} is not a decoder language model: it has no "
                                  "key/value cache to generate with")
         return self._new_cache()
 
-    def embed(self, inputs: dict[str, Tensor]) -> StackState:
-        """h⁰ and the per-block context (attention masks, position information)."""
-        return self._embed(model_inputs(inputs))
+    def embed(self, inputs: dict[str, Tensor], cache: Any = None) -> StackState:
+        """h⁰ and the per-block context (attention masks, position information, the ``cache`` when decoding)."""
+        inputs = model_inputs(inputs)
+        return self._embed(inputs) if cache is None else self._embed(inputs, cache)  # encoders' embed takes no cache
 
     def block(self, index: int, state: StackState) -> StackState:
         """Run block ``index`` (0-based, producing h^{index+1})."""
@@ -74,7 +75,7 @@ class LayerStack(nn.Module):
         return self._fill_kv is not None
 
     def fill_kv(self, index: int, state: StackState) -> None:
-        """Append block ``index``'s keys and values for ``state.h`` to the cache in ``state`` (decoders).
+        """Append block ``index``'s keys and values for ``state.h`` to ``state.cache`` (decoders).
 
         With the adapter's hook only the key/value projections run (and RoPE where the model has it); without
         one the whole block runs and its output is dropped: the cache ends up the same either way."""
@@ -83,12 +84,13 @@ class LayerStack(nn.Module):
         else:
             self._fill_kv(self.blocks[index], state)
 
-    def states(self, inputs: dict[str, Tensor], upto: int | None = None) -> Iterator[StackState]:
-        """Yield the state at layers 0, 1, …, upto (default L), one block at a time."""
+    def states(self, inputs: dict[str, Tensor], upto: int | None = None, cache: Any = None) -> Iterator[StackState]:
+        """Yield the state at layers 0, 1, …, upto (default L), one block at a time; blocks 1..upto append their
+        keys and values to ``cache`` when one is given (``new_cache``)."""
         upto = self.num_layers if upto is None else upto
         if not 0 <= upto <= self.num_layers:
             raise LayerwiseError(f"layer {upto} out of range: this model has layers 0..{self.num_layers}")
-        state = self.embed(inputs)
+        state = self.embed(inputs, cache)
         yield state
         for i in range(upto):
             state = self.block(i, state)

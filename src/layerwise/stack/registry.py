@@ -12,8 +12,9 @@ pre-hook (``hooked_embed``), so masks and positions are built exactly as the mod
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from torch import Tensor, nn
 
@@ -66,19 +67,39 @@ class _StopForward(Exception):
     pass
 
 
-def hooked_embed(model: nn.Module, first_block: nn.Module, **call_kwargs) -> Callable[[dict], StackState]:
-    """Embed by running ``model`` until ``first_block`` and capturing its inputs."""
+CACHE_PARAMETERS = ("cache", "past_key_values")  # a model forward's name for its key/value cache, newest first
 
-    def embed(inputs: dict[str, Tensor]) -> StackState:
+
+def cache_parameter(forward: Callable) -> str | None:
+    """The name under which ``forward`` takes a key/value cache, read from its signature (transformers renamed
+    ``past_key_values`` to ``cache`` in 5.x and warns on the old name), or None when it takes none."""
+    parameters = inspect.signature(forward).parameters
+    return next((name for name in CACHE_PARAMETERS if name in parameters), None)
+
+
+def hooked_embed(model: nn.Module, first_block: nn.Module, **call_kwargs) -> Callable[[dict, Any], StackState]:
+    """Embed by running ``model`` until ``first_block`` and capturing its inputs.
+
+    A cache given to ``embed`` reaches the model under the name its forward declares (read once, here), so the
+    model builds positions and masks past the cached length and hands the cache to its blocks in its own form.
+    """
+    cache_name = cache_parameter(model.forward)
+
+    def embed(inputs: dict[str, Tensor], cache: Any = None) -> StackState:
         captured: dict = {}
 
         def hook(module, args, kwargs):
             captured["args"], captured["kwargs"] = args, dict(kwargs)
             raise _StopForward
 
+        extra = {}
+        if cache is not None:
+            if cache_name is None:
+                raise LayerwiseError(f"{type(model).__name__}.forward takes no key/value cache")
+            extra = {cache_name: cache, "use_cache": True}
         handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
         try:
-            model(**{**call_kwargs, **inputs})  # the inputs may override (use_cache with a cache)
+            model(**{**call_kwargs, **inputs, **extra})
         except _StopForward:
             pass
         finally:
@@ -87,6 +108,6 @@ def hooked_embed(model: nn.Module, first_block: nn.Module, **call_kwargs) -> Cal
             raise LayerwiseError(f"{type(model).__name__} never reached its first block; check the inputs")
         args, kwargs = captured["args"], captured["kwargs"]
         h, rest = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
-        return StackState(h=h, mask=inputs.get("attention_mask"), block_args=rest, block_kwargs=kwargs)
+        return StackState(h=h, mask=inputs.get("attention_mask"), block_args=rest, block_kwargs=kwargs, cache=cache)
 
     return embed

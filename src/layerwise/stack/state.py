@@ -20,6 +20,10 @@ class StackState:
     mask: Tensor | None = None  # (B, T) padding mask of the inputs, 1 = real token
     block_args: tuple = ()
     block_kwargs: dict[str, Any] = field(default_factory=dict)
+    # decoders: the key/value cache the stack's caller owns (``LayerStack.new_cache``); the blocks receive it
+    # among ``block_args``/``block_kwargs`` under whatever name the installed transformers gives it, and the
+    # ``fill_kv`` hooks write through this reference, so no hook needs to know that name
+    cache: Any = None
 
     def select(self, rows: Tensor) -> StackState:
         """Keep only the given batch rows (early-exit compaction); shared broadcast tensors are kept whole."""
@@ -39,6 +43,7 @@ class StackState:
             mask=None if self.mask is None else self.mask[rows],
             block_args=take(self.block_args),
             block_kwargs={k: take(v) for k, v in self.block_kwargs.items()},
+            cache=self.cache,
         )
 
 
@@ -46,7 +51,7 @@ class StackState:
 class StackParts:
     """What an adapter hands the stack."""
 
-    embed: Callable[[dict[str, Tensor]], StackState]
+    embed: Callable[..., StackState]  # (inputs) -> h⁰ and the block context; decoders also take (inputs, cache)
     blocks: nn.ModuleList
     readout: Readout
     task: Task

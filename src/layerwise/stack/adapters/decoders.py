@@ -54,10 +54,9 @@ def gpt2_fill_kv(block: nn.Module, state: StackState) -> None:
     """GPT2Block's cache write: K, V = split(c_attn(ln_1(h))) without the query third of ``c_attn``
     (a ``Conv1D``: x @ W + b, W of shape (D, 3D))."""
     attn, d = block.attn, block.attn.split_size
-    cache = state.block_args[0] if state.block_args else state.block_kwargs["past_key_values"]
     kv = torch.addmm(attn.c_attn.bias[d:], block.ln_1(state.h).reshape(-1, d), attn.c_attn.weight[:, d:])
     k, v = kv.view(*state.h.shape[:-1], 2 * d).split(d, dim=-1)
-    cache.update(_heads(k, attn.head_dim), _heads(v, attn.head_dim), attn.layer_idx)
+    state.cache.update(_heads(k, attn.head_dim), _heads(v, attn.head_dim), attn.layer_idx)
 
 
 def llama_fill_kv(block: nn.Module, state: StackState) -> None:
@@ -68,7 +67,7 @@ def llama_fill_kv(block: nn.Module, state: StackState) -> None:
     x = block.input_layernorm(state.h)
     k, v = _heads(attn.k_proj(x), attn.head_dim), _heads(attn.v_proj(x), attn.head_dim)
     cos, sin = (t.unsqueeze(1) for t in state.block_kwargs["position_embeddings"])
-    state.block_kwargs["past_key_values"].update(k * cos + rotate_half(k) * sin, v, attn.layer_idx)
+    state.cache.update(k * cos + rotate_half(k) * sin, v, attn.layer_idx)
 
 
 gpt2_lm = register_adapter("GPT2LMHeadModel", is_class("GPT2LMHeadModel"))(

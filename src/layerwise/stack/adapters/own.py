@@ -13,9 +13,11 @@ from layerwise.stack.state import StackParts, StackState
 
 @register_adapter("layerwise (ViT, GPT, MLP)", lambda m: hasattr(m, "arch") and hasattr(m, "config_dict"))
 def own_model(model: nn.Module) -> StackParts:
-    def embed(inputs: dict[str, Tensor]) -> StackState:
+    def embed(inputs: dict[str, Tensor], cache=None) -> StackState:
+        if cache is not None:
+            inputs = {**inputs, "cache": cache}
         return StackState(h=model.embed(inputs), mask=inputs.get("attention_mask"),
-                          block_kwargs=model.block_kwargs(inputs))
+                          block_kwargs=model.block_kwargs(inputs), cache=cache)
 
     lm = model.pooling == "none"
     c = model.config
@@ -30,7 +32,7 @@ def own_model(model: nn.Module) -> StackParts:
         num_classes=None if lm else model.config.num_classes,
         call_block=lambda block, state: block(state.h, **state.block_kwargs),
         new_cache=KVCache if lm else None,
-        fill_kv=(lambda block, state: block.fill_kv(state.h, state.block_kwargs["cache"])) if lm else None,
+        fill_kv=(lambda block, state: block.fill_kv(state.h, state.cache)) if lm else None,
         context_length=model.config.max_len if lm else None,
         permutations=permutations,
     )
