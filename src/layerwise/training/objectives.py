@@ -257,6 +257,7 @@ class ObjectiveModule(nn.Module):
         return get_phase(phase).loss(StackLosses(self, batch))
 
 
-__all__ = ["LayerLosses", "Phase", "Objective", "OBJECTIVES", "PHASES", "register_objective", "get_objective",
-           "get_phase", "fine_tuning_objectives", "phase", "ObjectiveModule", "StackLosses", "LM_LOSSES",
-           "layer_weights", "dense_ce", "layer_ce", "standard", "aligned", "cosine_gap", "cos_reg"]
+__all__ = ["LayerLosses", "Phase", "Objective", "OBJECTIVES", "PHASES", "STANDARD", "ALIGNED", "MULTI_EXIT", "COS_REG",
+           "register_objective", "get_objective", "get_phase", "fine_tuning_objectives", "phase", "ObjectiveModule",
+           "StackLosses", "LM_LOSSES", "layer_weights", "dense_ce", "layer_ce", "standard", "aligned", "cosine_gap",
+           "cos_reg"]
