@@ -3,4 +3,4 @@
 from layerwise._deprecated import reexport
 
 reexport(__name__, {'layerwise.inference.policies': ['Decision', 'ExitPolicy', 'ConfidencePolicy', 'EntropyPolicy',
-                                  'PatiencePolicy', 'POLICIES', 'make_policy', 'default_thresholds']})
+                                  'PatiencePolicy', 'POLICIES', 'make_policy']})

@@ -2,4 +2,4 @@
 
 from layerwise._deprecated import reexport
 
-reexport(__name__, {'layerwise.training.hf_trainer': ['AlignedTrainer', 'HF_OBJECTIVES']})
+reexport(__name__, {'layerwise.training.hf_trainer': ['AlignedTrainer', 'hf_objectives']})

@@ -2,5 +2,5 @@
 
 from layerwise._deprecated import reexport
 
-reexport(__name__, {'layerwise.training.objectives': ['OBJECTIVES', 'FT_OBJECTIVES', 'layer_weights', 'dense_ce', 'layer_ce',
-                                   'standard', 'aligned', 'cosine_gap', 'cos_reg', 'multi_exit', 'phase']})
+reexport(__name__, {'layerwise.training.objectives': ['OBJECTIVES', 'layer_weights', 'dense_ce', 'layer_ce',
+                                   'standard', 'aligned', 'cosine_gap', 'cos_reg', 'phase']})

@@ -8,11 +8,12 @@ from layerwise.inference.policies import (
     EntropyPolicy,
     ExitPolicy,
     PatiencePolicy,
-    default_thresholds,
+    entropy,
     make_policy,
+    register_policy,
 )
 from layerwise.inference.runner import EarlyExitRunner, ExitResult, FirstExit, layer_speedup
-from layerwise.inference.simulate import accuracy, calibrate, calibration_grid, simulate
+from layerwise.inference.simulate import accuracy, calibrate, calibration_grid, layer_scores, simulate
 from layerwise.inference.timing import interleaved, median_seconds, plain_forward, timed
 
 __all__ = [
@@ -28,11 +29,13 @@ __all__ = [
     "accuracy",
     "calibrate",
     "calibration_grid",
-    "default_thresholds",
+    "layer_scores",
+    "entropy",
     "interleaved",
     "layer_speedup",
     "make_policy",
     "median_seconds",
+    "register_policy",
     "plain_forward",
     "simulate",
     "timed",

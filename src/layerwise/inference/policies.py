@@ -1,9 +1,13 @@
-"""Early-exit policies: small classes that decide, from one layer's readout logits, which samples stop.
+"""Early-exit policies and their registry: each policy turns one layer's readout logits into a per-row score
+(``ExitPolicy.scores``) that a row exits on when it reaches the threshold τ (from above or below).
 
 - ``ConfidencePolicy``: exit when max softmax pᵐᵃˣ = maxⱼ softmax(z)ⱼ ≥ τ (the paper's rule; τ ∈ (0, 1]).
 - ``EntropyPolicy``: exit when H(p) = −Σⱼ pⱼ log pⱼ ≤ τ (DeeBERT, Xin et al. 2020; τ ≥ 0, nats).
 - ``PatiencePolicy``: exit when the argmax has been the same for k layers in a row (PABEE, Zhou et al.
   2020; PABEE's patience t "unchanged t times" is k = t + 1 here).
+
+``register_policy`` adds a policy class to ``POLICIES``; classification exit (``runner``), simulation and
+calibration (``simulate``) and per-token exit (``token_exit``) read nothing else.
 
 Every policy acts only on layers ``min_layer..max_layer`` (1-based, 1..L); at ``max_layer`` everything left
 exits. Policies are stateless except for a per-sample ``memory`` dict of tensors (patience streaks), which the
@@ -33,27 +37,50 @@ class Decision:
     confidence: Tensor  # (B,) float32, max softmax probability
 
 
+def probabilities(logits: Tensor) -> Tensor:
+    """softmax(z) in float32 (or the logits' wider type)."""
+    return (logits if logits.dtype == torch.float32 else logits.float()).softmax(-1)
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """H(p) = −Σⱼ pⱼ log pⱼ in nats per row, p = softmax(z), with 0·log 0 = 0."""
+    probs = probabilities(logits)
+    return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+
+
 class ExitPolicy:
-    """Base: ``decide(logits, memory)`` per layer; ``check(stack)`` validates against a model."""
+    """A row exits at a layer when ``scores(logits, memory)`` ≥ τ (``exit_above``) or ≤ τ (otherwise).
+
+    Subclasses set ``name``, ``exit_above`` and ``never_early`` (the τ at which nobody exits before
+    ``max_layer``: the safe end of a calibration grid), and define ``check_threshold`` and ``scores``.
+    Stateful policies keep per-row tensors in ``memory`` (``start``), which the runner slices with the batch.
+    """
 
     name = "base"
+    exit_above = True
+    never_early: float = math.nan
 
     def __init__(self, threshold: float, min_layer: int = 1, max_layer: int | None = None):
         self.threshold = threshold
         self.min_layer, self.max_layer = min_layer, max_layer
         if not math.isfinite(threshold):  # NaN compares false with everything, so range checks alone pass it
             raise LayerwiseError(f"{self.name} threshold {threshold} is not a finite number: pass a finite one")
-        self._check_threshold()
+        self.check_threshold()
         if min_layer < 1:
             raise LayerwiseError(f"min_layer={min_layer}: exit layers start at 1")
         if max_layer is not None and min_layer > max_layer:
             raise LayerwiseError(f"min_layer={min_layer} > max_layer={max_layer}: pass min ≤ max")
 
-    def _check_threshold(self) -> None:
+    def check_threshold(self) -> None:
+        """Refuse (``LayerwiseError``) a threshold outside the policy's range."""
+        raise NotImplementedError
+
+    def scores(self, logits: Tensor, memory: Memory) -> Tensor:
+        """The per-row score (B,) of one layer's logits (B, C) that τ is compared against."""
         raise NotImplementedError
 
     def check(self, stack) -> tuple[int, int]:
-        """Validate against a stack; returns the resolved (min_layer, max_layer)."""
+        """Validate against a classifier's stack; returns the resolved (min_layer, max_layer)."""
         L = stack.num_layers
         if stack.task == "regression":
             raise LayerwiseError(f"the {self.name} policy needs class probabilities, but this model has a regression "
@@ -69,11 +96,33 @@ class ExitPolicy:
             raise LayerwiseError(f"exit layers {self.min_layer}..{hi} out of range: this model has layers 1..{L}")
         return self.min_layer, hi
 
+    def check_window(self, lo: int, hi: int) -> None:
+        """Refuse a threshold that can never trigger when only layers lo..hi are evaluated."""
+
     def start(self, batch_size: int, device: torch.device) -> Memory:
+        """The per-row memory before the first layer (stateless policies: none)."""
         return {}
 
     def decide(self, logits: Tensor, memory: Memory) -> Decision:
-        raise NotImplementedError
+        """Who exits at this layer (score against τ), with the argmax and max softmax probability."""
+        confidence, prediction = probabilities(logits).max(-1)
+        score = self.scores(logits, memory)
+        return Decision(score >= self.threshold if self.exit_above else score <= self.threshold, prediction,
+                        confidence)
+
+    def grid(self, scores: Tensor, points: int = 201) -> list[float]:
+        """Candidate thresholds from the (L, N) scores of every layer, safest first: the distinct quantiles that
+        are valid thresholds (so the grid adapts to the model) plus ``never_early``."""
+        q = torch.quantile(scores.flatten().double(), torch.linspace(0, 1, points, dtype=torch.double)).tolist()
+        return sorted({self.never_early, *[v for v in q if self.accepts(v)]}, reverse=self.exit_above)
+
+    def accepts(self, threshold: float) -> bool:
+        """Whether ``threshold`` is a valid τ of this policy."""
+        try:
+            self.with_threshold(threshold)
+        except LayerwiseError:
+            return False
+        return True
 
     def with_threshold(self, threshold: float) -> ExitPolicy:
         """The same policy with another threshold (sweeps, calibration)."""
@@ -83,47 +132,59 @@ class ExitPolicy:
         return f"{type(self).__name__}(threshold={self.threshold}, layers={self.min_layer}..{self.max_layer or 'L'})"
 
 
-def _probs(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    probs = (logits if logits.dtype == torch.float32 else logits.float()).softmax(-1)
-    confidence, prediction = probs.max(-1)
-    return probs, confidence, prediction
+POLICIES: dict[str, type[ExitPolicy]] = {}
 
 
+def register_policy(policy: type[ExitPolicy]) -> type[ExitPolicy]:
+    """Add an ``ExitPolicy`` subclass to ``POLICIES`` under its ``name`` (a class decorator); names are unique."""
+    if policy.name in POLICIES:
+        raise LayerwiseError(f"exit policy {policy.name!r} is already registered")
+    POLICIES[policy.name] = policy
+    return policy
+
+
+def make_policy(name: str, threshold: float, min_layer: int = 1, max_layer: int | None = None) -> ExitPolicy:
+    """Build a registered policy by name (``POLICIES``: confidence | entropy | patience | ...)."""
+    if name not in POLICIES:
+        raise LayerwiseError(f"unknown exit policy {name!r}: choose one of {', '.join(POLICIES)}")
+    return POLICIES[name](threshold, min_layer, max_layer)
+
+
+@register_policy
 class ConfidencePolicy(ExitPolicy):
     """Exit when max softmax probability ≥ τ."""
 
-    name = "confidence"
+    name, never_early = "confidence", 1.0
 
-    def _check_threshold(self) -> None:
+    def check_threshold(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise LayerwiseError(f"confidence threshold {self.threshold} out of range: pass 0 < τ ≤ 1")
 
-    def decide(self, logits: Tensor, memory: Memory) -> Decision:
-        _, confidence, prediction = _probs(logits)
-        return Decision(confidence >= self.threshold, prediction, confidence)
+    def scores(self, logits: Tensor, memory: Memory) -> Tensor:
+        return probabilities(logits).max(-1).values
 
 
+@register_policy
 class EntropyPolicy(ExitPolicy):
     """Exit when the predictive entropy H(p) = −Σ p log p (nats) ≤ τ (DeeBERT)."""
 
-    name = "entropy"
+    name, exit_above, never_early = "entropy", False, 0.0
 
-    def _check_threshold(self) -> None:
+    def check_threshold(self) -> None:
         if self.threshold < 0.0:
             raise LayerwiseError(f"entropy threshold {self.threshold} out of range: pass τ ≥ 0 (nats)")
 
-    def decide(self, logits: Tensor, memory: Memory) -> Decision:
-        probs, confidence, prediction = _probs(logits)
-        entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)  # 0·log 0 = 0
-        return Decision(entropy <= self.threshold, prediction, confidence)
+    def scores(self, logits: Tensor, memory: Memory) -> Tensor:
+        return entropy(logits)
 
 
+@register_policy
 class PatiencePolicy(ExitPolicy):
     """Exit when the argmax is unchanged over the last k evaluated layers (PABEE with patience k − 1)."""
 
     name = "patience"
 
-    def _check_threshold(self) -> None:
+    def check_threshold(self) -> None:
         if self.threshold < 1 or int(self.threshold) != self.threshold:
             raise LayerwiseError(f"patience k={self.threshold} out of range: pass an integer k ≥ 1")
         self.threshold = int(self.threshold)
@@ -135,36 +196,26 @@ class PatiencePolicy(ExitPolicy):
                                  f"trigger, pass k ≤ {stack.num_layers}")
         return lo, hi
 
+    def check_window(self, lo: int, hi: int) -> None:
+        if self.threshold > hi - lo + 1:
+            raise LayerwiseError(f"patience k={self.threshold} can never trigger between layers {lo} and {hi}: "
+                                 f"pass k ≤ {hi - lo + 1}")
+
     def start(self, batch_size: int, device: torch.device) -> Memory:
         return {"last": torch.full((batch_size,), -1, dtype=torch.long, device=device),
                 "streak": torch.zeros(batch_size, dtype=torch.long, device=device)}
 
-    def decide(self, logits: Tensor, memory: Memory) -> Decision:
-        _, confidence, prediction = _probs(logits)
+    def scores(self, logits: Tensor, memory: Memory) -> Tensor:
+        """The streak: layers in a row (this one included) with the same argmax; updates ``memory``."""
+        prediction = probabilities(logits).max(-1).indices
         streak = torch.where(prediction == memory["last"], memory["streak"] + 1, 1)
         memory["last"], memory["streak"] = prediction, streak
-        return Decision(streak >= self.threshold, prediction, confidence)
+        return streak
+
+    def grid(self, scores: Tensor, points: int = 201) -> list[float]:
+        """Every k from L (never early) down to 1."""
+        return [float(k) for k in range(scores.shape[0], 0, -1)]
 
 
-POLICIES: dict[str, type[ExitPolicy]] = {p.name: p for p in (ConfidencePolicy, EntropyPolicy, PatiencePolicy)}
-
-
-def make_policy(name: str, threshold: float, min_layer: int = 1, max_layer: int | None = None) -> ExitPolicy:
-    """Build a policy by name: confidence | entropy | patience."""
-    if name not in POLICIES:
-        raise LayerwiseError(f"unknown exit policy {name!r}: choose one of {', '.join(POLICIES)}")
-    return POLICIES[name](threshold, min_layer, max_layer)
-
-
-def default_thresholds(name: str, num_layers: int, num_classes: int) -> list[float]:
-    """A sweep grid from eager to never-early (the last value is the safest)."""
-    if name == "confidence":
-        return [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0]
-    if name == "entropy":
-        top = float(torch.log(torch.tensor(float(num_classes))))  # uniform prediction
-        return [top * f for f in (1.0, 0.8, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01)] + [0.0]
-    return [float(k) for k in range(1, num_layers + 1)]
-
-
-__all__ = ["Decision", "ExitPolicy", "ConfidencePolicy", "EntropyPolicy", "PatiencePolicy", "POLICIES",
-           "make_policy", "default_thresholds"]
+__all__ = ["Decision", "ExitPolicy", "ConfidencePolicy", "EntropyPolicy", "PatiencePolicy", "POLICIES", "Memory",
+           "register_policy", "make_policy", "probabilities", "entropy"]

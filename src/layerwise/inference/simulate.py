@@ -30,20 +30,16 @@ def simulate(policy: ExitPolicy, logits: Tensor, lo: int = 1, hi: int | None = N
     return first.result
 
 
+def layer_scores(policy: ExitPolicy, logits: Tensor) -> Tensor:
+    """The policy's score of every sample at every layer, (L, N), from (L, N, C) logits of layers 1..L."""
+    memory = policy.start(logits.shape[1], logits.device)
+    return torch.stack([policy.scores(z, memory) for z in logits])
+
+
 def calibration_grid(policy: ExitPolicy, logits: Tensor, points: int = 201) -> list[float]:
-    """Safest first: distinct quantiles of the per-layer scores (so the grid adapts to how confident the
-    model is) plus the never-early end (τ = 1 / entropy 0 / k = L)."""
-    if policy.name == "patience":
-        return [float(k) for k in range(logits.shape[0], 0, -1)]
-    probs = logits.float().softmax(-1)
-    if policy.name == "confidence":
-        scores = probs.max(-1).values.flatten()
-    else:
-        scores = -(probs * probs.clamp_min(1e-30).log()).sum(-1).flatten()
-    q = torch.quantile(scores.double(), torch.linspace(0, 1, points, dtype=torch.double)).tolist()
-    if policy.name == "confidence":
-        return sorted({1.0, *[v for v in q if 0.0 < v <= 1.0]}, reverse=True)
-    return sorted({0.0, *[max(v, 0.0) for v in q]})
+    """Candidate thresholds, safest first (``ExitPolicy.grid`` of the per-layer scores: quantiles plus the
+    never-early end, τ = 1 / entropy 0 / every k from L down for patience)."""
+    return policy.grid(layer_scores(policy, logits), points)
 
 
 def calibrate(policy: ExitPolicy, logits: Tensor, labels: Tensor, eps: float, lo: int, hi: int) -> dict[str, Any]:

@@ -102,9 +102,7 @@ def check_token_exit(stack: LayerStack, policy: ExitPolicy, kv_fill: str,
     hi = depth if policy.max_layer is None else policy.max_layer
     if not 1 <= policy.min_layer <= hi <= depth:
         raise LayerwiseError(f"exit layers {policy.min_layer}..{hi} out of range: this model has layers 1..{depth}")
-    if policy.name == "patience" and policy.threshold > hi - policy.min_layer + 1:
-        raise LayerwiseError(f"patience k={policy.threshold} can never trigger between layers {policy.min_layer} "
-                             f"and {hi}: pass k ≤ {hi - policy.min_layer + 1}")
+    policy.check_window(policy.min_layer, hi)
     return policy.min_layer, hi
 
 

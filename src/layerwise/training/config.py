@@ -21,8 +21,6 @@ from layerwise.errors import LayerwiseError
 from layerwise.schema import Finite, Options, validate
 from layerwise.training import objectives as O
 
-Objective = Literal[O.OBJECTIVES]  # the objectives module's names, so the two cannot drift apart
-FtObjective = Literal[O.FT_OBJECTIVES]
 Schedule = Literal["constant", "cosine", "multistep"]  # after an optional linear warm-up
 MixedPrecision = Literal["no", "bf16", "fp16"]
 LMLoss = Literal[O.LM_LOSSES]
@@ -34,6 +32,24 @@ PositiveFinite = Annotated[Finite, Field(gt=0)]
 NonNegativeFinite = Annotated[Finite, Field(ge=0)]
 # A name or a path: pathlib paths from Python callers are taken as their text.
 PathText = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
+
+
+def _objective(value: str) -> str:
+    """A registered objective (``objectives.OBJECTIVES``, read when validating: later registrations count)."""
+    if value not in O.OBJECTIVES:
+        raise ValueError(f"use one of {', '.join(O.OBJECTIVES)}")
+    return value
+
+
+def _ft_objective(value: str) -> str:
+    """A registered objective with gradient steps of its own (``objectives.fine_tuning_objectives``)."""
+    if value not in O.fine_tuning_objectives():
+        raise ValueError(f"use one of {', '.join(O.fine_tuning_objectives())}")
+    return value
+
+
+ObjectiveName = Annotated[str, AfterValidator(_objective)]
+FtObjectiveName = Annotated[str, AfterValidator(_ft_objective)]
 
 
 def _layer_weights(value: Any) -> str | list[float]:
@@ -53,8 +69,8 @@ class TrainConfig(Options):
     model: PathText = "vit-digits"
     data: PathText = "digits"
     out: PathText = "runs/train"
-    objective: Objective = "standard"
-    ft_objective: FtObjective = "standard"  # stage-2 objective of lp-ft
+    objective: ObjectiveName = "standard"
+    ft_objective: FtObjectiveName = "standard"  # stage-2 objective of lp-ft
     epochs: NonNegative = 3  # 0 is meaningful for lp / lp-ft (the probe only)
     batch_size: Positive = 64  # global, per forward pass
     eval_batch_size: Positive | None = None
@@ -108,7 +124,7 @@ class TrainConfig(Options):
     @property
     def stage2(self) -> str:
         """The objective of gradient training (lp-ft fine-tunes with ``ft_objective``)."""
-        return self.ft_objective if self.objective == "lp-ft" else self.objective
+        return self.ft_objective if O.get_objective(self.objective).then_ft_objective else self.objective
 
 
 KEYS = frozenset(TrainConfig.model_fields)

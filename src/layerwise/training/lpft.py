@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field
@@ -28,8 +28,7 @@ from layerwise.data.load import holdout
 from layerwise.errors import LayerwiseError
 from layerwise.report.serialize import jsonable
 from layerwise.schema import Finite, Options
-from layerwise.training import objectives as O
-from layerwise.training.config import resolve_config
+from layerwise.training.config import FtObjectiveName, resolve_config
 from layerwise.training.lpft_diagnostics import (
     HeadNormLog,
     check_classifier,
@@ -64,7 +63,7 @@ class LpftOptions(Options):
     batch_size: Positive = 32
     ft_lrs: LearningRates = Field(default_factory=lambda: [1e-5, 3e-5, 1e-4])
     lpft_lrs: LearningRates = Field(default_factory=lambda: [1e-6, 3e-6, 1e-5])
-    ft_objective: Literal[O.FT_OBJECTIVES] = "standard"
+    ft_objective: FtObjectiveName = "standard"
     weight_decay: Annotated[Finite, Field(ge=0)] = 0.0
     max_length: Positive | None = None
     lp_cv: Annotated[int, Field(ge=2)] = 3

@@ -10,6 +10,7 @@ from layerwise.errors import LayerwiseError
 from layerwise.models import StackModel, build_own
 from layerwise.stack import LayerStack
 from layerwise.training.config import TrainConfig
+from layerwise.training.objectives import get_objective
 
 
 def build_bundle(cfg: TrainConfig, num_classes: int | None) -> ModelBundle:
@@ -24,7 +25,7 @@ def build_bundle(cfg: TrainConfig, num_classes: int | None) -> ModelBundle:
         bundle.inputs = replace(bundle.inputs, max_length=cfg.max_length)
     if cfg.pooling is not None:
         set_readout_pooling(bundle, cfg.pooling)
-    if cfg.stage2 in ("multi-exit", "multi-exit-joint") and bundle.exit_heads is None:
+    if get_objective(cfg.stage2).exit_heads and bundle.exit_heads is None:
         heads = make_exit_heads(bundle.stack)
         heads[-1] = bundle.stack.readout  # the last exit is the model's own readout
         bundle.exit_heads = heads
@@ -37,7 +38,7 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate.utils import DistributedDataParallelKwargs
 
     # Alternating objectives leave some parameters unused on half the steps (multi-exit heads).
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.stage2 in ("multi-exit",))
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=get_objective(cfg.stage2).leaves_parameters_unused)
     try:  # mixed precision is ours (autocast + scaler), so in-process runs may differ in it
         acc = Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp])
     except ValueError as e:

@@ -76,6 +76,7 @@ class Trainer:
         from accelerate.utils import set_seed
 
         self.cfg = cfg
+        self.objective = O.get_objective(cfg.objective)
         self.out = Path(cfg.out)
         self.ckpt_root = self.out / "checkpoint"
         _check_out(cfg, self.ckpt_root)
@@ -103,7 +104,7 @@ class Trainer:
         n = len(self._epoch_dataset(0)[0])
         self.micro_per_epoch = (n // cfg.batch_size) // cfg.grad_accum * cfg.grad_accum
         self.steps_per_epoch = self.micro_per_epoch // cfg.grad_accum
-        if cfg.objective != "lp" and cfg.epochs and self.steps_per_epoch == 0:
+        if self.objective.trains and cfg.epochs and self.steps_per_epoch == 0:
             raise LayerwiseError(f"{n} training examples make no full batch of {cfg.batch_size}×{cfg.grad_accum}: "
                                  "lower --batch-size/--grad-accum or raise --limit")
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -182,7 +183,7 @@ class Trainer:
 
     def step(self, micro_batches: Sequence[dict[str, Tensor]]) -> float:
         """One optimizer step over ``grad_accum`` micro-batches; returns their mean loss."""
-        acc, phase = self.accelerator, O.phase(self.cfg.stage2, self.pos.step)
+        acc, phase = self.accelerator, O.get_objective(self.cfg.stage2).phase(self.pos.step)
         total = 0.0
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
@@ -259,14 +260,14 @@ class Trainer:
         elif (self.out / LOG).exists() and acc.is_main_process:
             (self.out / LOG).unlink()  # a fresh run starts a fresh log
         record: dict[str, Any] = {}
-        if cfg.objective in ("lp", "lp-ft") and not self.pos.lp_done:
+        if self.objective.linear_probe and not self.pos.lp_done:
             info = self.linear_probe()
             self.pos.lp_done = True
             record = {"epoch": 0, "step": 0, "stage": "lp", **info, **self.evaluate()}
             self._log(record)
-            if cfg.objective == "lp-ft" and cfg.epochs:
+            if self.objective.then_ft_objective and cfg.epochs:
                 self.save_checkpoint("lp")
-        if cfg.objective != "lp":
+        if self.objective.trains:
             self._run_hooks()
             record = self._train_epochs(t0) or record
         if not record:
