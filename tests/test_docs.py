@@ -83,3 +83,10 @@ def test_the_site_builds_strictly(tmp_path):
                             env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "commands" / "gen-eval" / "index.html").is_file()
+
+
+def test_the_readme_links_to_files_that_exist():
+    """The README is not part of the site, so mkdocs does not check its links."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert targets
+    assert [t for t in targets if "://" not in t and not (ROOT / t).exists()] == []
