@@ -90,3 +90,14 @@ def test_the_readme_links_to_files_that_exist():
     targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text(encoding="utf-8"))
     assert targets
     assert [t for t in targets if "://" not in t and not (ROOT / t).exists()] == []
+
+
+def test_the_readme_python_example_runs():
+    """The README's API example, as written: the packaged MiniLM on the embedded sentences (offline)."""
+    code = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    cka = scope["stats"].cka()
+    layers = scope["bundle"].stack.num_layers + 1
+    assert cka.shape == (layers, layers)
+    assert abs(cka.diagonal() - 1).max() < 1e-9  # a layer is identical to itself under linear CKA
