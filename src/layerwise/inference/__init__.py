@@ -8,7 +8,6 @@ from layerwise.inference.policies import (
     EntropyPolicy,
     ExitPolicy,
     PatiencePolicy,
-    default_thresholds,
     make_policy,
 )
 from layerwise.inference.runner import EarlyExitRunner, ExitResult, FirstExit, layer_speedup
@@ -28,7 +27,6 @@ __all__ = [
     "accuracy",
     "calibrate",
     "calibration_grid",
-    "default_thresholds",
     "interleaved",
     "layer_speedup",
     "make_policy",

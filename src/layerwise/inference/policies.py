@@ -156,15 +156,5 @@ def make_policy(name: str, threshold: float, min_layer: int = 1, max_layer: int 
     return POLICIES[name](threshold, min_layer, max_layer)
 
 
-def default_thresholds(name: str, num_layers: int, num_classes: int) -> list[float]:
-    """A sweep grid from eager to never-early (the last value is the safest)."""
-    if name == "confidence":
-        return [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0]
-    if name == "entropy":
-        top = float(torch.log(torch.tensor(float(num_classes))))  # uniform prediction
-        return [top * f for f in (1.0, 0.8, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01)] + [0.0]
-    return [float(k) for k in range(1, num_layers + 1)]
-
-
 __all__ = ["Decision", "ExitPolicy", "ConfidencePolicy", "EntropyPolicy", "PatiencePolicy", "POLICIES",
-           "make_policy", "default_thresholds"]
+           "make_policy"]

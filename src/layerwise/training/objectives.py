@@ -10,7 +10,7 @@ Notation: hˡ is the residual stream after block ℓ (ℓ = 1..L), R the model's
 - multi-exit:        Σ_ℓ λ_ℓ CE(Rₗ(hˡ), y) with an own readout Rₗ per layer (joint or alternating)
 
 Every loss is a pure function of a per-layer CE vector (and features); the CE vector comes from
-``layer_ce`` = ``evaluation.per_layer.layer_losses``, the one place that turns readouts into losses. For
+``evaluation.per_layer.layer_losses``, the one place that turns readouts into losses. For
 language models ``ObjectiveModule`` computes the weighted sum Σ_ℓ w_ℓ CE_ℓ directly with
 ``training.lm_loss.chunked_lm_loss`` (same value, without L layers of full logits).
 """
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.per_layer import dense_ce, layer_losses
+from layerwise.evaluation.per_layer import layer_losses
 from layerwise.stack import LayerStack
 from layerwise.training.lm_loss import chunked_lm_loss
 
@@ -58,9 +58,6 @@ def layer_weights(num_layers: int, scheme: str | Sequence[float] = "linear") -> 
     return w / w.sum()
 
 
-layer_ce = layer_losses  # CE_ℓ = CE(Rₗ(hˡ), y) per layer: the objectives' name for the shared loop
-
-
 # ---------------------------------------------------------------- objectives (pure)
 
 
@@ -85,11 +82,6 @@ def cosine_gap(feats: Sequence[Tensor]) -> Tensor:
 def cos_reg(ce_last: Tensor, feats: Sequence[Tensor], weights: Tensor, beta: float) -> Tensor:
     """CE_L + β Σ_ℓ λ_ℓ (1 − cos(zˡ, zᴸ)); gradients flow into both zˡ and zᴸ."""
     return ce_last + beta * (weights.to(ce_last) * cosine_gap(feats)).sum()
-
-
-def multi_exit(ces: Tensor, weights: Tensor) -> Tensor:
-    """Σ_ℓ λ_ℓ CE(Rₗ(hˡ), y) with an own readout per layer: same formula as ``aligned``, other logits."""
-    return aligned(ces, weights)
 
 
 def phase(objective: str, step: int) -> str:
@@ -154,5 +146,5 @@ class ObjectiveModule(nn.Module):
         raise LayerwiseError(f"unknown training phase {phase!r}")
 
 
-__all__ = ["ObjectiveModule", "OBJECTIVES", "FT_OBJECTIVES", "LM_LOSSES", "layer_weights", "dense_ce", "layer_ce",
-           "standard", "aligned", "cosine_gap", "cos_reg", "multi_exit", "phase"]
+__all__ = ["ObjectiveModule", "OBJECTIVES", "FT_OBJECTIVES", "LM_LOSSES", "layer_weights", "standard",
+           "aligned", "cosine_gap", "cos_reg", "phase"]
