@@ -276,8 +276,9 @@ def test_corpus_not_indexable(tmp_path):
     ds = load_dataset(str(tmp_path / "c.txt"))
     with pytest.raises(LayerwiseError, match="make_loader"):
         ds[0]
-    with pytest.raises(LayerwiseError, match="fewer than seq_len"):
+    with pytest.raises(LayerwiseError, match="fewer than `seq_len` 16") as e:
         make_loader(ds, InputSpec("tokens", tokenizer=ByteTokenizer()), 2, seq_len=16)
+    assert e.value.option == "seq_len"
 
 
 # ---------------------------------------------------------------- real data
