@@ -1,5 +1,5 @@
 """Early exit: policies against hand-computed rules, the runner against the full and truncated models,
-compaction order (batched = one by one), multi-exit heads, validation, and the transfer/shift helpers."""
+compaction order (batched = one by one), multi-exit heads, validation, and transfer and shift accuracy."""
 
 from __future__ import annotations
 
