@@ -28,10 +28,11 @@ def find_data(relpath: str, data_dir: str | Path | None = None) -> Path:
         root = Path(explicit).expanduser()
         setting, option = ("`data_dir`", "data_dir") if data_dir is not None else (DATA_ENV, None)
         if not root.is_dir():
-            raise LayerwiseError(f"data directory {root} not found: fix {setting} to point at the data root", option)
+            raise LayerwiseError(f"data directory {root} not found: fix {setting} to point at the data root",
+                                 option=option)
         if not (root / relpath).exists():
             raise LayerwiseError(f"{root / relpath} not found: fix {setting} to point at the data root that holds "
-                                 f"{relpath}", option)
+                                 f"{relpath}", option=option)
         return root / relpath
     for root in map(Path, DEFAULT_DATA_DIRS):
         if (root / relpath).exists():
