@@ -104,9 +104,14 @@ def test_compare_cross_model_matrices(tmp_path):
     torch.manual_seed(2)
     save_model(load_model("mlp-residual"), b)
     results = run_compare(model_a=str(a), model_b=str(b), data="digits", out=tmp_path / "cmp", limit=120)
-    m = np.asarray(results["cka"] if "cka" in results else results["cka_linear"])
-    assert m.shape == (9, 9)
-    assert not np.allclose(m, m.T)  # two different models: rows are model a's layers
+    m = np.asarray(results["cka_linear"])
+    # Rows are model a's layers: the reference takes each model's h⁰..h⁸ from its weights in float64 (the library
+    # captures float32 features, hence 1e-6).
+    x = torch.cat([batch["inputs"] for batch in data_batches("digits", load_model(str(a)).inputs, limit=120)])
+    with torch.no_grad():
+        fa, fb = ([h.numpy() for h in ref.own_mlp_hidden64(load_model(str(path)).model, x)] for path in (a, b))
+    np.testing.assert_allclose(m, [[ref.cka(p, q) for q in fb] for p in fa], atol=1e-6, rtol=0)
+    assert not np.allclose(m, m.T)  # two different models
     same = run_compare(model_a=str(a), model_b=str(a), data="digits", out=tmp_path / "same", limit=120)
     assert np.allclose(np.diag(np.asarray(same["cka_linear"])), 1.0, atol=1e-8)
 
