@@ -2,28 +2,15 @@
 
 import json
 import re
-import sys
 
 import _refs as ref
 import numpy as np
 import pytest
 import torch
-from fixtures import data_batches
+from fixtures import data_batches, run_cli
 
 from layerwise.checkpoints import load_model, save_model
-from layerwise.cli import main
 from layerwise.data import load_dataset, make_loader
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["layerwise", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def hf_mean_pooled_features(model, loader) -> list[np.ndarray]:

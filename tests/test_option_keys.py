@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import ast
 import re
-import sys
 from pathlib import Path
 
 import pytest
-from fixtures import ROOT, train_config, train_flags
+from fixtures import ROOT, run_cli, train_config, train_flags
 
-from layerwise.cli import main
 from layerwise.cli.app import as_flags
 from layerwise.errors import LayerwiseError
 from layerwise.training import train
@@ -69,16 +67,6 @@ def test_keys_in_backticks_become_flags():
     assert as_flags("see `layerwise models`, or `--out`; K_X") == "see `layerwise models`, or `--out`; K_X"
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["layerwise", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    return code, capsys.readouterr().err
-
-
 def test_a_library_error_prints_its_key_as_a_flag(tmp_path, monkeypatch, capsys):
     """``resume`` without a checkpoint: the trainer (library) names the key and carries it; the CLI prints the
     flag, on one line, with exit status 2."""
@@ -86,13 +74,13 @@ def test_a_library_error_prints_its_key_as_a_flag(tmp_path, monkeypatch, capsys)
         train(train_config(tmp_path, "py", resume=True))
     assert e.value.option == "resume" and str(e.value).startswith("`resume`: no checkpoint in ")
     out = tmp_path / "cli"
-    code, err = run_cli(monkeypatch, capsys, *train_flags(out, resume=True))
+    code, _, err = run_cli(monkeypatch, capsys, *train_flags(out, resume=True))
     assert code == 2
     assert err == f"error: --resume: no checkpoint in {out / 'checkpoint'}; run without --resume to start\n"
 
 
 def test_exit_val_split_out_of_range_names_the_flag(tmp_path, monkeypatch, capsys):
-    code, err = run_cli(monkeypatch, capsys, "exit", "--model", "mlp-residual", "--data", "digits", "--limit", "50",
+    code, _, err = run_cli(monkeypatch, capsys, "exit", "--model", "mlp-residual", "--data", "digits", "--limit", "50",
                         "--val-split", "1.5", "--out", tmp_path / "out")
     assert code == 2
     assert err == "error: --val-split 1.5: pass a fraction in (0, 1) or a split name\n"
