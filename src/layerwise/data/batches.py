@@ -26,7 +26,7 @@ def materialize(loader: Iterable[Batch], device: torch.device | str) -> list[Bat
     """All batches on the device up front, so timings exclude data loading."""
     batches = [to_device(b, device) for b in loader]
     if not batches:
-        raise LayerwiseError("the data set is empty: check the data path, split and --limit")
+        raise LayerwiseError("the data set is empty: check the data path, split and `limit`")
     return batches
 
 

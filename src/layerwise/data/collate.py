@@ -125,7 +125,8 @@ def make_loader(
     """
     _check_compatible(ds, spec)
     if augment and ds.kind != "image":
-        raise LayerwiseError(f"augmentation applies to images only, and {ds.name} is {ds.kind} data: drop --augment")
+        raise LayerwiseError(f"augmentation applies to images only, and {ds.name} is {ds.kind} data: drop `augment`",
+                             option="augment")
     generator = torch.Generator().manual_seed(seed)
     common = dict(batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers, drop_last=drop_last)
     if ds.kind == "corpus":

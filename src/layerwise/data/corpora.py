@@ -42,11 +42,12 @@ def corpus_blocks(ds: LayerwiseDataset, tokenizer: Any, seq_len: int) -> Tensor:
     seeded shuffle and kept in text order.
     """
     if seq_len <= 0:
-        raise LayerwiseError(f"seq_len={seq_len}: pass a positive --seq-len")
+        raise LayerwiseError(f"`seq_len` {seq_len}: pass a positive number of tokens", option="seq_len")
     ids = torch.tensor(encode_text(tokenizer, ds.text or ""), dtype=torch.long)
     n = len(ids) // seq_len
     if n == 0:
-        raise LayerwiseError(f"{ds.name} has {len(ids)} tokens, fewer than seq_len={seq_len}: lower --seq-len or use more text")
+        raise LayerwiseError(f"{ds.name} has {len(ids)} tokens, fewer than `seq_len` {seq_len}: lower `seq_len` or use "
+                             "more text", option="seq_len")
     blocks = ids[: n * seq_len].view(n, seq_len)
     if ds.limit is not None:
         keep = torch.randperm(n, generator=torch.Generator().manual_seed(ds.seed))[: ds.limit]

@@ -95,7 +95,8 @@ def recognise(directory: Path) -> GlueTask:
         return task
     files = [p for p in (_file(directory, s) for s in ("train", "dev", "dev_matched", "test")) if p.is_file()]
     if not files:
-        raise LayerwiseError(f"{directory} holds no train.tsv or dev.tsv: point --data at a GLUE task folder")
+        raise LayerwiseError(f"{directory} holds no train.tsv or dev.tsv: point `data` at a GLUE task folder",
+                             option="data")
     table = read_table(files[0], header=True)
     found = set(table.columns)
     first = table.rows[0][1] if table.rows else {}
@@ -130,7 +131,8 @@ def split_file(directory: Path, task: GlueTask, split: str, name: str) -> Path:
         raise LayerwiseError(f"unknown split {split!r} for {name}: use {known}")
     path = _file(directory, split)
     if not path.is_file():
-        raise LayerwiseError(f"{path} not found: set {DATA_ENV} or pass --data-dir to the data root that holds it")
+        raise LayerwiseError(f"{path} not found: set {DATA_ENV} or pass `data_dir` to the data root that holds it",
+                             option="data_dir")
     return path
 
 

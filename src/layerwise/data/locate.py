@@ -26,14 +26,17 @@ def find_data(relpath: str, data_dir: str | Path | None = None) -> Path:
     explicit = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
     if explicit is not None:
         root = Path(explicit).expanduser()
-        setting = "--data-dir / data_dir" if data_dir is not None else DATA_ENV
+        setting, option = ("`data_dir`", "data_dir") if data_dir is not None else (DATA_ENV, None)
         if not root.is_dir():
-            raise LayerwiseError(f"data directory {root} not found: fix {setting} to point at the data root")
+            raise LayerwiseError(f"data directory {root} not found: fix {setting} to point at the data root",
+                                 option=option)
         if not (root / relpath).exists():
-            raise LayerwiseError(f"{root / relpath} not found: fix {setting} to point at the data root that holds {relpath}")
+            raise LayerwiseError(f"{root / relpath} not found: fix {setting} to point at the data root that holds "
+                                 f"{relpath}", option=option)
         return root / relpath
     for root in map(Path, DEFAULT_DATA_DIRS):
         if (root / relpath).exists():
             return root / relpath
     searched = ", ".join(DEFAULT_DATA_DIRS)
-    raise LayerwiseError(f"{relpath} not found in {searched}: set {DATA_ENV} or pass --data-dir to the data root")
+    raise LayerwiseError(f"{relpath} not found in {searched}: set {DATA_ENV} or pass `data_dir` to the data root",
+                         option="data_dir")

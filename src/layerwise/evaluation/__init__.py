@@ -19,7 +19,7 @@ from layerwise.evaluation.per_layer import (
     lm_targets,
     readout_targets,
 )
-from layerwise.evaluation.transfer import layerwise_accuracy, readout_inputs, shift_accuracy, transfer_accuracy
+from layerwise.evaluation.transfer import layerwise_accuracy, readout_inputs, transfer_accuracy
 
 __all__ = [
     "CapturedBatch",
@@ -40,6 +40,5 @@ __all__ = [
     "minimal_depth",
     "readout_inputs",
     "readout_targets",
-    "shift_accuracy",
     "transfer_accuracy",
 ]

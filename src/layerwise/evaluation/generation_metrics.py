@@ -153,11 +153,6 @@ def coherence_values(embedder: Embedder, prefixes: Sequence[str], continuations:
     return out
 
 
-def coherence(embedder: Embedder, prefixes: Sequence[str], continuations: Sequence[str]) -> float:
-    """Mean over pairs of cos(e(prefix), e(continuation)) (empty continuations left out)."""
-    return nan_mean(coherence_values(embedder, prefixes, continuations))
-
-
 def _embedder_source(name: str) -> str:
     if name.strip().lower() != DEFAULT_EMBEDDER:
         return name

@@ -49,13 +49,6 @@ def layerwise_accuracy(bundle, data, split: str = "test", *, limit: int | None =
     return (logits.argmax(-1) == labels).double().mean(1).tolist()
 
 
-def shift_accuracy(bundle, data, shifted, *, split: str = "test", shifted_split: str = "test",
-                   augment_shift: bool = False, **kw: Any) -> dict[str, list[float]]:
-    """Per-layer accuracy in distribution and under shift (another split/data set, or augmented inputs)."""
-    return {"in_distribution": layerwise_accuracy(bundle, data, split, **kw),
-            "shifted": layerwise_accuracy(bundle, shifted, shifted_split, augment=augment_shift, **kw)}
-
-
 @torch.inference_mode()
 def readout_inputs(bundle, batches) -> tuple[Tensor, Tensor]:
     """(L+1, N, D) features norm(pool(hˡ)) for ℓ = 0..L — what the head sees — and the (N,) labels."""
@@ -85,4 +78,4 @@ def transfer_accuracy(bundle, train, test, *, train_split: str = "train", test_s
             "layers": list(range(len(acc)))}
 
 
-__all__ = ["layerwise_accuracy", "shift_accuracy", "readout_inputs", "transfer_accuracy"]
+__all__ = ["layerwise_accuracy", "readout_inputs", "transfer_accuracy"]

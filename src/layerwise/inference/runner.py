@@ -33,7 +33,7 @@ class ExitResult:
     @staticmethod
     def cat(parts: Sequence[ExitResult]) -> ExitResult:
         if not parts:
-            raise LayerwiseError("the data set is empty: check the data path, split and --limit")
+            raise LayerwiseError("the data set is empty: check the data path, split and `limit`")
         return ExitResult(*(torch.cat([getattr(p, f) for p in parts]) for f in ("prediction", "layer", "confidence")))
 
     def histogram(self, num_layers: int) -> list[int]:

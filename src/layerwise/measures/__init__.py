@@ -10,7 +10,6 @@ random subset of at most `SAMPLE_CAP` samples (fixed seed, same rows for both mo
 """
 
 import warnings
-from dataclasses import fields
 
 import numpy as np
 import torch
@@ -93,9 +92,6 @@ def layer_matrix(name: str, feats_a, feats_b=None, *, sample_cap: int = SAMPLE_C
     return out
 
 
-# The invariance names (before they became fields of ``Invariances``).
-INVARIANCES = frozenset(f.name for f in fields(Invariances))
-
 # Measure names in results.json: linear CKA is spelled out, as users of other libraries expect.
 JSON_NAMES = {"cka": "cka_linear", "cka_debiased": "cka_linear_debiased"}
 
@@ -116,5 +112,5 @@ def parse_measures(spec: str) -> list[str]:
     return names
 
 
-__all__ = ["FAMILIES", "INVARIANCES", "Invariances", "JSON_NAMES", "MEASURES", "Measure", "SAMPLE_CAP", "json_name", "layer_matrix",
+__all__ = ["FAMILIES", "Invariances", "JSON_NAMES", "MEASURES", "Measure", "SAMPLE_CAP", "json_name", "layer_matrix",
            "parse_measures"]

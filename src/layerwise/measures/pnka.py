@@ -6,7 +6,6 @@ Never forms an N×N×N product: K_X[i]·K_Y[i] = x̂_iᵀ(X̂ᵀŶ)ŷ_i and ‖K
 O(N d²) time and O(N d + d²) memory (no N×N matrix either).
 """
 
-import numpy as np
 import torch
 
 from layerwise.measures._util import centre, f64, same_n
@@ -31,12 +30,6 @@ def pnka_pair_per_sample(xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
 
 def pnka_pair(xa: torch.Tensor, xb: torch.Tensor) -> float:
     return float(pnka_pair_per_sample(xa, xb).mean())
-
-
-def pnka_per_sample(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """Per-sample PNKA (N,): cosine between row i of X's and of Y's cosine kernels."""
-    same_n(x, y)
-    return pnka_pair_per_sample(pnka_prepare(x), pnka_prepare(y)).cpu().numpy()
 
 
 def pnka(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -1,4 +1,4 @@
-"""Streaming statistics: additive sums over batches (and processes) from which COS and exact linear CKA
+"""Streaming statistics: additive sums over batches from which COS and exact linear CKA
 follow, with memory independent of the number of samples N.
 
 - ``LinearStats``: n, Σz, the upper blocks of ZᵀZ and the extra sums unbiased HSIC needs (CKA, debiased CKA);
@@ -68,27 +68,6 @@ class LinearStats:
         self.zs.addmm_(z.T, s)
         self.ss.addmm_(s.T, s)
         self.s += s.sum(0)
-
-    def _tensors(self) -> list[torch.Tensor]:
-        return [self.sums, *self.gram, self.zs, self.ss, self.s]
-
-    def merge(self, other: "LinearStats") -> "LinearStats":
-        """Add another LinearStats over disjoint samples (same layers) into this one."""
-        if other.widths != self.widths:
-            raise LayerwiseError(f"cannot merge stats over different layer widths: {self.widths} vs {other.widths}")
-        for mine, theirs in zip(self._tensors(), other._tensors()):
-            mine += theirs.to(mine.device)
-        self.n += other.n
-        return self
-
-    def all_reduce(self, accelerator) -> "LinearStats":
-        """Sum every statistic across processes (accelerate; float64 is kept, gloo supports it)."""
-        n = accelerator.reduce(torch.tensor([float(self.n)], dtype=torch.float64, device=self.sums.device), "sum")
-        self.n = int(n.item())
-        reduced = [accelerator.reduce(t, "sum") for t in self._tensors()]
-        self.sums, self.zs, self.ss, self.s = reduced[0], reduced[-3], reduced[-2], reduced[-1]
-        self.gram = reduced[1:-3]
-        return self
 
     def means(self) -> list[torch.Tensor]:
         """Per-layer mean feature vectors (e.g. the global means for a second cosine pass)."""
@@ -198,14 +177,6 @@ class CosineAccumulator:
         self.n += u.shape[1]
         per = (u * u[-1]).sum(-1).T  # (B, L) cosine of each layer vs the last
         self.vs_last.append(torch.where((valid * valid[-1]).T > 0, per, torch.nan).cpu())
-
-    def all_reduce(self, accelerator) -> "CosineAccumulator":
-        """Sum the L×L sums and counts across processes; per-sample values stay local to each process."""
-        self.sums = accelerator.reduce(self.sums, "sum")
-        self.counts = accelerator.reduce(self.counts, "sum")
-        n = torch.tensor([float(self.n)], dtype=torch.float64, device=self.sums.device)
-        self.n = int(accelerator.reduce(n, "sum").item())
-        return self
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean COS matrix (L, L), per-sample COS vs the last layer (N, L))."""

@@ -111,7 +111,7 @@ def find_recipe(figure: str) -> Recipe:
     """The recipe of a figure by name or alias (``5``, ``fig5``, ``lpft``), or a recipe file's path."""
     if figure.endswith((".yaml", ".yml")):
         if not Path(figure).is_file():
-            raise LayerwiseError(f"recipe file {figure} does not exist: pass a figure name (see --list) or a file")
+            raise LayerwiseError(f"recipe file {figure} does not exist: pass an existing recipe file or a figure name")
         return read_recipe(Path(figure))
     key = figure.lower().removeprefix("figure").removeprefix("fig").strip(" -_")
     recipes = all_recipes()

@@ -41,7 +41,7 @@ def finished(out: Path, step: Step, budget: Budget) -> dict | None:
         return None  # a mark cut short: run the step again
     if mark.get("settings") != settings(step, budget):
         raise LayerwiseError(f"{out / step.name} was written by a step {step.name!r} with other settings "
-                             f"({mark.get('settings')}): pass another --out")
+                             f"({mark.get('settings')}): pass another `out`", option="out")
     return mark
 
 

@@ -2,7 +2,6 @@
 folder, schedules, the linear probe, and the Hugging Face ``Trainer`` integration (``hf_trainer``,
 imported on demand)."""
 
-from layerwise._deprecated import moved_names
 from layerwise.training import objectives
 from layerwise.training.checkpointing import Position, latest_checkpoint, load_checkpoint, rng_state, set_rng_state
 from layerwise.training.config import TrainConfig, load_preset, resolve_config
@@ -15,5 +14,3 @@ __all__ = ["ObjectiveModule", "Position", "TrainConfig", "Trainer", "build_bundl
            "head_inputs", "latest_checkpoint", "load_checkpoint", "load_preset", "make_optimizer", "make_scheduler",
            "objectives", "probe_to_linear", "readout_linear", "resolve_config", "rng_state", "set_rng_state",
            "shard", "train"]
-
-__getattr__ = moved_names(__name__, {"evaluate": "layerwise.evaluation.per_layer:evaluate_layers"})

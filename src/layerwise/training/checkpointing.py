@@ -123,7 +123,7 @@ def corrupt(path: Path, e: Exception) -> LayerwiseError:
     """A damaged checkpoint file: start over in a new folder, or restore the file."""
     run = path.parent.parent.parent
     return LayerwiseError(f"checkpoint file {path} is corrupt ({type(e).__name__}): delete {run} to start over, "
-                          "use another --out, or restore the file")
+                          "use another `out`, or restore the file")
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
@@ -132,7 +132,7 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
     pointer = ckpt_root / "latest.json"
     if not pointer.exists():
         return None
-    restart = f"delete {ckpt_root.parent} to start over, or use another --out"
+    restart = f"delete {ckpt_root.parent} to start over, or use another `out`"
     try:
         name = json.loads(pointer.read_text())["dir"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
@@ -172,7 +172,7 @@ def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
     """Weights, optimizer/scheduler state, RNG state and position; a missing, incomplete or unreadable file is
     a LayerwiseError saying to start over."""
     out: dict[str, Any] = {}
-    restart = f"delete {path.parent.parent} to start over, or use another --out"
+    restart = f"delete {path.parent.parent} to start over, or use another `out`"
     for key, name, read in READERS:
         p = path / name.format(rank=rank)
         if not p.exists():

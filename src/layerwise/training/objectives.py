@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.per_layer import dense_ce, layer_losses
+from layerwise.evaluation.per_layer import layer_losses
 from layerwise.stack import LayerStack
 from layerwise.training.lm_loss import chunked_lm_loss
 
@@ -58,9 +58,6 @@ def layer_weights(num_layers: int, scheme: str | Sequence[float] = "linear") -> 
         raise LayerwiseError(f"explicit layer weights need {num_layers} non-negative numbers with a positive sum, "
                              f"got {list(scheme)}")
     return w / w.sum()
-
-
-layer_ce = layer_losses  # CE_ℓ = CE(Rₗ(hˡ), y) per layer: the objectives' name for the shared loop
 
 
 # ---------------------------------------------------------------- weighting functions (pure)
@@ -259,5 +256,5 @@ class ObjectiveModule(nn.Module):
 
 __all__ = ["LayerLosses", "Phase", "Objective", "OBJECTIVES", "PHASES", "STANDARD", "ALIGNED", "MULTI_EXIT", "COS_REG",
            "register_objective", "get_objective", "get_phase", "fine_tuning_objectives", "phase", "ObjectiveModule",
-           "StackLosses", "LM_LOSSES", "layer_weights", "dense_ce", "layer_ce", "standard", "aligned", "cosine_gap",
+           "StackLosses", "LM_LOSSES", "layer_weights", "standard", "aligned", "cosine_gap",
            "cos_reg"]

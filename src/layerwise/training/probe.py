@@ -61,7 +61,8 @@ def probe_to_linear(clf, linear: nn.Linear) -> None:
         coef, bias = torch.cat([-coef / 2, coef / 2]), torch.cat([-bias / 2, bias / 2])
     if max(classes) >= linear.out_features or coef.shape[1] != linear.in_features:
         raise LayerwiseError(f"the probe ({coef.shape[0]} classes × {coef.shape[1]}) does not fit the head "
-                             f"({linear.out_features} × {linear.in_features}): check --data matches the model")
+                             f"({linear.out_features} × {linear.in_features}): check that `data` matches the model",
+                             option="data")
     weight = torch.zeros(linear.out_features, linear.in_features, dtype=torch.float64)
     b = torch.full((linear.out_features,), -1e4, dtype=torch.float64)  # classes absent from training: never predicted
     weight[classes], b[classes] = coef, bias

@@ -60,7 +60,7 @@ def check_fresh_out(out: Path, overwrite: bool) -> None:
     if foreign:
         shown = ", ".join(str(p.relative_to(out)) for p in foreign[:3]) + (", …" if len(foreign) > 3 else "")
         raise LayerwiseError(f"{out} holds files a training run does not write ({shown}): pass an empty or new "
-                             "--out, or --overwrite to train there anyway (those files are kept)")
+                             "`out`, or `overwrite` to train there anyway (those files are kept)", option="out")
 
 
 # ---------------------------------------------------------------- log.jsonl
@@ -82,7 +82,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
             record = None
         if not isinstance(record, dict):
             raise LayerwiseError(f"line {number} of {path} is not a JSON record: delete {path.parent} to start "
-                                 "over, or use another --out")
+                                 "over, or use another `out`", option="out")
         records.append(record)
     return records
 

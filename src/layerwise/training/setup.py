@@ -18,7 +18,8 @@ def build_bundle(cfg: TrainConfig, num_classes: int | None) -> ModelBundle:
     bundle = load_model(cfg.model, num_classes=num_classes)
     if cfg.depth is not None:
         if not isinstance(bundle.model, StackModel):
-            raise LayerwiseError("--depth applies to the project's own models (vit-*, gpt-tiny, mlp-*) only")
+            raise LayerwiseError("`depth` applies to the project's own models (vit-*, gpt-tiny, mlp-*) only",
+                                 option="depth")
         model = build_own({**bundle.model.config_dict(), "depth": cfg.depth})
         bundle = ModelBundle(bundle.name, model, LayerStack(model), bundle.inputs, meta=bundle.meta)
     if cfg.max_length is not None:

@@ -65,7 +65,7 @@ def _check_out(cfg: TrainConfig, ckpt_root: Path) -> None:
     if (ckpt_root / "latest.json").exists():
         return
     if cfg.resume:
-        raise LayerwiseError(f"--resume: no checkpoint in {ckpt_root}; run without --resume to start")
+        raise LayerwiseError(f"`resume`: no checkpoint in {ckpt_root}; run without `resume` to start", option="resume")
     check_fresh_out(Path(cfg.out), cfg.overwrite)
 
 
@@ -106,7 +106,7 @@ class Trainer:
         self.steps_per_epoch = self.micro_per_epoch // cfg.grad_accum
         if self.objective.trains and cfg.epochs and self.steps_per_epoch == 0:
             raise LayerwiseError(f"{n} training examples make no full batch of {cfg.batch_size}×{cfg.grad_accum}: "
-                                 "lower --batch-size/--grad-accum or raise --limit")
+                                 "lower `batch_size` or `grad_accum`, or raise `limit`")
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
         weights = O.layer_weights(self.stack.num_layers, cfg.layer_weights)
@@ -154,8 +154,8 @@ class Trainer:
         saved = state["config"]
         changed = [k for k in RESUME_KEYS if k in saved and saved[k] != jsonable(getattr(self.cfg, k))]
         if changed:
-            raise LayerwiseError(f"{path} was written with other {', '.join(changed)}: use the same options, "
-                                 f"or another --out to start a new run")
+            raise LayerwiseError(f"{path} was written with other {', '.join(f'`{k}`' for k in changed)}: use the same "
+                                 "options, or another `out` to start a new run")
         try:
             self.module.load_state_dict(ck["model"])
         except RuntimeError as e:
@@ -216,7 +216,7 @@ class Trainer:
             last = latest_checkpoint(self.ckpt_root) if self.ckpt_root.exists() else None
             keep = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
             raise LayerwiseError(f"the loss became {value} at step {self.pos.step} (epoch {self.pos.epoch + 1}): "
-                                 f"lower --lr, add --max-grad-norm or use --mixed-precision no; {keep}")
+                                 f"lower `lr`, set `max_grad_norm` or set `mixed_precision` to no; {keep}")
 
     def evaluate(self) -> dict[str, list[float]]:
         acc = self.accelerator

@@ -1,7 +1,0 @@
-"""Deprecated: ``layerwise.analysis`` moved to ``layerwise.evaluation.analysis``; this path keeps importing for one release."""
-
-from layerwise._deprecated import reexport
-
-reexport(__name__, {'layerwise.cli.analyze': ['run_analysis', 'run_compare'],
- 'layerwise.evaluation.analysis': ['layer_measures', 'FeatureStore', 'pooled_features'],
- 'layerwise.measures': ['parse_measures']})
