@@ -63,9 +63,13 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def _head_args(cls: type, config: dict, num_classes: int | None) -> dict:
+    """``from_pretrained``'s arguments: the weights in the dtype they were saved in (``dtype="auto"``, said
+    explicitly since transformers' default changed from float32 to "auto" in 5.0), and a head of
+    ``num_classes`` outputs where one is asked for."""
+    extra: dict = {"dtype": "auto"}
     if num_classes is None or "Classification" not in cls.__name__:
-        return {}
-    extra = {"num_labels": num_classes}
+        return extra
+    extra["num_labels"] = num_classes
     if config.get("num_labels", len(config.get("id2label", {})) or 2) != num_classes:
         extra["ignore_mismatched_sizes"] = True
     return extra

@@ -58,6 +58,15 @@ def supported_architectures() -> list[str]:
     return sorted(a.name for a in ADAPTERS)
 
 
+def block_list(body: nn.Module, count: int) -> nn.ModuleList:
+    """The one ``ModuleList`` of ``count`` blocks inside ``body``, found by structure rather than by attribute path,
+    since releases move it (ViT: ``vit.encoder.layer`` up to transformers 4.x, ``vit.layers`` from 5.0)."""
+    found = [m for m in body.modules() if isinstance(m, nn.ModuleList) and len(m) == count]
+    if len(found) != 1:
+        raise LayerwiseError(f"{type(body).__name__}: expected one list of {count} blocks, found {len(found)}")
+    return found[0]
+
+
 def is_class(*class_names: str) -> Callable[[nn.Module], bool]:
     """A matcher on the model's class name (no import of the model's library needed)."""
     return lambda m: type(m).__name__ in class_names

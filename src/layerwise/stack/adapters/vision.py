@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from layerwise.stack.readout import Readout
-from layerwise.stack.registry import hooked_embed, is_class, register_adapter
+from layerwise.stack.registry import block_list, hooked_embed, is_class, register_adapter
 from layerwise.stack.state import StackParts, StackState
 
 
@@ -13,9 +13,10 @@ from layerwise.stack.state import StackParts, StackState
                   is_class("ViTForImageClassification", "DeiTForImageClassification"))
 def vit_classifier(model: nn.Module) -> StackParts:
     body = model.vit if hasattr(model, "vit") else model.deit
+    blocks = block_list(body, model.config.num_hidden_layers)
     return StackParts(
-        embed=hooked_embed(model, body.layers[0]),
-        blocks=body.layers,
+        embed=hooked_embed(model, blocks[0]),
+        blocks=blocks,
         readout=Readout(body.layernorm, model.classifier, "cls"),
         task="classification",
         feature_pooling="cls",
