@@ -1,0 +1,191 @@
+"""The one run-folder rule (``layerwise.run_folder``): unit tests of the rule, then every writing command run
+through the CLI with a user's files planted in its ``--out``, which must survive byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from layerwise.errors import LayerwiseError
+from layerwise.run_folder import MANIFEST, check_output_file, open_run_folder, read_manifest, record_file
+
+OUTPUTS = ("results.json", "*.png", "checkpoint")
+USER = b"the user's own notes\n"
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / MANIFEST).read_text())
+
+
+def write_outputs(out: Path) -> None:
+    """What a command claiming OUTPUTS writes."""
+    (out / "results.json").write_text("{}")
+    (out / "layers.png").write_bytes(b"png")
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "latest.json").write_text("{}")
+
+
+# ---------------------------------------------------------------- the rule
+
+
+def test_fresh_folder_is_created_probed_and_manifested(tmp_path):
+    out = tmp_path / "a" / "b"
+    folder = open_run_folder(out, "analyze", overwrite=False, outputs=OUTPUTS)
+    assert sorted(os.listdir(out)) == [MANIFEST]  # the writability probe left nothing behind
+    assert manifest(out) == {"command": "analyze", "outputs": list(OUTPUTS), "running": True, "files": [], "kept": []}
+    write_outputs(out)
+    (out / "unclaimed.txt").write_text("written during the run, matching no output")
+    folder.record()
+    folder.record()  # idempotent
+    assert manifest(out)["files"] == ["checkpoint", "layers.png", "results.json"]
+    assert manifest(out)["running"] is False
+
+
+def test_unwritable_folder_is_one_error_and_leaves_nothing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LayerwiseError, match="`out`"):
+        open_run_folder(blocker / "sub", "analyze", overwrite=False, outputs=OUTPUTS)
+    with pytest.raises(LayerwiseError, match="not a folder"):
+        open_run_folder(blocker, "analyze", overwrite=False, outputs=OUTPUTS)
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_own_files_only_are_accepted_without_overwrite(tmp_path):
+    folder = open_run_folder(tmp_path, "train", overwrite=False, outputs=OUTPUTS)
+    write_outputs(tmp_path)
+    folder.record()
+    again = open_run_folder(tmp_path, "train", overwrite=False, outputs=OUTPUTS)  # a re-run, or a resume
+    assert manifest(again.path)["files"] == ["checkpoint", "layers.png", "results.json"]
+
+
+def test_a_killed_run_owns_what_matches_its_outputs(tmp_path):
+    """Killed before ``record``: what it wrote matching its outputs is its own; nothing else is."""
+    open_run_folder(tmp_path, "train", overwrite=False, outputs=OUTPUTS)
+    write_outputs(tmp_path)
+    open_run_folder(tmp_path, "train", overwrite=False, outputs=OUTPUTS)  # accepted: resumes
+    assert manifest(tmp_path)["files"] == ["checkpoint", "layers.png", "results.json"]
+    (tmp_path / "notes.txt").write_bytes(USER)
+    with pytest.raises(LayerwiseError, match="notes.txt"):
+        open_run_folder(tmp_path, "train", overwrite=False, outputs=OUTPUTS)
+
+
+def test_a_finished_run_does_not_own_a_file_planted_later(tmp_path):
+    folder = open_run_folder(tmp_path, "analyze", overwrite=False, outputs=OUTPUTS)
+    folder.record()
+    (tmp_path / "results.json").write_bytes(USER)  # matches an output, but the tool did not write it
+    with pytest.raises(LayerwiseError, match="results.json"):
+        open_run_folder(tmp_path, "analyze", overwrite=False, outputs=OUTPUTS)
+    with pytest.raises(LayerwiseError, match="would replace .*results.json"):
+        open_run_folder(tmp_path, "analyze", overwrite=True, outputs=OUTPUTS)
+    assert (tmp_path / "results.json").read_bytes() == USER
+
+
+def test_foreign_file_without_and_with_overwrite(tmp_path):
+    for i in range(5):
+        (tmp_path / f"user-{i}.txt").write_bytes(USER)
+    with pytest.raises(LayerwiseError) as e:
+        open_run_folder(tmp_path, "compare", overwrite=False, outputs=OUTPUTS)
+    message = str(e.value)
+    assert "`out`" in message and "`overwrite`" in message and "--" not in message and "\n" not in message
+    assert "user-0.txt, user-1.txt, user-2.txt and 2 more" in message and "user-3" not in message
+    assert not (tmp_path / MANIFEST).exists()  # refused before writing anything
+    folder = open_run_folder(tmp_path, "compare", overwrite=True, outputs=OUTPUTS)
+    assert manifest(tmp_path)["kept"] == [f"user-{i}.txt" for i in range(5)]
+    write_outputs(tmp_path)
+    folder.record()
+    assert manifest(tmp_path)["files"] == ["checkpoint", "layers.png", "results.json"]
+    assert all((tmp_path / f"user-{i}.txt").read_bytes() == USER for i in range(5))
+    with pytest.raises(LayerwiseError, match="user-0.txt"):  # kept files stay foreign
+        open_run_folder(tmp_path, "compare", overwrite=False, outputs=OUTPUTS)
+
+
+@pytest.mark.parametrize("name", ["results.json", "fig.png", "checkpoint"])
+def test_foreign_entry_matching_an_output_is_refused_even_with_overwrite(tmp_path, name):
+    (tmp_path / name).mkdir() if name == "checkpoint" else (tmp_path / name).write_bytes(USER)
+    (tmp_path / "notes.txt").write_bytes(USER)
+    with pytest.raises(LayerwiseError) as e:
+        open_run_folder(tmp_path, "exit", overwrite=True, outputs=OUTPUTS)
+    assert name in str(e.value) and "notes.txt" not in str(e.value) and "`overwrite`" in str(e.value)
+    assert not (tmp_path / MANIFEST).exists()
+
+
+def test_a_symlink_entry_is_foreign_even_when_listed(tmp_path):
+    target = tmp_path / "elsewhere.txt"
+    target.write_bytes(USER)
+    out = tmp_path / "run"
+    folder = open_run_folder(out, "analyze", overwrite=False, outputs=OUTPUTS)
+    (out / "results.json").write_text("{}")
+    folder.record()
+    (out / "results.json").unlink()
+    (out / "results.json").symlink_to(target)  # swapped for a link after the run: never written through
+    with pytest.raises(LayerwiseError, match="results.json"):
+        open_run_folder(out, "analyze", overwrite=False, outputs=OUTPUTS)
+    with pytest.raises(LayerwiseError, match="would replace .*results.json"):
+        open_run_folder(out, "analyze", overwrite=True, outputs=OUTPUTS)
+    (out / "link.png").symlink_to(target)
+    (out / "results.json").unlink()
+    with pytest.raises(LayerwiseError, match="link.png"):  # a link matching an output pattern is not claimed
+        open_run_folder(out, "analyze", overwrite=True, outputs=OUTPUTS)
+    assert target.read_bytes() == USER
+
+
+def test_a_symlinked_manifest_is_refused(tmp_path):
+    (tmp_path / "m.json").write_text("{}")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / MANIFEST).symlink_to(tmp_path / "m.json")
+    with pytest.raises(LayerwiseError, match="not a regular file"):
+        open_run_folder(tmp_path / "run", "analyze", overwrite=True, outputs=OUTPUTS)
+
+
+@pytest.mark.parametrize("text, key", [
+    ('["a list"]', "value"),
+    ('{"command": "x", "outputs": "results.json", "running": true, "files": [], "kept": []}', "outputs"),
+    ('{"command": "x", "outputs": [], "running": "yes", "files": [], "kept": []}', "running"),
+    ('{"command": "x", "outputs": [], "running": true, "kept": []}', "files"),
+    ('{"command": "x", "outputs": [], "running": true, "files": [1], "kept": []}', "files.0"),
+    ("{not json", "not JSON"),
+])
+def test_a_manifest_of_the_wrong_shape_is_one_line_naming_file_and_key(tmp_path, text, key):
+    (tmp_path / MANIFEST).write_text(text)
+    with pytest.raises(LayerwiseError) as e:
+        open_run_folder(tmp_path, "analyze", overwrite=True, outputs=OUTPUTS)
+    assert str(tmp_path / MANIFEST) in str(e.value) and key in str(e.value) and "\n" not in str(e.value)
+    assert (tmp_path / MANIFEST).read_text() == text
+
+
+def test_temp_files_of_an_interrupted_atomic_write_are_the_tools(tmp_path):
+    folder = open_run_folder(tmp_path, "analyze", overwrite=False, outputs=OUTPUTS)
+    (tmp_path / "results.json").write_text("{}")
+    folder.record()
+    (tmp_path / ".results.json.k2x_9abq").write_text("{")  # atomic_write's temporary file, killed mid-write
+    (tmp_path / f".{MANIFEST}.ab12cd34").write_text("{")
+    open_run_folder(tmp_path, "analyze", overwrite=False, outputs=OUTPUTS)
+    assert manifest(tmp_path)["files"] == ["results.json"]  # temporaries are recognised, never listed
+    (tmp_path / ".notes.txt.k2x_9abq").write_bytes(USER)  # a temporary of no entry of ours is the user's
+    with pytest.raises(LayerwiseError, match="notes"):
+        open_run_folder(tmp_path, "analyze", overwrite=False, outputs=OUTPUTS)
+
+
+def test_a_page_outside_a_run_folder_is_told_by_its_marker_or_the_manifest(tmp_path):
+    ours = lambda head: b"generator" in head  # noqa: E731
+    page = tmp_path / "report.html"
+    assert check_output_file(page, ours) == page
+    page.write_bytes(USER)
+    with pytest.raises(LayerwiseError, match="not written by layerwise"):
+        check_output_file(page, ours)
+    page.write_bytes(b"<meta generator>")
+    check_output_file(page, ours)
+    with pytest.raises(LayerwiseError, match="a folder"):
+        check_output_file(tmp_path, ours)
+    with pytest.raises(LayerwiseError, match="does not exist"):
+        check_output_file(tmp_path / "missing" / "r.html", ours)
+    run = tmp_path / "run"
+    open_run_folder(run, "reproduce", overwrite=False, outputs=("report.html",)).record()
+    (run / "report.html").write_text("a page written before by the tool, then recorded")
+    record_file(run / "report.html")
+    assert read_manifest(run).files == ["report.html"]
+    check_output_file(run / "report.html", ours)
