@@ -49,7 +49,7 @@ def test_unwritable_folder_is_one_error_and_leaves_nothing(tmp_path):
     blocker.write_text("x")
     with pytest.raises(LayerwiseError, match="`out`"):
         open_run_folder(blocker / "sub", "analyze", overwrite=False, outputs=OUTPUTS)
-    with pytest.raises(LayerwiseError, match="not a folder"):
+    with pytest.raises(LayerwiseError, match="existing file"):
         open_run_folder(blocker, "analyze", overwrite=False, outputs=OUTPUTS)
     assert sorted(os.listdir(tmp_path)) == ["file"]
 

@@ -138,12 +138,11 @@ def read_manifest(out: Path) -> Manifest | None:
 
 
 def probe_writable(out: Path) -> Path:
-    """Create ``out`` (and its parents) and a file in it, then remove the file: permissions alone do not tell
-    (root, read-only mounts, a file where a parent folder should be). On failure the folders created are removed.
-    """
+    """Whether ``out`` can be written: create it (and its parents) and a file in it, then remove all that was
+    created. Permissions alone do not tell (root, read-only mounts, a file where a parent folder should be)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise LayerwiseError(f"`out` {out} is an existing file: pass a folder")
+        raise LayerwiseError(f"`out` {out} is an existing file, not a folder: pass a folder")
     created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -151,10 +150,11 @@ def probe_writable(out: Path) -> Path:
         os.close(handle)
         os.unlink(probe)
     except OSError as e:
+        raise LayerwiseError(f"`out` {out} cannot be written ({e.strerror or e}): pass a writable folder") from e
+    finally:
         for folder in created:
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        raise LayerwiseError(f"`out` {out} cannot be written ({e.strerror or e}): pass a writable folder") from e
     return out
 
 
@@ -188,13 +188,14 @@ def open_run_folder(out: Path, command: str, *, overwrite: bool, outputs: Sequen
     write its manifest; ``outputs``: glob patterns of the top-level entries the command may write."""
     out, outputs = Path(out), tuple(outputs)
     if os.path.lexists(out) and not out.is_dir():
-        raise LayerwiseError(f"`out` {out} is not a folder: pass a folder")
+        raise LayerwiseError(f"`out` {out} is an existing file, not a folder: pass a folder")
     entries, manifest = scan(out), read_manifest(out)
     foreign = foreign_names(entries, manifest)
     message = refusal(out, command, foreign, overwrite, outputs)
     if message:
         raise LayerwiseError(message)
     probe_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
     own = [n for n, kind in entries.items() if n not in foreign and n != MANIFEST and temp_target(n) is None]
     write_manifest(out, Manifest(command=command, outputs=list(outputs), running=True, files=sorted(own), kept=foreign))
     return RunFolder(out, command, outputs)
