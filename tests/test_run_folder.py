@@ -189,3 +189,113 @@ def test_a_page_outside_a_run_folder_is_told_by_its_marker_or_the_manifest(tmp_p
     record_file(run / "report.html")
     assert read_manifest(run).files == ["report.html"]
     check_output_file(run / "report.html", ours)
+
+
+# ---------------------------------------------------------------- every writing command, through the CLI
+
+
+def _recipe(folder: Path) -> Path:
+    import yaml
+
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump({
+        "figure": "t", "title": "test", "claim": "c", "minutes": {"cpu": 1, "gpu": 1},
+        "steps": [{"name": "a", "command": "analyze", "args": {"model": "mlp-residual", "data": "digits", "limit": 64,
+                                                               "measures": "cos", "probe": False, "device": "cpu"}}]}))
+    return path
+
+
+# command → (its flags before ``--out``, a file it writes into ``--out``); ``{tmp}`` is the module's folder.
+COMMANDS = {
+    "train": (["--model", "mlp-residual", "--data", "digits", "--epochs", "1", "--batch-size", "32", "--limit", "64",
+               "--eval-limit", "32", "--no-progress"], "metrics.json"),
+    "analyze": (["--model", "mlp-residual", "--data", "digits", "--limit", "64", "--measures", "cos", "--no-probe",
+                 "--device", "cpu"], "results.json"),
+    "compare": (["--model-a", "mlp-residual", "--model-b", "mlp-plain", "--data", "digits", "--limit", "64",
+                 "--measures", "cos", "--device", "cpu"], "results.json"),
+    "exit": (["--model", "mlp-residual", "--data", "digits", "--limit", "64", "--device", "cpu"], "results.json"),
+    "truncate": (["--model", "mlp-residual", "--k", "2"], "config.json"),
+    "generate": (["--model", "gpt-tiny", "--early-exit", "--sweep", "0.3,0.9", "--prompt", "the cat",
+                  "--max-new-tokens", "4", "--device", "cpu"], "results.json"),
+    "gen-eval": (["--model", "gpt-tiny", "--data", "{tmp}/corpus.txt", "--num-prompts", "2", "--prefix-len", "4",
+                  "--max-new-tokens", "6", "--diversity", "tokens", "--device", "cpu"], "samples.txt"),
+    "connect": (["--model-a", "mlp-plain", "--model-b", "mlp-plain", "--data", "digits", "--alphas", "0,1",
+                 "--limit", "16", "--batch-size", "8", "--no-progress", "--device", "cpu"], "results.json"),
+    "lpft": (["--model", "mlp-residual", "--data", "digits", "--limit", "80", "--eval-limit", "40", "--ntk-subset",
+              "4", "--ft-lrs", "1e-3", "--lpft-lrs", "1e-4", "--no-progress", "--device", "cpu"], "results.json"),
+    "reproduce": (["{tmp}/recipe.yaml"], "reproduce.json"),
+    "report": (["{tmp}/analyzed"], "report.html"),  # --out is the page: the user's file is planted at its path
+}
+CASES = {  # case → (pass --overwrite, plant a file named like an output)
+    "refused": (False, True),  # a user's files, no --overwrite: one line, exit 2
+    "kept": (True, False),  # --overwrite: the command runs beside the user's file
+    "colliding": (True, True),  # --overwrite, but an output would replace the user's file: refused up front
+}
+# Not wired on this branch (the commands helper moves these commands; the lead calls run_folder there): their
+# checks, or their --overwrite flag, arrive at the merge.
+UNWIRED = {"analyze", "compare", "exit", "truncate", "generate", "gen-eval", "connect"}
+NO_OVERWRITE_FLAG = UNWIRED | {"reproduce", "report"}
+XFAIL = {(c, "refused") for c in UNWIRED} | {(c, case) for c in NO_OVERWRITE_FLAG for case in ("kept", "colliding")}
+XFAIL |= {("lpft", "colliding"), ("lpft", "kept")}  # lpft's own rule (training/lpft.py): no manifest, no check
+# with --overwrite
+
+
+def _out_path(root: Path, command: str) -> Path:
+    return root / command / ("page.html" if command == "report" else "out")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """Every (command, case) run once in a child process, two at a time: the results and the planted files."""
+    from fixtures import CLI, CORPUS, run_children
+
+    from layerwise.cli.analyze import run_analysis
+
+    tmp = tmp_path_factory.mktemp("planted")
+    (tmp / "corpus.txt").write_text(CORPUS, encoding="utf-8")
+    _recipe(tmp)
+    run_analysis(model="mlp-residual", data="digits", out=tmp / "analyzed", limit=64, measures="cos", probe=False,
+                 device="cpu")
+    plants: dict[tuple[str, str], dict[Path, bytes]] = {}
+
+    def children():
+        for case, (overwrite, collide) in CASES.items():
+            for command, (flags, output) in COMMANDS.items():
+                root = tmp / case
+                out = _out_path(root, command)
+                folder = out.parent if command == "report" else out
+                folder.mkdir(parents=True)
+                files = {folder / "notes.txt": USER + command.encode()}
+                if collide:
+                    files[folder / output] = b"{\"mine\": true}\n" + case.encode()
+                for path, data in files.items():
+                    path.write_bytes(data)
+                plants[command, case] = files
+                argv = [*CLI, command, *(f.replace("{tmp}", str(tmp)) for f in flags), "--out", str(out)]
+                yield f"{command}/{case}", argv + (["--overwrite"] if overwrite else [])
+
+    results = run_children(children(), workers=2, timeout=120)
+    return tmp, plants, results
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_users_files_in_out_survive_every_command(planted, command, case, request):
+    if (command, case) in XFAIL:
+        request.applymarker(pytest.mark.xfail(strict=False, reason="wired at merge"))
+    tmp, plants, results = planted
+    done = results[f"{command}/{case}"]
+    for path, data in plants[command, case].items():
+        assert path.read_bytes() == data, f"{path.name} was changed"
+    overwrite, collide = CASES[case]
+    if collide:  # refused: one line naming a user's file, no traceback
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-2000:]
+        named = [p.name for p in plants[command, case]] if not overwrite else [COMMANDS[command][1]]
+        assert any(name in lines[0] for name in named), lines[0]
+    else:  # ran beside the user's file, which the manifest keeps
+        assert done.returncode == 0, done.stderr[-2000:]
+        out = _out_path(tmp / case, command)
+        assert out.exists()
+        if command != "report":
+            assert read_manifest(out).kept == ["notes.txt"]

@@ -151,7 +151,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 
 def test_huge_lr_gives_clear_error(tmp_path):
-    with pytest.raises(LayerwiseError, match="lower --lr"):
+    with pytest.raises(LayerwiseError, match="lower `lr`"):
         train(train_config(tmp_path, lr=1e30, epochs=3))
 
 

@@ -201,7 +201,7 @@ def open_run_folder(out: Path, command: str, *, overwrite: bool, outputs: Sequen
     return RunFolder(out, command, outputs)
 
 
-def check_output_file(out: Path, is_ours: Callable[[bytes], bool]) -> Path:
+def check_output_file(out: Path, is_ours: Callable[[bytes], bool], writer: str = "layerwise") -> Path:
     """A single output file (not a run folder): absent, or a regular file the tool wrote, told by its first
     4 KiB (``is_ours``) or by the manifest of its folder; never a folder, symlink or device; its folder exists."""
     out = Path(out)
@@ -218,7 +218,7 @@ def check_output_file(out: Path, is_ours: Callable[[bytes], bool]) -> Path:
         except OSError as e:
             raise LayerwiseError(f"`out` {out} cannot be read ({e.strerror or e}): pass another file") from e
         if not (listed or is_ours(head)):
-            raise LayerwiseError(f"`out` {out} exists and was not written by layerwise: pass another file "
+            raise LayerwiseError(f"`out` {out} exists and was not written by {writer}: pass another file "
                                  "(a file of ours is the only one ever replaced)")
     if not out.parent.is_dir():
         raise LayerwiseError(f"`out` {out} is in a folder that does not exist: create it or pass another file")
