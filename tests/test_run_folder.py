@@ -241,12 +241,39 @@ XFAIL |= {("lpft", "colliding"), ("lpft", "kept")}  # lpft's own rule (training/
 
 
 def _out_path(root: Path, command: str) -> Path:
-    return root / command / ("page.html" if command == "report" else "out")
+    return root / command / ("report.html" if command == "report" else "out")
+
+
+# Runs ``layerwise ARGS`` for each (name, ARGS) of the JSON in argv[1], one after the other in this one process
+# (a refusal comes before any work, so they cannot disturb each other), and writes {name: [status, stderr]} to
+# argv[2]: one interpreter start instead of one per refusal.
+REFUSALS = """
+import contextlib, io, json, sys
+from layerwise.cli import main
+calls, path, results = json.loads(sys.argv[1]), sys.argv[2], {}
+for name, args in calls.items():
+    sys.argv, err = ["layerwise", *args], io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        except Exception as e:  # a traceback of one command must not hide the others' results
+            code = 1
+            err.write(f"Traceback: {e!r}")
+    results[name] = [code, err.getvalue()]
+json.dump(results, open(path, "w"))
+"""
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """Every (command, case) run once in a child process, two at a time: the results and the planted files."""
+    """Every (command, case), with its files planted: a run of its own for each case that runs, and the cases
+    that must be refused in two processes: the results (returncode, stderr) and the planted files."""
+    import subprocess
+    import sys
+
     from fixtures import CLI, CORPUS, run_children
 
     from layerwise.cli.analyze import run_analysis
@@ -257,24 +284,33 @@ def planted(tmp_path_factory):
     run_analysis(model="mlp-residual", data="digits", out=tmp / "analyzed", limit=64, measures="cos", probe=False,
                  device="cpu")
     plants: dict[tuple[str, str], dict[Path, bytes]] = {}
-
-    def children():
-        for case, (overwrite, collide) in CASES.items():
-            for command, (flags, output) in COMMANDS.items():
-                root = tmp / case
-                out = _out_path(root, command)
-                folder = out.parent if command == "report" else out
-                folder.mkdir(parents=True)
-                files = {folder / "notes.txt": USER + command.encode()}
-                if collide:
-                    files[folder / output] = b"{\"mine\": true}\n" + case.encode()
-                for path, data in files.items():
-                    path.write_bytes(data)
-                plants[command, case] = files
-                argv = [*CLI, command, *(f.replace("{tmp}", str(tmp)) for f in flags), "--out", str(out)]
-                yield f"{command}/{case}", argv + (["--overwrite"] if overwrite else [])
-
-    results = run_children(children(), workers=2, timeout=120)
+    refusals: list[dict[str, list[str]]] = [{}, {}]
+    runs = []
+    for case, (overwrite, collide) in CASES.items():
+        for i, (command, (flags, output)) in enumerate(COMMANDS.items()):
+            out = _out_path(tmp / case, command)
+            folder = out.parent if command == "report" else out
+            folder.mkdir(parents=True)
+            files = {folder / "notes.txt": USER + command.encode()}
+            if collide:
+                files[folder / output] = b"{\"mine\": true}\n" + case.encode()
+            for path, data in files.items():
+                path.write_bytes(data)
+            plants[command, case] = files
+            args = [command, *(f.replace("{tmp}", str(tmp)) for f in flags), "--out", str(out)]
+            args += ["--overwrite"] if overwrite else []
+            if collide:
+                refusals[i % 2][f"{command}/{case}"] = args
+            else:
+                runs.append((f"{command}/{case}", [*CLI, *args]))
+    drivers = [(f"refusals-{i}", [sys.executable, "-c", REFUSALS, json.dumps(calls), str(tmp / f"refusals-{i}.json")])
+               for i, calls in enumerate(refusals)]
+    done = run_children(drivers + runs, workers=2, timeout=240)
+    results = {name: done[name] for name, _ in runs}
+    for name, _ in drivers:
+        assert done[name].returncode == 0, done[name].stderr[-3000:]
+        for key, (code, err) in json.loads((tmp / f"{name}.json").read_text()).items():
+            results[key] = subprocess.CompletedProcess([], code, "", err)
     return tmp, plants, results
 
 
