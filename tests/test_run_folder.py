@@ -147,7 +147,7 @@ def test_a_symlinked_manifest_is_refused(tmp_path):
     ('{"command": "x", "outputs": [], "running": "yes", "files": [], "kept": []}', "running"),
     ('{"command": "x", "outputs": [], "running": true, "kept": []}', "files"),
     ('{"command": "x", "outputs": [], "running": true, "files": [1], "kept": []}', "files.0"),
-    ("{not json", "not JSON"),
+    ("{not json", "JSONDecodeError"),
 ])
 def test_a_manifest_of_the_wrong_shape_is_one_line_naming_file_and_key(tmp_path, text, key):
     (tmp_path / MANIFEST).write_text(text)
@@ -163,6 +163,7 @@ def test_temp_files_of_an_interrupted_atomic_write_are_the_tools(tmp_path):
     folder.record()
     (tmp_path / ".results.json.k2x_9abq").write_text("{")  # atomic_write's temporary file, killed mid-write
     (tmp_path / f".{MANIFEST}.ab12cd34").write_text("{")
+    (tmp_path / ".layerwise-probe-x1y2z3ab").write_text("")  # the writability probe, killed before its unlink
     open_run_folder(tmp_path, "analyze", overwrite=False, outputs=OUTPUTS)
     assert manifest(tmp_path)["files"] == ["results.json"]  # temporaries are recognised, never listed
     (tmp_path / ".notes.txt.k2x_9abq").write_bytes(USER)  # a temporary of no entry of ours is the user's

@@ -38,6 +38,7 @@ MANIFEST = ".layerwise.json"
 ATOMIC_TEMP = re.compile(r"\.(.+)\.[a-z0-9_]{8}")  # report.serialize.atomic_write's temporary file names
 PROBE_PREFIX = ".layerwise-probe-"
 SHOWN = 3  # foreign entries named in an error
+MANIFEST_CAP = 1 << 24  # bytes: a manifest lists names, far less
 
 
 class Manifest(Options):
@@ -66,8 +67,8 @@ def temp_target(name: str) -> str | None:
 
 def is_own(name: str, kind: str, manifest: Manifest | None) -> bool:
     """Whether the entry ``name`` of kind ``file``, ``dir`` or ``other`` (symlink, FIFO, device) is the tool's."""
-    if name == MANIFEST or temp_target(name) == MANIFEST:
-        return kind == "file"
+    if name == MANIFEST or temp_target(name) == MANIFEST or name.startswith(PROBE_PREFIX):
+        return kind == "file"  # the manifest, and leftovers of its write or of a probe killed mid-way
     if manifest is None or kind == "other":
         return False
     pending = manifest.outputs if manifest.running else []
@@ -131,9 +132,14 @@ def read_manifest(out: Path) -> Manifest | None:
     if entry_kind(path) != "file":
         raise LayerwiseError(f"`out` {out}: {MANIFEST} is not a regular file: pass another `out`")
     try:
-        data = json.loads(path.read_bytes()[: 1 << 24])
+        with path.open("rb") as f:
+            text = f.read(MANIFEST_CAP + 1)
+        if len(text) > MANIFEST_CAP:
+            raise ValueError(f"over {MANIFEST_CAP} bytes")
+        data = json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LayerwiseError(f"{path} is not JSON ({type(e).__name__}): delete it or pass another `out`") from e
+        raise LayerwiseError(f"{path} is not a manifest of ours ({type(e).__name__}: {str(e)[:80]}): delete it or "
+                             "pass another `out`") from e
     return validate(Manifest, data, str(path))
 
 
