@@ -65,10 +65,20 @@ def temp_target(name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def is_bookkeeping(name: str) -> bool:
+    """The manifest, and the leftovers of its atomic write or of a writability probe killed mid-way."""
+    return name == MANIFEST or temp_target(name) == MANIFEST or name.startswith(PROBE_PREFIX)
+
+
+def listable(name: str, kind: str) -> bool:
+    """Whether an entry of the tool's goes in the manifest's ``files`` (not bookkeeping, temporaries or links)."""
+    return kind != "other" and not is_bookkeeping(name) and temp_target(name) is None
+
+
 def is_own(name: str, kind: str, manifest: Manifest | None) -> bool:
     """Whether the entry ``name`` of kind ``file``, ``dir`` or ``other`` (symlink, FIFO, device) is the tool's."""
-    if name == MANIFEST or temp_target(name) == MANIFEST or name.startswith(PROBE_PREFIX):
-        return kind == "file"  # the manifest, and leftovers of its write or of a probe killed mid-way
+    if is_bookkeeping(name):
+        return kind == "file"
     if manifest is None or kind == "other":
         return False
     pending = manifest.outputs if manifest.running else []
@@ -184,8 +194,8 @@ class RunFolder:
         if manifest is None:
             raise LayerwiseError(f"`out` {self.path}: {MANIFEST} disappeared during the run: pass another `out`")
         entries = scan(self.path)
-        own = [n for n, kind in entries.items() if kind != "other" and n != MANIFEST and temp_target(n) is None
-               and n not in manifest.kept and (n in manifest.files or matches(n, self.outputs))]
+        own = [n for n, kind in entries.items() if listable(n, kind) and n not in manifest.kept
+               and (n in manifest.files or matches(n, self.outputs))]
         write_manifest(self.path, manifest.model_copy(update={"files": sorted(own), "running": not done}))
 
 
@@ -202,7 +212,7 @@ def open_run_folder(out: Path, command: str, *, overwrite: bool, outputs: Sequen
         raise LayerwiseError(message)
     probe_writable(out)
     out.mkdir(parents=True, exist_ok=True)
-    own = [n for n, kind in entries.items() if n not in foreign and n != MANIFEST and temp_target(n) is None]
+    own = [n for n, kind in entries.items() if n not in foreign and listable(n, kind)]
     write_manifest(out, Manifest(command=command, outputs=list(outputs), running=True, files=sorted(own), kept=foreign))
     return RunFolder(out, command, outputs)
 
