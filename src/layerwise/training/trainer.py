@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from layerwise.checkpoints import save_model
+from layerwise.checkpoints.save import MODEL_FILES
 from layerwise.data import load_dataset, make_loader, to_device
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.per_layer import evaluate_layers, task_metric_name
@@ -54,15 +55,7 @@ from layerwise.training.schedules import epoch_order, make_optimizer, make_sched
 from layerwise.training.setup import build_bundle, make_accelerator
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-# Every top-level entry a training run writes: its log, metrics, checkpoints and the saved model (own files, and
-# Hugging Face model and tokenizer files).
-OUTPUTS = (LOG, METRICS, CHECKPOINTS, "config.json", "model.safetensors", "layerwise.json", "exit_heads.safetensors",
-           "generation_config.json", "model.safetensors.index.json", "model-*-of-*.safetensors", "tokenizer.json",
-           "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json",
-           "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
-           "chat_template.json")
+OUTPUTS = (LOG, METRICS, CHECKPOINTS, *MODEL_FILES)  # every top-level entry a training run writes
 
 
 def open_train_folder(cfg: TrainConfig) -> RunFolder:
