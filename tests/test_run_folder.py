@@ -336,3 +336,37 @@ def test_a_users_files_in_out_survive_every_command(planted, command, case, requ
         assert out.exists()
         if command != "report":
             assert read_manifest(out).kept == ["notes.txt"]
+
+
+# ---------------------------------------------------------------- checked before any work
+
+
+def test_train_checks_its_folder_before_loading_anything(tmp_path):
+    from fixtures import train_config
+
+    from layerwise.training import train
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_bytes(USER)
+    with pytest.raises(LayerwiseError, match="notes.txt"):  # not the unknown data set: nothing was loaded
+        train(train_config(tmp_path, data="no-such-data-set"))
+    assert sorted(os.listdir(tmp_path / "run")) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("name", ["reproduce.json", "report.html"])
+def test_reproduce_refuses_a_record_it_did_not_write_before_any_step(tmp_path, monkeypatch, name):
+    import subprocess
+
+    from layerwise.reproduce import read_recipe, reproduce
+
+    def no_process(*a, **k):
+        raise AssertionError("a step ran")
+
+    monkeypatch.setattr(subprocess, "call", no_process)
+    recipe = read_recipe(_recipe(tmp_path))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / name).write_bytes(USER)
+    for overwrite in (False, True):
+        with pytest.raises(LayerwiseError, match=name):
+            reproduce(recipe, "cpu", tmp_path / "out", echo=lambda _: None, overwrite=overwrite)
+    assert sorted(os.listdir(tmp_path / "out")) == [name]
