@@ -332,10 +332,11 @@ def test_a_users_files_in_out_survive_every_command(planted, command, case, requ
         assert any(name in lines[0] for name in named), lines[0]
     else:  # ran beside the user's file, which the manifest keeps
         assert done.returncode == 0, done.stderr[-2000:]
-        out = _out_path(tmp / case, command)
-        assert out.exists()
+        out, output = _out_path(tmp / case, command), COMMANDS[command][1]
+        assert (out if command == "report" else out / output).is_file()
         if command != "report":
-            assert read_manifest(out).kept == ["notes.txt"]
+            listed = read_manifest(out)
+            assert listed.kept == ["notes.txt"] and output in listed.files and "notes.txt" not in listed.files
 
 
 # ---------------------------------------------------------------- checked before any work
