@@ -13,7 +13,9 @@ The rule
   is accepted (re-running a command, resuming a training run).
 - With ``overwrite``: the command may replace the tool's entries, never a foreign one. A foreign entry that
   matches one of ``outputs`` (it would be replaced) is refused up front; the others are recorded as ``kept``.
-- Writes never follow a symlink found in the folder: such an entry is foreign, so it is refused or kept.
+- Writes never follow a symlink found in the folder: such an entry is foreign, so it is refused or kept
+  (``out`` itself may be a link to a folder). Only the top level is checked: inside a folder of its own, a
+  command writes only names it owns (checkpoints prune only ``step-*``).
 - A single output file outside a run folder (``report``'s page) is checked by ``check_output_file``.
 """
 
