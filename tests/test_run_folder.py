@@ -190,6 +190,10 @@ def test_a_page_outside_a_run_folder_is_told_by_its_marker_or_the_manifest(tmp_p
     record_file(run / "report.html")
     assert read_manifest(run).files == ["report.html"]
     check_output_file(run / "report.html", ours)
+    (run / "page.html").write_bytes(b"<meta generator> a page of ours, copied in by the user")
+    open_run_folder(run, "reproduce", overwrite=True, outputs=("report.html",))
+    with pytest.raises(LayerwiseError, match="not written by layerwise"):  # kept as the user's: never replaced
+        check_output_file(run / "page.html", ours)
 
 
 # ---------------------------------------------------------------- every writing command, through the CLI

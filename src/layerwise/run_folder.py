@@ -223,19 +223,20 @@ def check_output_file(out: Path, is_ours: Callable[[bytes], bool], writer: str =
     """A single output file (not a run folder): absent, or a regular file the tool wrote, told by its first
     4 KiB (``is_ours``) or by the manifest of its folder; never a folder, symlink or device; its folder exists."""
     out = Path(out)
+    manifest = read_manifest(out.parent) if out.parent.is_dir() else None
     if os.path.lexists(out):
         kind = entry_kind(out)
         if kind != "file":
             raise LayerwiseError(f"`out` {out} is {'a folder' if kind == 'dir' else 'not a regular file'}: "
                                  "pass the path of a file")
-        manifest = read_manifest(out.parent) if out.parent.is_dir() else None
         listed = manifest is not None and out.name in manifest.files
+        kept = manifest is not None and out.name in manifest.kept  # a user's file, whatever it holds
         try:
             with out.open("rb") as f:
                 head = f.read(4096)
         except OSError as e:
             raise LayerwiseError(f"`out` {out} cannot be read ({e.strerror or e}): pass another file") from e
-        if not (listed or is_ours(head)):
+        if kept or not (listed or is_ours(head)):
             raise LayerwiseError(f"`out` {out} exists and was not written by {writer}: pass another file "
                                  "(a file of ours is the only one ever replaced)")
     if not out.parent.is_dir():
