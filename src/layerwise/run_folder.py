@@ -160,7 +160,7 @@ def probe_writable(out: Path) -> Path:
     created. Permissions alone do not tell (root, read-only mounts, a file where a parent folder should be)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise LayerwiseError(f"`out` {out} is an existing file, not a folder: pass a folder")
+        raise LayerwiseError(f"`out` {out} is an existing file: pass a folder")
     created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -206,7 +206,7 @@ def open_run_folder(out: Path, command: str, *, overwrite: bool, outputs: Sequen
     write its manifest; ``outputs``: glob patterns of the top-level entries the command may write."""
     out, outputs = Path(out), tuple(outputs)
     if os.path.lexists(out) and not out.is_dir():
-        raise LayerwiseError(f"`out` {out} is an existing file, not a folder: pass a folder")
+        raise LayerwiseError(f"`out` {out} is an existing file: pass a folder")
     entries, manifest = scan(out), read_manifest(out)
     foreign = foreign_names(entries, manifest)
     message = refusal(out, command, foreign, overwrite, outputs)
