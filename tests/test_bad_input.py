@@ -46,7 +46,7 @@ from layerwise.errors import LayerwiseError
 from layerwise.inference import POLICIES, make_policy
 from layerwise.training import resolve_config, train
 from layerwise.training.checkpointing import read_rng, rng_state, save_rng, set_rng_state
-from layerwise.training.run_folder import foreign_entries, read_log
+from layerwise.training.log import read_log
 
 TINY = {"limit": 64, "eval_limit": 32}  # a train run of two steps an epoch
 TSV_HEADER = b"sentence\tlabel\n"
@@ -358,7 +358,7 @@ CASES: dict[str, Case] = {
     "truncate-out-inside-source": Case(_truncate_onto_source(True), r"truncate never overwrites its source",
                                        _source_unchanged),
     "train-out-is-file": Case(_train_out_is_file, naming("existing file")),
-    "train-out-has-foreign-file": Case(_train_out_has_foreign_file, naming("notes.txt", "--overwrite")),
+    "train-out-has-foreign-file": Case(_train_out_has_foreign_file, naming("notes.txt", "overwrite")),
     # flag values, checked before loading
     "analyze-batch-size-zero": Case(_flags("analyze", "--batch-size", "0"),
                                     r"--batch-size: Input should be greater than 0"),
@@ -628,16 +628,25 @@ def test_out_check_removes_only_what_it_created(tmp_path):
 
 def test_fresh_run_keeps_foreign_files_and_prunes_only_its_checkpoints(tmp_path):
     out = tmp_path / "run"
-    (out / "checkpoint" / "mine").mkdir(parents=True)
-    (out / "checkpoint" / "mine" / "keep.txt").write_text("mine")
+    out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(LayerwiseError, match="`overwrite`"):
+    with pytest.raises(LayerwiseError, match="notes.txt.*`overwrite`"):
         train(train_config(tmp_path, **TINY))
     train(train_config(tmp_path, **TINY, overwrite=True, epochs=2, checkpoint_every=1))
-    assert (out / "checkpoint" / "mine" / "keep.txt").read_text() == "mine"
     assert (out / "notes.txt").read_text() == "mine"
     steps = sorted(p.name for p in (out / "checkpoint").iterdir() if p.name.startswith("step-"))
     assert steps == ["step-00000004-end"]
+
+
+def test_a_users_checkpoint_folder_is_never_trained_into(tmp_path):
+    """A ``checkpoint/`` the tool did not write would be written into: refused, even with ``overwrite``."""
+    out = tmp_path / "run"
+    (out / "checkpoint" / "mine").mkdir(parents=True)
+    (out / "checkpoint" / "mine" / "keep.txt").write_text("mine")
+    with pytest.raises(LayerwiseError, match="would replace \\(checkpoint\\)"):
+        train(train_config(tmp_path, **TINY, overwrite=True))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "checkpoint", "checkpoint/mine", "checkpoint/mine/keep.txt"]
 
 
 def test_rerun_of_finished_run_keeps_metrics_and_drops_a_partial_log_line(tmp_path):
@@ -651,16 +660,6 @@ def test_rerun_of_finished_run_keeps_metrics_and_drops_a_partial_log_line(tmp_pa
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert {"lr", "train_loss"} <= set(metrics)
     assert (out / "log.jsonl").read_text() == complete
-
-
-def test_our_own_files_are_not_foreign(tmp_path):
-    for name in ("log.jsonl", "metrics.json", "config.json", "model.safetensors", "layerwise.json",
-                 "tokenizer.json", ".model.safetensors.ab12_x9z", "notes.txt"):
-        (tmp_path / name).write_text("x")
-    for name in ("step-00000004-end", ".tmp-step-00000006-mid", "mine"):
-        (tmp_path / "checkpoint" / name).mkdir(parents=True)
-    (tmp_path / "checkpoint" / "latest.json").write_text("{}")
-    assert [p.relative_to(tmp_path).as_posix() for p in foreign_entries(tmp_path)] == ["checkpoint/mine", "notes.txt"]
 
 
 # ---------------------------------------------------------------- checkpoints run no code

@@ -11,6 +11,13 @@ from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.models import StackModel
 from layerwise.report.serialize import atomic_save_tensors, write_json
 
+# Every file ``save_model`` may write (own models; Hugging Face ``save_pretrained`` of a model and its tokenizer),
+# as glob patterns: the ``outputs`` of a command that saves a model into its run folder (``layerwise.run_folder``).
+MODEL_FILES = ("config.json", "model.safetensors", "layerwise.json", "exit_heads.safetensors", "generation_config.json",
+               "model.safetensors.index.json", "model-*-of-*.safetensors", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt",
+               "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
+               "chat_template.json")
 
 def save_model(bundle: ModelBundle, out: str | Path) -> Path:
     """safetensors + config (own models) or ``save_pretrained`` (Hugging Face), the tokenizer's files when it

@@ -5,11 +5,8 @@ Also what every command shares: the ``--out`` check and the base of the per-comm
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,27 +54,13 @@ def report_warnings(results: dict) -> None:
 
 
 def check_out_dir(out: Path, option: str = "--out") -> Path:
-    """An output folder that exists as a writable folder or can be created; checked before any long work.
+    """An output folder that exists as a writable folder or can be created (``run_folder.probe_writable``)."""
+    from layerwise.run_folder import probe_writable
 
-    Writability is probed by creating the folder and a file in it, since permissions alone do not tell
-    (root, read-only mounts, a file where a parent folder should be). Only what the probe created is removed.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise LayerwiseError(f"{option} {out} is an existing file: pass a folder")
-    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=out, prefix=".layerwise-probe-")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as e:
-        raise LayerwiseError(f"{option} {out} cannot be written ({e.strerror or e}): pass a writable folder") from e
-    finally:
-        for folder in created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-    return out
+        return probe_writable(Path(out))
+    except LayerwiseError as e:
+        raise LayerwiseError(str(e).replace("`out`", option)) from None
 
 
 def _close_progress_bars() -> None:

@@ -8,17 +8,13 @@ from typing import Optional
 import typer
 
 from layerwise.cli.app import app
-from layerwise.errors import LayerwiseError
 
 
 def run_report(folders: list[Path], out: Path, title: str | None = None) -> Path:
     """Check every folder and ``--out`` before reading anything whole, then write the page."""
     from layerwise.report.html import check_folder, check_out_file, write_report
 
-    try:
-        check_out_file(out)
-    except LayerwiseError as e:
-        raise LayerwiseError(f"--out {e}") from None
+    check_out_file(out)  # its message names `out`
     for folder in folders:
         check_folder(folder)
     return write_report(folders, out, title=title)

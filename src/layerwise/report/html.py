@@ -19,6 +19,7 @@ import jinja2
 from layerwise.errors import LayerwiseError
 from layerwise.report.collect import Run, Table, collect_run, data_uri, detect, flatten, fmt, make_table, read_json
 from layerwise.report.serialize import atomic_write_text
+from layerwise.run_folder import check_output_file, record_file
 
 GENERATOR = "layerwise report"  # <meta name="generator">: how a page of ours is told from any other file
 # What a page of ours starts with, read back from disk before it is overwritten.
@@ -78,21 +79,9 @@ def check_folder(folder: Path) -> str:
 
 
 def check_out_file(out: Path) -> Path:
-    """``out`` may be written: not a folder, and not an existing file that this command did not write."""
-    out = Path(out)
-    if out.is_dir():
-        raise LayerwiseError(f"{out} is a folder: pass the path of an .html file")
-    if out.exists():
-        try:
-            head = out.read_bytes()[:4096].decode("utf-8", errors="replace")
-        except OSError as e:
-            raise LayerwiseError(f"cannot read {out} ({e.strerror or e}): pass another file") from e
-        if _OUR_META not in head:
-            raise LayerwiseError(f"{out} exists and was not written by {GENERATOR}: pass another file "
-                                 "(an existing report is only ever overwritten by a new one)")
-    if not out.parent.is_dir():
-        raise LayerwiseError(f"{out} is in a folder that does not exist: create it or pass another file")
-    return out
+    """``out`` may be written: a new file, a page of ours (its ``<meta name="generator">``) or a file the manifest
+    of its run folder lists; never a folder, a symlink or any other file (``run_folder.check_output_file``)."""
+    return check_output_file(out, lambda head: _OUR_META.encode() in head, GENERATOR)
 
 
 def combined_tables(runs: list[Run]) -> list[Table]:
@@ -204,11 +193,12 @@ def write_report(folders: Sequence[Path], out: Path, *, title: str | None = None
     """Write the self-contained HTML page of ``folders`` to ``out`` (atomically) and return ``out``.
 
     Refused, before anything is read whole: a folder that does not exist or holds no layerwise run; an ``out``
-    that is a folder, or an existing file that is not a page of ours."""
+    that is a folder, a symlink, or an existing file the tool did not write (``check_out_file``)."""
     if not folders:
         raise LayerwiseError("no run folder given: pass at least one folder written by layerwise")
     out = check_out_file(Path(out))
     for folder in folders:
         check_folder(Path(folder))
     atomic_write_text(render(folders, title), out)
+    record_file(out)  # a page written into a run folder (reproduce's report.html) is listed as the tool's
     return out

@@ -4,6 +4,9 @@ Resuming: a finished step leaves ``out/.reproduce/<step>.json`` (its command and
 time; an unfinished one runs again, and ``train`` continues from its own last checkpoint. A step whose
 folder was finished with other settings is refused before anything runs (pass another ``--out``), so
 figures that share a step (the same name and flags) share its folder and its work.
+
+``out`` is a run folder (``layerwise.run_folder``): a ``reproduce.json``, ``report.html``, mark or step folder
+there that the tool did not write is refused before any step runs, ``overwrite`` or not.
 """
 
 from __future__ import annotations
@@ -20,9 +23,16 @@ from typing import Any
 from layerwise.errors import LayerwiseError
 from layerwise.report.serialize import write_json
 from layerwise.reproduce.recipe import Budget, Recipe, Step, command_line, settings
+from layerwise.run_folder import open_run_folder
 
 MARKS = ".reproduce"
 RECORD = "reproduce.json"
+REPORT = "report.html"
+
+
+def outputs(recipe: Recipe) -> tuple[str, ...]:
+    """What reproducing ``recipe`` writes into ``out``: its record, report, finish marks and step folders."""
+    return (RECORD, REPORT, MARKS, *(step.name for step in recipe.steps))
 
 
 def mark_path(out: Path, step: Step) -> Path:
@@ -74,9 +84,10 @@ def update_record(out: Path, entry: dict[str, Any]) -> None:
 
 
 def reproduce(recipe: Recipe, budget: Budget, out: Path, *, data_dir: Path | None = None,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every step of ``recipe`` not yet done, record the figure in ``out/reproduce.json``; the entry."""
-    out.mkdir(parents=True, exist_ok=True)
+              echo: Callable[[str], None] = print, overwrite: bool = False) -> dict[str, Any]:
+    """Run every step of ``recipe`` not yet done, record the figure in ``out/reproduce.json``; the entry. The
+    run folder ``out`` is checked first (``layerwise.run_folder``; ``overwrite``: write beside a user's files)."""
+    folder = open_run_folder(out, "reproduce", overwrite=overwrite, outputs=outputs(recipe))
     done = check_resumable(recipe, budget, out)
     env = {**os.environ, **({"LAYERWISE_DATA": str(data_dir)} if data_dir else {})}
     if recipe.data_note:
@@ -95,4 +106,5 @@ def reproduce(recipe: Recipe, budget: Budget, out: Path, *, data_dir: Path | Non
              "seconds": time.perf_counter() - start,  # this invocation; steps done before cost nothing
              "seconds_all_steps": sum(s["seconds"] or 0.0 for s in steps), "steps": steps}
     update_record(out, entry)
+    folder.record()
     return entry

@@ -1,6 +1,6 @@
-"""Training: configuration and presets, objectives, the Accelerate trainer, checkpointing and the run
-folder, schedules, the linear probe, and the Hugging Face ``Trainer`` integration (``hf_trainer``,
-imported on demand)."""
+"""Training: configuration and presets, objectives, the Accelerate trainer and the parts it composes
+(checkpointing and resumption, the log, the linear probe), schedules, and the Hugging Face ``Trainer``
+integration (``hf_trainer``, imported on demand)."""
 
 from layerwise.training import objectives
 from layerwise.training.checkpointing import Position, latest_checkpoint, load_checkpoint, rng_state, set_rng_state

@@ -37,7 +37,7 @@ from layerwise.training.lpft_diagnostics import (
     head_norms,
     ntk_at_start,
 )
-from layerwise.training.run_folder import read_log
+from layerwise.training.log import read_log
 from layerwise.training.setup import build_bundle
 from layerwise.training.trainer import Trainer
 

@@ -26,7 +26,7 @@ from layerwise.evaluation.per_layer import layer_logits
 from layerwise.report.serialize import atomic_write_text
 from layerwise.stack import LayerStack
 from layerwise.training.probe import head_inputs, readout_linear
-from layerwise.training.run_folder import append_log, read_log
+from layerwise.training.log import append_log, read_log
 
 GIB = 2**30
 

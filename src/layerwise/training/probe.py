@@ -69,3 +69,15 @@ def probe_to_linear(clf, linear: nn.Linear) -> None:
     linear.weight.copy_(weight.to(linear.weight))
     if linear.bias is not None:
         linear.bias.copy_(b.to(linear.bias))
+
+
+def linear_probe(stack: LayerStack, loader: Iterable[dict[str, Tensor]], device: torch.device, cv: int, seed: int,
+                 model_name: str) -> dict[str, float]:
+    """The LP stage: fit the readout's last Linear on frozen features (C by cross-validation) and copy it in;
+    the chosen C and the probe's training accuracy."""
+    if stack.task != "classification":
+        raise LayerwiseError(f"LP needs a classifier; {model_name} is a {stack.task} model")
+    x, y = head_inputs(stack, loader, device)
+    clf = fit_probe(x, y, cv, seed)
+    probe_to_linear(clf, readout_linear(stack))
+    return {"lp_C": float(np.ravel(clf.C_)[0]), "lp_train_accuracy": float(clf.score(x.double().numpy(), y.numpy()))}

@@ -14,8 +14,11 @@ Reproducibility and resumption
   Resuming skips the consumed batches by iterating them (so the augmentation stream replays), restores the
   RNGs, and on CPU ends bitwise equal to an uninterrupted run.
 - A non-finite loss stops the run with a ``LayerwiseError`` before any further checkpoint is written.
-- The run folder (``run_folder.py``): a folder with a checkpoint resumes; a fresh run refuses a folder
-  holding files it did not write unless ``overwrite``; nothing the trainer did not write is deleted.
+- The run folder follows the one rule of ``layerwise.run_folder``: a folder holding only the tool's files (a
+  run to resume) is accepted, one holding a user's files only with ``overwrite`` (they are kept), and nothing
+  the trainer did not write is replaced or deleted.
+- The parts it composes: the folder check (``open_train_folder``), resumption (``resume.Checkpoints``), the
+  LP stage (``probe.linear_probe``), logging (``log.TrainLog``); the loop (``step``, ``_train_epochs``) is here.
 - Under FSDP the checkpoint holds the full model state (``accelerator.get_state_dict``); the optimizer
   state is the main process's view, so resuming an FSDP run is not covered (DDP and single device are).
 """
@@ -29,44 +32,39 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from layerwise.checkpoints import save_model
+from layerwise.checkpoints.save import MODEL_FILES
 from layerwise.data import load_dataset, make_loader, to_device
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.per_layer import evaluate_layers, task_metric_name
 from layerwise.report.serialize import atomic_write_text, jsonable
+from layerwise.run_folder import RunFolder, open_run_folder
 from layerwise.training import objectives as O
-from layerwise.training.checkpointing import (
-    Position,
-    checkpoint_name,
-    corrupt,
-    latest_checkpoint,
-    load_checkpoint,
-    set_rng_state,
-    write_checkpoint,
-)
-from layerwise.training.config import RESUME_KEYS, RUN_ONLY_KEYS, TrainConfig
+from layerwise.training.checkpointing import Position, set_rng_state
+from layerwise.training.config import RUN_ONLY_KEYS, TrainConfig
+from layerwise.training.log import LOG, METRICS, TrainLog
 from layerwise.training.objectives import ObjectiveModule
-from layerwise.training.probe import fit_probe, head_inputs, probe_to_linear, readout_linear
-from layerwise.training.run_folder import LOG, METRICS, append_log, check_fresh_out, read_log, trim_log
+from layerwise.training.probe import linear_probe
+from layerwise.training.resume import CHECKPOINTS, Checkpoints
 from layerwise.training.schedules import epoch_order, make_optimizer, make_scheduler, shard
 from layerwise.training.setup import build_bundle, make_accelerator
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+OUTPUTS = (LOG, METRICS, CHECKPOINTS, *MODEL_FILES)  # every top-level entry a training run writes
 
 
-def _check_out(cfg: TrainConfig, ckpt_root: Path) -> None:
-    """Before any work: a resumable folder resumes; a fresh run needs a folder of its own (``run_folder``)."""
-    if (ckpt_root / "latest.json").exists():
-        return
-    if cfg.resume:
-        raise LayerwiseError(f"`resume`: no checkpoint in {ckpt_root}; run without `resume` to start", option="resume")
-    check_fresh_out(Path(cfg.out), cfg.overwrite)
+def open_train_folder(cfg: TrainConfig) -> RunFolder:
+    """Before any work: ``resume`` needs a checkpoint; the folder follows ``layerwise.run_folder``'s rule."""
+    out = Path(cfg.out)
+    if cfg.resume and not (out / CHECKPOINTS / "latest.json").exists():
+        raise LayerwiseError(f"`resume`: no checkpoint in {out / CHECKPOINTS}; run without `resume` to start",
+                             option="resume")
+    return open_run_folder(out, "train", overwrite=cfg.overwrite, outputs=OUTPUTS)
 
 
 class Trainer:
@@ -78,9 +76,10 @@ class Trainer:
         self.cfg = cfg
         self.objective = O.get_objective(cfg.objective)
         self.out = Path(cfg.out)
-        self.ckpt_root = self.out / "checkpoint"
-        _check_out(cfg, self.ckpt_root)
+        self.folder = open_train_folder(cfg)
         self.accelerator = acc = make_accelerator(cfg)
+        self.checkpoints = Checkpoints(self.out / CHECKPOINTS, acc)
+        self.log = TrainLog(self.out / LOG, writer=acc.is_main_process)
         self.rank, self.world = acc.process_index, acc.num_processes
         set_seed(cfg.seed)
         dtype = AUTOCAST_DTYPES.get(cfg.mixed_precision)
@@ -114,7 +113,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.module, cfg.lr, cfg.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, self.total_steps, cfg.warmup_steps,
                                         [m * self.steps_per_epoch for m in cfg.milestones], cfg.gamma)
-        self._rng = self._resume()
+        restored = self.checkpoints.restore(cfg, self.module, self.optimizer, self.scheduler, self.scaler)
+        self.pos, self._rng = restored if restored else (self.pos, None)
         self.model, self.optimizer = acc.prepare(self.module, self.optimizer)
         # Called with the trainer before the first gradient step of fit() and after every optimizer step
         # (e.g. to log the head norm along training: ``training/lpft.py``).
@@ -142,42 +142,12 @@ class Trainer:
         return DataLoader(dataset, batch_sampler=shard(batches, self.rank, self.world), collate_fn=collate,
                           num_workers=self.cfg.num_workers, generator=torch.Generator().manual_seed(self.cfg.order_seed))
 
-    # -- checkpoints
-
-    def _resume(self) -> dict | None:
-        """Load the latest checkpoint, if any, into the model, optimizer and position; return its RNG state."""
-        path = latest_checkpoint(self.ckpt_root) if self.ckpt_root.exists() else None
-        if path is None:
-            return None
-        ck = load_checkpoint(path, self.rank)
-        state = ck["trainer_state"]
-        saved = state["config"]
-        changed = [k for k in RESUME_KEYS if k in saved and saved[k] != jsonable(getattr(self.cfg, k))]
-        if changed:
-            raise LayerwiseError(f"{path} was written with other {', '.join(f'`{k}`' for k in changed)}: use the same "
-                                 "options, or another `out` to start a new run")
-        try:
-            self.module.load_state_dict(ck["model"])
-        except RuntimeError as e:
-            raise LayerwiseError(f"{path}/model.safetensors does not match the model: {str(e).splitlines()[0]}") from e
-        try:
-            self.optimizer.load_state_dict(ck["optimizer"]["optimizer"])
-            self.scheduler.load_state_dict(ck["optimizer"]["scheduler"])
-            if "scaler" in ck["optimizer"]:
-                self.scaler.load_state_dict(ck["optimizer"]["scaler"])
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise corrupt(path / "optimizer.pt", e) from e
-        self.pos = Position.model_validate(state["position"])  # checked by load_checkpoint
-        return ck["rng"]
-
     def save_checkpoint(self, tag: str) -> Path:
-        """Write DIR/checkpoint/step-N-TAG (see ``checkpointing.write_checkpoint``)."""
-        state = self.accelerator.get_state_dict(self.model)  # collective under FSDP: every rank calls it
-        return write_checkpoint(
-            self.accelerator, self.ckpt_root, checkpoint_name(self.pos.step, tag), state,
-            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-             "scaler": self.scaler.state_dict()},
-            {"position": self.pos.model_dump(), "config": jsonable(self.cfg.model_dump())})
+        """Write DIR/checkpoint/step-N-TAG and list it in the run folder's manifest."""
+        path = self.checkpoints.save(self.model, self.optimizer, self.scheduler, self.scaler, self.pos, self.cfg, tag)
+        if self.accelerator.is_main_process:
+            self.folder.record(done=False)
+        return path
 
     # -- training
 
@@ -213,7 +183,7 @@ class Trainer:
         if self.world > 1:  # every process must stop together, or the others hang in the next all-reduce
             bad = self.accelerator.reduce(bad, "sum")
         if bad.item():
-            last = latest_checkpoint(self.ckpt_root) if self.ckpt_root.exists() else None
+            last = self.checkpoints.latest()
             keep = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
             raise LayerwiseError(f"the loss became {value} at step {self.pos.step} (epoch {self.pos.epoch + 1}): "
                                  f"lower `lr`, set `max_grad_norm` or set `mixed_precision` to no; {keep}")
@@ -225,25 +195,15 @@ class Trainer:
                                  autocast=self.autocast, metrics=getattr(self.eval_ds, "metrics", None))
         return {**scores, "metric": task_metric_name(self.stack.task, getattr(self.eval_ds, "metrics", None))}
 
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.accelerator.is_main_process:
-            append_log(self.out / LOG, record)
-
     def _final_record(self) -> dict[str, Any]:
         """The record of a run with nothing left to train: the last one logged (so a re-run leaves
         ``metrics.json`` whole), or a fresh evaluation when the log is gone."""
-        logged = read_log(self.out / LOG)
-        return logged[-1] if logged else {"epoch": self.pos.epoch, "step": self.pos.step, **self.evaluate()}
+        return self.log.last() or {"epoch": self.pos.epoch, "step": self.pos.step, **self.evaluate()}
 
     def linear_probe(self) -> dict[str, float]:
-        """LP stage: fit the readout's last Linear on frozen features (C by cross-validation)."""
-        if self.stack.task != "classification":
-            raise LayerwiseError(f"LP needs a classifier; {self.cfg.model} is a {self.stack.task} model")
+        """LP stage (``probe.linear_probe``) on the training set."""
         loader = self._loader(self.train_ds, self.cfg.eval_batch_size or self.cfg.batch_size)
-        x, y = head_inputs(self.stack, loader, self.accelerator.device)
-        clf = fit_probe(x, y, self.cfg.lp_cv, self.cfg.seed)
-        probe_to_linear(clf, readout_linear(self.stack))
-        return {"lp_C": float(np.ravel(clf.C_)[0]), "lp_train_accuracy": float(clf.score(x.double().numpy(), y.numpy()))}
+        return linear_probe(self.stack, loader, self.accelerator.device, self.cfg.lp_cv, self.cfg.seed, self.cfg.model)
 
     def fit(self) -> dict[str, Any]:
         """Train (resuming if a checkpoint exists), log every epoch, save the final model; return its metrics."""
@@ -252,19 +212,16 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
         t0 = time.perf_counter()
+        self.log.start(self.pos.epoch if self._rng is not None else None)
         if self._rng is not None:
-            if acc.is_main_process:
-                trim_log(self.out / LOG, self.pos.epoch)
             acc.wait_for_everyone()  # every rank may read the log back in _final_record
             set_rng_state(self._rng)
-        elif (self.out / LOG).exists() and acc.is_main_process:
-            (self.out / LOG).unlink()  # a fresh run starts a fresh log
         record: dict[str, Any] = {}
         if self.objective.linear_probe and not self.pos.lp_done:
             info = self.linear_probe()
             self.pos.lp_done = True
             record = {"epoch": 0, "step": 0, "stage": "lp", **info, **self.evaluate()}
-            self._log(record)
+            self.log.append(record)
             if self.objective.then_ft_objective and cfg.epochs:
                 self.save_checkpoint("lp")
         if self.objective.trains:
@@ -277,6 +234,7 @@ class Trainer:
                                             if k not in RUN_ONLY_KEYS}
             save_model(self.bundle, self.out)
             atomic_write_text(json.dumps({"command": "train", **record}, indent=2), self.out / METRICS)
+            self.folder.record()
         acc.wait_for_everyone()
         return record
 
@@ -306,7 +264,7 @@ class Trainer:
             record = {"epoch": pos.epoch + 1, "step": pos.step, "lr": self.scheduler.get_last_lr()[0],
                       "train_loss": (train_loss[0] / train_loss[1].clamp_min(1)).item(), **self.evaluate(),
                       "elapsed_s": round(time.perf_counter() - t0, 2)}
-            self._log(record)
+            self.log.append(record)
             pos.epoch, pos.batch, pos.loss_sum, pos.loss_n = pos.epoch + 1, 0, 0.0, 0
             self.save_checkpoint("end")
         return record
