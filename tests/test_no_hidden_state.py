@@ -145,7 +145,7 @@ def test_cos_boxplot_leaves_matplotlib_backend_alone(matplotlib_steps):
 DEPRECATED = {
     "layerwise.zoo": ("layerwise.checkpoints", "load_model"),
     "layerwise.capture": ("layerwise.evaluation.capture", "capture"),
-    "layerwise.evaluate": ("layerwise.evaluation.per_layer", "lm_targets"),
+    "layerwise.evaluate": ("layerwise.training.losses", "lm_targets"),
     "layerwise.objectives": ("layerwise.training.objectives", "layer_weights"),
     "layerwise.adapters": ("layerwise.stack", "register_adapter"),
     "layerwise.early_exit": ("layerwise.inference", "EarlyExitRunner"),

@@ -1,27 +1,25 @@
 """The Typer application and the entry point: bad input prints one line ``error: …`` and exits 2.
 
-Also what every command shares: the ``--out`` check and the base of the per-command flag schemas.
+The library names an option by its key in backticks (`` `batch_size` ``); ``_fail`` renders each as the flag
+that sets it (``--batch-size``), so a command-line user reads flags and a Python user reads keywords.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import re
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from pydantic import ConfigDict
 
 from layerwise.errors import LayerwiseError
-from layerwise.schema import Options, validate
+from layerwise.schema import validate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Study how representations move through the layers of a transformer, and use it.")
 
-F = TypeVar("F", bound="Flags")
+O = TypeVar("O")
+OPTION_KEY = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)*)`")  # a backticked snake_case key
 
 
 def flag_name(key: str) -> str:
@@ -29,45 +27,20 @@ def flag_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-class Flags(Options):
-    """Base of a command's flag schema: its errors name the flag (``--batch-size``), not the Python name."""
+def as_flags(message: str) -> str:
+    """Every backticked option key of a library message as its flag: `` `val_split` `` → ``--val-split``."""
+    return OPTION_KEY.sub(lambda m: flag_name(m.group(1)), message)
 
-    model_config = ConfigDict(alias_generator=flag_name, validate_by_alias=True, validate_by_name=False)
 
-
-def check_flags(schema: type[F], **values: Any) -> F:
-    """``values`` (keyed by parameter name) validated by ``schema``; one line naming the flag otherwise."""
-    return validate(schema, {flag_name(key): value for key, value in values.items()}, "options")
+def options(schema: type[O], params: dict[str, Any]) -> O:
+    """A command's options from its Typer parameters (same names); a bad value is one line naming its flag."""
+    return validate(schema, params)
 
 
 def report_warnings(results: dict) -> None:
     """The run's own warnings (undefined layers, subsampling), one line each on stderr."""
     for message in results.get("warnings", []):
-        typer.echo(f"warning: {message}", err=True)
-
-
-def check_out_dir(out: Path, option: str = "--out") -> Path:
-    """An output folder that exists as a writable folder or can be created; checked before any long work.
-
-    Writability is probed by creating the folder and a file in it, since permissions alone do not tell
-    (root, read-only mounts, a file where a parent folder should be). Only what the probe created is removed.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise LayerwiseError(f"{option} {out} is an existing file: pass a folder")
-    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=out, prefix=".layerwise-probe-")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as e:
-        raise LayerwiseError(f"{option} {out} cannot be written ({e.strerror or e}): pass a writable folder") from e
-    finally:
-        for folder in created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-    return out
+        typer.echo(f"warning: {as_flags(message)}", err=True)
 
 
 def _close_progress_bars() -> None:
@@ -81,7 +54,7 @@ def _close_progress_bars() -> None:
 def _fail(message: str) -> None:
     """Print ``error: message`` as exactly one line and exit 2."""
     _close_progress_bars()
-    typer.echo("error: " + " ".join(message.split()), err=True)
+    typer.echo("error: " + " ".join(as_flags(message).split()), err=True)
     sys.exit(2)
 
 

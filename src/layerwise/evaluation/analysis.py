@@ -19,7 +19,8 @@ from layerwise.checkpoints import ModelBundle
 from layerwise.data import LayerwiseDataset
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.capture import capture, model_loader
-from layerwise.evaluation.per_layer import LayerScores, task_metric_name
+from layerwise.evaluation.per_layer import LayerScores
+from layerwise.training.scores import task_metric_name
 from layerwise.evaluation.probing import probe_layers
 from layerwise.measures import json_name, layer_matrix
 from layerwise.measures.residual import ResidualStats

@@ -16,4 +16,4 @@ __all__ = ["ObjectiveModule", "Position", "TrainConfig", "Trainer", "build_bundl
            "objectives", "probe_to_linear", "readout_linear", "resolve_config", "rng_state", "set_rng_state",
            "shard", "train"]
 
-__getattr__ = moved_names(__name__, {"evaluate": "layerwise.evaluation.per_layer:evaluate_layers"})
+__getattr__ = moved_names(__name__, {"evaluate": "layerwise.training.scores:evaluate_layers"})

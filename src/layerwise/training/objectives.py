@@ -10,7 +10,7 @@ Notation: hˡ is the residual stream after block ℓ (ℓ = 1..L), R the model's
 - multi-exit:        Σ_ℓ λ_ℓ CE(Rₗ(hˡ), y) with an own readout Rₗ per layer (joint or alternating)
 
 Every loss is a pure function of a per-layer CE vector (and features); the CE vector comes from
-``layer_ce`` = ``evaluation.per_layer.layer_losses``, the one place that turns readouts into losses. For
+``layer_ce`` = ``training.losses.layer_losses``, the one place that turns readouts into losses. For
 language models ``ObjectiveModule`` computes the weighted sum Σ_ℓ w_ℓ CE_ℓ directly with
 ``training.lm_loss.chunked_lm_loss`` (same value, without L layers of full logits).
 """
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.per_layer import dense_ce, layer_losses
+from layerwise.training.losses import dense_ce, layer_losses
 from layerwise.stack import LayerStack
 from layerwise.training.lm_loss import chunked_lm_loss
 
