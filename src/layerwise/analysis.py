@@ -2,6 +2,5 @@
 
 from layerwise._deprecated import reexport
 
-reexport(__name__, {'layerwise.cli.analyze': ['run_analysis', 'run_compare'],
- 'layerwise.evaluation.analysis': ['layer_measures', 'FeatureStore', 'pooled_features'],
+reexport(__name__, {'layerwise.evaluation.analysis': ['layer_measures', 'FeatureStore', 'pooled_features'],
  'layerwise.measures': ['parse_measures']})

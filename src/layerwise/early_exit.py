@@ -2,8 +2,7 @@
 
 from layerwise._deprecated import reexport
 
-reexport(__name__, {'layerwise.cli.exit': ['evaluate_exit'],
- 'layerwise.data': ['materialize', 'model_inputs'],
- 'layerwise.evaluation': ['layer_logits', 'evaluate_model'],
+reexport(__name__, {'layerwise.data': ['materialize', 'model_inputs'],
+ 'layerwise.evaluation': ['layer_logits'],
  'layerwise.inference': ['ExitResult', 'EarlyExitRunner', 'layer_speedup', 'simulate', 'calibrate',
                          'calibration_grid', 'timed', 'plain_forward']})

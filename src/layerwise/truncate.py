@@ -3,5 +3,4 @@
 from layerwise._deprecated import reexport
 
 reexport(__name__, {'layerwise.checkpoints': ['truncate'],
- 'layerwise.cli.truncate': ['truncate_model'],
  'layerwise.evaluation': ['minimal_depth']})

@@ -69,3 +69,10 @@ def with_warnings(run: Callable[..., dict], *args: Any, **kwargs: Any) -> dict:
         results = run(*args, **kwargs)
     results["warnings"] = warning_messages(caught)
     return results
+
+
+MODEL_OUTPUTS = (  # what ``checkpoints.save_model`` writes: own and Hugging Face model and tokenizer files
+    "config.json", "model.safetensors", "layerwise.json", "exit_heads.safetensors", "generation_config.json",
+    "model.safetensors.index.json", "model-*-of-*.safetensors", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
+    "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json")
