@@ -614,7 +614,7 @@ def test_bad_input_raises(name, tmp_path):
 
 
 def test_out_check_removes_only_what_it_created(tmp_path):
-    from layerwise.cli.app import check_out_dir
+    from layerwise.commands.common import check_out_dir
 
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "user-file").write_text("mine\n")

@@ -9,6 +9,7 @@ import typer
 
 from layerwise.cli.app import app, options
 from layerwise.commands import reproduce
+from layerwise.errors import LayerwiseError
 
 
 @app.command("reproduce")
@@ -26,6 +27,8 @@ def reproduce_command(
     if list_:
         typer.echo(reproduce.list_recipes())
         return
+    if figure is None:
+        raise LayerwiseError("no figure given: pass one (layerwise reproduce --list shows them)")
     params = {k: v for k, v in locals().items() if k != "list_"}
     entry = reproduce.run(options(reproduce.ReproduceOptions, params), echo=typer.echo)
     typer.echo(f"figure {entry['figure']}: {entry['seconds'] / 60:.1f} min now, "

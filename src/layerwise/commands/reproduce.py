@@ -54,7 +54,7 @@ def run(options: ReproduceOptions, echo: Callable[[str], None] = print) -> dict[
     or None, and ``expected``, its expected time)."""
     o = options
     if o.figure is None:
-        raise LayerwiseError("no figure given: pass one (layerwise reproduce --list shows them)")
+        raise LayerwiseError("no figure given: pass a figure name or a recipe file (list_recipes() lists them)")
     from layerwise.reproduce import BUDGETS, find_recipe, reproduce
 
     if o.budget not in BUDGETS:

@@ -104,7 +104,7 @@ def layer_measures(
 ) -> dict:
     """Capture every model's layers over the data and compute the requested measures over all of them
     stacked (models' layers concatenated), plus per-model readout evaluation and residual statistics.
-    With ``skip_inapplicable`` (``--measures all``) a measure that cannot run on this data (e.g. CCA with
+    With ``skip_inapplicable`` (``measures="all"``) a measure that cannot run on this data (e.g. CCA with
     fewer samples than features) is skipped with a warning instead of failing the run."""
     stats = LinearStats()
     evals = [LayerScores(b.stack.task, metrics) for b in bundles]
@@ -145,7 +145,7 @@ def layer_measures(
 def _cosine(stats, store, bundles, make_loaders, device, pooling):
     means = stats.means()
     if len({m.shape[0] for m in means}) > 1:
-        raise LayerwiseError("COS needs equal widths across the compared layers: drop 'cos' from --measures "
+        raise LayerwiseError("COS needs equal widths across the compared layers: drop 'cos' from `measures` "
                              "and use CKA for models of different widths")
     acc = CosineAccumulator(means)
     if store.complete:
@@ -173,7 +173,7 @@ def analyze(bundle: ModelBundle, ds: LayerwiseDataset, measures: list[str], *, b
     """
     _check_pooling(pooling)
     if len(ds) == 0:
-        raise LayerwiseError("the data set is empty: check the data path, split and --limit")
+        raise LayerwiseError("the data set is empty: check the data path, split and `limit`")
     device = device or next(bundle.model.parameters()).device
     res = layer_measures([bundle], lambda: [model_loader(bundle, ds, batch_size)], measures, device=device,
                          pooling=pooling, n_total=len(ds), sample_cap=sample_cap, seed=seed,
@@ -205,10 +205,10 @@ def compare(a: ModelBundle, b: ModelBundle, ds: LayerwiseDataset, measures: list
     """L_a × L_b matrices between two models' layers on the same inputs (rows: model a)."""
     _check_pooling(pooling)
     if len(ds) == 0:
-        raise LayerwiseError("the data set is empty: check the data path, split and --limit")
+        raise LayerwiseError("the data set is empty: check the data path, split and `limit`")
     if "cos" in measures and a.stack.hidden_size != b.stack.hidden_size:
         raise LayerwiseError(f"COS needs equal widths ({a.stack.hidden_size} vs {b.stack.hidden_size}): "
-                             "drop 'cos' from --measures; CKA and the others compare any widths")
+                             "drop 'cos' from `measures`; CKA and the others compare any widths")
     device = device or next(a.model.parameters()).device
     la = a.stack.num_layers + 1
     res = layer_measures([a, b], lambda: [model_loader(m, ds, batch_size) for m in (a, b)], measures,

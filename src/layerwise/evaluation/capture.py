@@ -55,7 +55,7 @@ def capture(
     finally:
         stack.train(was_training)
     if seen == 0:
-        raise LayerwiseError("the data set is empty: check the data path, split and --limit")
+        raise LayerwiseError("the data set is empty: check the data path, split and `limit`")
 
 
 class _CastInputs:

@@ -25,7 +25,7 @@ continuation x̂, coh = cos(e(x), e(x̂)) with e a sentence embedder (SimCSE in 
 here by default), averaged over continuations; an empty continuation has none (NaN, left out of the mean).
 
 **Perplexity of a continuation** under the full model (``continuation_nll``): exp(Σ −log p_L(xₜ | prompt, x_<t) / n)
-over all generated tokens, how ``generate --early-exit --sweep`` scores what early exit generated.
+over all generated tokens, how the early-exit sweep of ``generate`` scores what early exit generated.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def output_sums(stack: LayerStack, batches: Iterable[Batch]) -> Tensor:
             pass
         total += layer_sums([(stack.readout, state)], batch["labels"], stack.task)[0].cpu()
     if total[2] == 0:
-        raise LayerwiseError("the data set is empty: check the data path, split and --limit")
+        raise LayerwiseError("the data set is empty: check the data path, split and `limit`")
     return total
 
 
@@ -68,5 +68,5 @@ def layer_logits(stack: LayerStack, batches: Iterable[Batch], exit_heads: nn.Mod
         states = list(stack.states(model_inputs(batch)))[1:]
         per_batch.append(torch.stack([readouts[i](s.h, s.mask).float().cpu() for i, s in enumerate(states)]))
     if not per_batch:
-        raise LayerwiseError("the data set is empty: check the data path, split and --limit")
+        raise LayerwiseError("the data set is empty: check the data path, split and `limit`")
     return torch.cat(per_batch, dim=1)
