@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import typer
 
 from layerwise.errors import LayerwiseError
-from layerwise.schema import validate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Study how representations move through the layers of a transformer, and use it.")
@@ -32,9 +31,10 @@ def as_flags(message: str) -> str:
     return OPTION_KEY.sub(lambda m: flag_name(m.group(1)), message)
 
 
-def options(schema: type[O], params: dict[str, Any]) -> O:
-    """A command's options from its Typer parameters (same names); a bad value is one line naming its flag."""
-    return validate(schema, params)
+def options(schema: Callable[..., O], params: dict[str, Any]) -> O:
+    """A command's options from its Typer parameters (same names); a bad value is a ``LayerwiseError`` naming
+    its key, which ``_fail`` prints as the flag."""
+    return schema(**params)
 
 
 def report_warnings(results: dict) -> None:

@@ -21,7 +21,8 @@ DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 class CommandOptions(Options):
     """A command's options: keys are the keywords of the Python API and, with dashes, the command line's flags.
-    Constructing or assigning a bad value raises a ``LayerwiseError`` naming the key (`` `batch_size` ``)."""
+    Constructing or assigning a bad value raises a ``LayerwiseError`` naming the key (`` `batch_size` ``).
+    Construct them directly (not through ``schema.validate``: pydantic would wrap the error of this ``__init__``)."""
 
     def __init__(self, **values: Any):
         try:
