@@ -1,4 +1,4 @@
-"""``layerwise analyze`` and ``layerwise compare``: flags → options → ``commands.analyze`` / ``commands.compare``."""
+"""``layerwise analyze`` and ``layerwise compare``: flags → ``commands.analyze`` and ``commands.compare``."""
 
 from __future__ import annotations
 

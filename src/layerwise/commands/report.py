@@ -32,12 +32,13 @@ def run(options: ReportOptions) -> Path:
     """Check every folder and ``out`` before reading anything whole, then write the page; returns its path."""
     from layerwise.report.html import check_folder, check_out_file, write_report
 
-    out = Path(options.out)
-    # RUN FOLDER: open_run_folder(out.parent, "report", overwrite=options.overwrite, outputs=outputs(options)) goes here
+    o = options
+    out = Path(o.out)
+    # RUN FOLDER: open_run_folder(out.parent, "report", overwrite=o.overwrite, outputs=outputs(o)) goes here
     try:
         check_out_file(out)
     except LayerwiseError as e:
         raise LayerwiseError(f"`out` {e}") from None
-    for folder in options.folders:
+    for folder in o.folders:
         check_folder(Path(folder))
-    return write_report(list(options.folders), out, title=options.title)
+    return write_report(list(o.folders), out, title=o.title)

@@ -24,8 +24,9 @@ the rounding (up to 5·10⁻⁵ per factor).
 continuation x̂, coh = cos(e(x), e(x̂)) with e a sentence embedder (SimCSE in the paper; the packaged MiniLM
 here by default), averaged over continuations; an empty continuation has none (NaN, left out of the mean).
 
-**Perplexity of a continuation** under the full model (``continuation_nll``): exp(Σ −log p_L(xₜ | prompt, x_<t) / n)
-over all generated tokens, how the early-exit sweep of ``generate`` scores what early exit generated.
+**Perplexity of a continuation** under the full model (``continuation_nll``):
+exp(Σ −log p_L(xₜ | prompt, x_<t) / n) over all generated tokens, how the early-exit sweep of ``generate`` scores
+what early exit generated.
 """
 
 from __future__ import annotations
