@@ -16,7 +16,8 @@ from pydantic import PositiveInt
 from layerwise.commands.common import DTYPES, CommandOptions, Folder, check_out_dir, with_warnings
 
 DEFAULT_MEASURES = "cos,cka_linear,cka_linear_debiased"
-OUTPUTS = ("results.json", "layers.csv", "*.png")
+OUTPUTS = ("results.json", "layers.csv", "heatmap_*.png", "similarity_vs_last.png", "cos_boxplot.png", "probe_nc1.png",
+           "residual.png")
 
 
 class AnalyzeOptions(CommandOptions):
