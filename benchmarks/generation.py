@@ -21,7 +21,7 @@ are identical. Target: ≥ 1.5× at batch 1.
 
 Per-token early exit (``inference.token_exit``, CALM-style, confidence policy, state propagation) on the same
 models: 8 WikiText-2 prompts generated at batch 1 and at batch 8, full greedy decoding and early exit at two
-thresholds (``--exit-thresholds``) timed interleaved (``evaluation.exit_sweep.sweep_token_exit``): tokens/s and
+thresholds (``--exit-thresholds``) timed interleaved (``commands.generate.sweep_token_exit``): tokens/s and
 speedup, mean exit layer, the theoretical speedups, and the quality of the text (full-model perplexity,
 coherence with the packaged MiniLM, diversity). ``--skip-exit`` leaves it out.
 
@@ -179,7 +179,7 @@ def token_exit_rows(model_dir: str, batches: tuple[int, ...], new_tokens: int, r
     """Full greedy vs per-token early exit at each threshold, on the same 8 prompts at every batch size (greedy
     exits are per row, so the tokens and quality do not depend on the batch; the speed does)."""
     from layerwise.checkpoints import load_model
-    from layerwise.evaluation.exit_sweep import sweep_token_exit
+    from layerwise.commands.generate import sweep_token_exit
 
     bundle = load_model(model_dir)
     stack, tok = bundle.stack, bundle.inputs.tokenizer

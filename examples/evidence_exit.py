@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from layerwise.checkpoints import load_model, truncate
-from layerwise.cli.exit import evaluate_exit
+from layerwise.commands import exit as exit_command
 from layerwise.data import load_dataset, make_loader, materialize
 from layerwise.data.load import holdout
 from layerwise.evaluation import layer_logits, layerwise_accuracy
@@ -62,9 +62,10 @@ def main() -> None:
         lines += [f"**Missing runs (not evaluated):** {', '.join('cifar-' + k for k in missing)}.", ""]
     reports = []
     if present:
-        res = evaluate_exit([str(p) for p in present.values()], "cifar10", root / "exit", threshold=args.threshold,
-                            limit=args.limit, batch_size=args.batch_size, calibrate_eps=args.eps, val_split="0.5",
-                            delta=args.delta, seed=0, device="cpu", repeats=args.repeats)
+        res = exit_command.run(exit_command.ExitOptions(
+            model=[str(p) for p in present.values()], data="cifar10", out=root / "exit", threshold=args.threshold,
+            limit=args.limit, batch_size=args.batch_size, calibrate_eps=args.eps, val_split="0.5", delta=args.delta,
+            seed=0, device="cpu", repeats=args.repeats))
         reports = res["models"]
         lines += [f"## Calibrated threshold (ε = {args.eps:.0%} on the validation half)", "",
                   "| model | full acc | τ* | val drop | test acc | test drop | layer speedup | wall speedup | exits per layer 1..L |",
@@ -89,7 +90,7 @@ def main() -> None:
         lines += ["", "Figures: `exit/exit_histogram.png` (exits at τ), `exit/sweep.png` (accuracy vs layer-count "
                   "and wall-clock speedup over the τ sweep); raw numbers in `exit/results.json`.", ""]
 
-    # Test half, exactly as evaluate_exit split it.
+    # Test half, exactly as the exit command split it.
     ds = load_dataset("cifar10", "test", limit=args.limit, seed=0)
     _, test_ds = holdout(ds, 0.5, seed=0)
     spec = load_model("vit-tiny").inputs

@@ -41,13 +41,13 @@ def train_runs(only: list[str] | None) -> None:
 def analyze_runs() -> None:
     """Figure 3(b) for SST-2: per-layer readout accuracy, probe accuracy (fitted on 1,000 training sentences)
     and NC1, on the same 500 dev sentences the runs were evaluated on."""
-    from layerwise.cli.analyze import run_analysis
+    from layerwise.commands.analyze import AnalyzeOptions, run
 
     for name in ("sst-2-aligned", "sst-2-standard"):
         out = OUT / f"analyze-{name}"
         if not (out / "results.json").exists():
-            run_analysis(model=str(OUT / name), data="glue/SST-2", out=out, split="dev", limit=500,
-                         measures="cka_linear", probe_limit=1000, device="cpu")
+            run(AnalyzeOptions(model=str(OUT / name), data="glue/SST-2", out=out, split="dev", limit=500,
+                               measures="cka_linear", probe_limit=1000, device="cpu"))
 
 
 def _metric(run: str) -> tuple[str, list[float]]:

@@ -11,37 +11,35 @@ from fixtures import CORPUS
 def make_runs(root: Path, *, gen_eval: bool = True) -> dict[str, Path]:
     """Folders written by ``analyze`` (two models), ``compare``, ``train``, ``exit``, ``connect``, ``lpft`` and
     ``gen-eval``, under ``root``; keyed by a short name."""
-    from layerwise.cli.analyze import run_analysis, run_compare
-    from layerwise.cli.connect import run_connect
-    from layerwise.cli.exit import evaluate_exit
-    from layerwise.report.writers import write_lpft
+    from layerwise.commands import analyze, compare, connect, exit, lpft
     from layerwise.training import resolve_config, train
-    from layerwise.training.lpft import LpftOptions, run_lpft
 
     runs = {"analyze_residual": root / "analyze-residual", "analyze_plain": root / "analyze-plain",
             "compare": root / "compare", "train": root / "train", "exit": root / "exit", "connect": root / "connect",
             "lpft": root / "lpft"}
-    run_analysis(model="mlp-residual", data="digits", out=runs["analyze_residual"], limit=64, probe_limit=100,
-                 device="cpu")
+    analyze.run(analyze.AnalyzeOptions(model="mlp-residual", data="digits", out=runs["analyze_residual"], limit=64,
+                                       probe_limit=100, device="cpu"))
     # RSA on a subset of 32 of the 64 samples: a run with a warning of its own
-    run_analysis(model="mlp-plain", data="digits", out=runs["analyze_plain"], limit=64, probe_limit=100,
-                 measures="cos,cka,rsa", sample_cap=32, device="cpu")
-    run_compare(model_a="mlp-residual", model_b="mlp-plain", data="digits", out=runs["compare"], limit=64,
-                device="cpu")
+    analyze.run(analyze.AnalyzeOptions(model="mlp-plain", data="digits", out=runs["analyze_plain"], limit=64,
+                                       probe_limit=100, measures="cos,cka,rsa", sample_cap=32, device="cpu"))
+    compare.run(compare.CompareOptions(model_a="mlp-residual", model_b="mlp-plain", data="digits", out=runs["compare"],
+                                       limit=64, device="cpu"))
     train(resolve_config(model="mlp-residual", data="digits", limit=64, eval_limit=32, epochs=2,
                          out=str(runs["train"]), progress=False))
-    evaluate_exit(["mlp-residual"], "digits", runs["exit"], limit=64, device="cpu")
-    run_connect("mlp-plain", "mlp-plain", "digits", runs["connect"], modes=["full", "single"], alphas="0,0.5,1",
-                limit=16, batch_size=8, progress=False, device="cpu")
-    write_lpft(run_lpft(LpftOptions(model="mlp-residual", data="digits", out=str(runs["lpft"]), limit=80,
-                                    eval_limit=40, ntk_subset=4, ft_lrs=[1e-3], lpft_lrs=[1e-4], batch_size=32,
-                                    progress=False, device="cpu")), runs["lpft"])
+    exit.run(exit.ExitOptions(model=["mlp-residual"], data="digits", out=runs["exit"], limit=64, device="cpu"))
+    connect.run(connect.ConnectOptions(model_a="mlp-plain", model_b="mlp-plain", data="digits", out=runs["connect"],
+                                       mode=["full", "single"], alphas="0,0.5,1", limit=16, batch_size=8,
+                                       progress=False, device="cpu"))
+    lpft.run(lpft.LpftOptions(model="mlp-residual", data="digits", out=runs["lpft"], limit=80, eval_limit=40,
+                              ntk_subset=4, ft_lrs=[1e-3], lpft_lrs=[1e-4], batch_size=32, progress=False,
+                              device="cpu"))
     if gen_eval:
-        from layerwise.cli.gen_eval import run_gen_eval
+        from layerwise.commands import gen_eval as gen_eval_command
 
         corpus = root / "corpus.txt"
         corpus.write_text(CORPUS, encoding="utf-8")
         runs["gen_eval"] = root / "gen-eval"
-        run_gen_eval(["gpt-tiny"], str(corpus), runs["gen_eval"], num_prompts=2, prefix_len=4, max_new_tokens=6,
-                     diversity="tokens", device="cpu")
+        gen_eval_command.run(gen_eval_command.GenEvalOptions(
+            model=["gpt-tiny"], data=str(corpus), out=runs["gen_eval"], num_prompts=2, prefix_len=4,
+            max_new_tokens=6, diversity="tokens", device="cpu"))
     return runs

@@ -66,11 +66,11 @@ def test_constant_cls_layer_is_null_with_warning(tmp_path, monkeypatch, capsys):
 
 
 def test_classifier_and_residual_outputs(tmp_path):
-    from layerwise.cli.analyze import run_analysis
+    from layerwise.commands.analyze import AnalyzeOptions, run
 
     bundle = load_model("mlp-residual")
     model_dir = save_model(bundle, tmp_path / "model")
-    results = run_analysis(model=str(model_dir), data="digits", out=tmp_path / "out", limit=100, batch_size=32)
+    results = run(AnalyzeOptions(model=str(model_dir), data="digits", out=tmp_path / "out", limit=100, batch_size=32))
     assert len(results["accuracy"]) == len(results["loss"]) == 9
     assert len(results["residual"]["norm_ratio"]) == 8
     # Residual block: h¹ = h⁰ + f(h⁰); check the statistics against features computed from the weights.
@@ -83,14 +83,14 @@ def test_classifier_and_residual_outputs(tmp_path):
 
 
 def test_compare_cross_model_matrices(tmp_path):
-    from layerwise.cli.analyze import run_compare
+    from layerwise.commands.compare import CompareOptions, run
 
     a, b = tmp_path / "a", tmp_path / "b"
     torch.manual_seed(1)
     save_model(load_model("mlp-residual"), a)
     torch.manual_seed(2)
     save_model(load_model("mlp-residual"), b)
-    results = run_compare(model_a=str(a), model_b=str(b), data="digits", out=tmp_path / "cmp", limit=120)
+    results = run(CompareOptions(model_a=str(a), model_b=str(b), data="digits", out=tmp_path / "cmp", limit=120))
     m = np.asarray(results["cka_linear"])
     # Rows are model a's layers: the reference takes each model's h⁰..h⁸ from its weights in float64 (the library
     # captures float32 features, hence 1e-6).
@@ -99,7 +99,7 @@ def test_compare_cross_model_matrices(tmp_path):
         fa, fb = ([h.numpy() for h in ref.own_mlp_hidden64(load_model(str(path)).model, x)] for path in (a, b))
     np.testing.assert_allclose(m, [[ref.cka(p, q) for q in fb] for p in fa], atol=1e-6, rtol=0)
     assert not np.allclose(m, m.T)  # two different models
-    same = run_compare(model_a=str(a), model_b=str(a), data="digits", out=tmp_path / "same", limit=120)
+    same = run(CompareOptions(model_a=str(a), model_b=str(a), data="digits", out=tmp_path / "same", limit=120))
     assert np.allclose(np.diag(np.asarray(same["cka_linear"])), 1.0, atol=1e-8)
 
 
@@ -139,11 +139,11 @@ def test_bad_input(case, tmp_path, monkeypatch, capsys):
 
 def test_language_model_layerwise_perplexity_matches_hf_loss(tmp_path):
     """Per-layer next-token perplexity; at the last layer it equals exp(the model's own LM loss)."""
-    from layerwise.cli.analyze import run_analysis
+    from layerwise.commands.analyze import AnalyzeOptions, run
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("To be, or not to be, that is the question. " * 40)
-    results = run_analysis(model="gpt2-tiny", data=str(corpus), out=tmp_path / "out", batch_size=4)
+    results = run(AnalyzeOptions(model="gpt2-tiny", data=str(corpus), out=tmp_path / "out", batch_size=4))
     bundle = load_model("gpt2-tiny")  # seeded: the same weights as the run above
     bundle.model.eval()
     losses, tokens = 0.0, 0
@@ -159,7 +159,7 @@ def test_language_model_layerwise_perplexity_matches_hf_loss(tmp_path):
 def test_half_precision_checkpoint_is_analysed_in_float32(tmp_path):
     """A model saved in bfloat16 (which transformers loads as bfloat16) is analysed in float32 by default: the
     same numbers as after an explicit float32 cast. ``dtype="bfloat16"`` keeps the half precision."""
-    from layerwise.cli.analyze import run_analysis
+    from layerwise.commands.analyze import AnalyzeOptions, run
     from layerwise.evaluation import analyze
 
     bundle = load_model("bert-tiny")
@@ -167,9 +167,9 @@ def test_half_precision_checkpoint_is_analysed_in_float32(tmp_path):
     saved = str(save_model(bundle, tmp_path / "bf16"))
     loaded = load_model(saved)
     assert next(loaded.model.parameters()).dtype == torch.bfloat16
-    run = dict(model=saved, data="sentences", limit=64, measures="cka_linear,cos")
-    default = run_analysis(**run, out=tmp_path / "default")
-    half = run_analysis(**run, out=tmp_path / "half", dtype="bfloat16")
+    common = dict(model=saved, data="sentences", limit=64, measures="cka_linear,cos")
+    default = run(AnalyzeOptions(**common, out=tmp_path / "default"))
+    half = run(AnalyzeOptions(**common, out=tmp_path / "half", dtype="bfloat16"))
     loaded.model.float()
     reference = analyze(loaded, load_dataset("sentences", limit=64), ["cka", "cos"])
     for key in ("cka_linear", "cos", "accuracy", "loss"):
@@ -179,11 +179,11 @@ def test_half_precision_checkpoint_is_analysed_in_float32(tmp_path):
 
 def test_float64_runs_an_own_image_model(tmp_path):
     """Floating inputs follow the model's dtype (a float64 ViT would reject float32 pixels)."""
-    from layerwise.cli.analyze import run_analysis
+    from layerwise.commands.analyze import AnalyzeOptions, run
 
     saved = save_model(load_model("vit-digits"), tmp_path / "vit")  # built-in own models start at random
-    run = dict(model=str(saved), data="digits", limit=48, measures="cka_linear")
-    single = run_analysis(**run, out=tmp_path / "f32")
-    double = run_analysis(**run, out=tmp_path / "f64", dtype="float64")
+    common = dict(model=str(saved), data="digits", limit=48, measures="cka_linear")
+    single = run(AnalyzeOptions(**common, out=tmp_path / "f32"))
+    double = run(AnalyzeOptions(**common, out=tmp_path / "f64", dtype="float64"))
     assert double["config"]["dtype"] == "float64"
     np.testing.assert_allclose(double["cka_linear"], single["cka_linear"], atol=1e-4)

@@ -614,12 +614,12 @@ def test_bad_input_raises(name, tmp_path):
 
 
 def test_out_check_removes_only_what_it_created(tmp_path):
-    from layerwise.cli.app import check_out_dir
+    from layerwise.run_folder import probe_writable
 
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "user-file").write_text("mine\n")
-    check_out_dir(tmp_path / "kept" / "new" / "deeper")
-    check_out_dir(tmp_path / "kept")
+    probe_writable(tmp_path / "kept" / "new" / "deeper")
+    probe_writable(tmp_path / "kept")
     assert sorted(p.name for p in (tmp_path / "kept").rglob("*")) == ["user-file"]
 
 

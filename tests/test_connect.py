@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerwise.checkpoints import load_model, make_bundle, save_model
-from layerwise.cli.connect import run_connect
+from layerwise.commands.connect import ConnectOptions, run
 from layerwise.data import InputSpec, load_dataset, make_loader, materialize
-from layerwise.evaluation.connect import connect, detached
-from layerwise.evaluation.connectivity import barrier, excess, filter_normalise, mode_paths, random_target
+from layerwise.evaluation.connectivity import (
+    barrier, connect, detached, excess, filter_normalise, mode_paths, random_target)
 from layerwise.models import MLP, MLPConfig
 from layerwise.stack.matching import permute, weight_matching
 from layerwise.stack.surgery import named_tensors, reestimate_batchnorm, stack_groups, write_mix
@@ -293,9 +293,9 @@ def test_connect_of_a_model_with_itself_has_zero_barrier(name, data, tmp_path):
         corpus.write_text("Now is the winter of our discontent made glorious summer. " * 30)
         data = str(corpus)
     out = tmp_path / "out"
-    res = run_connect(str(model), str(model), data, out, modes=["full", "single", "cumulative", "random"],
-                      alphas="0,0.5,1", limit=16, batch_size=8, seq_len=32, random_seeds=1, match=name == "mlp-plain",
-                      progress=False)
+    res = run(ConnectOptions(model_a=str(model), model_b=str(model), data=data, out=out,
+                             mode=["full", "single", "cumulative", "random"], alphas="0,0.5,1", limit=16, batch_size=8,
+                             seq_len=32, random_seeds=1, match=name == "mlp-plain", progress=False))
     saved = json.loads((out / "results.json").read_text())
     assert saved["alphas"] == [0.0, 0.5, 1.0]
     n_groups = res["stack_depth"] + 2 if "stack_depth" in res else len(res["groups"])

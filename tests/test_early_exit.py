@@ -244,12 +244,12 @@ def test_exit_command_reports_shift_and_transfer(aligned_mlp, tmp_path):
     (two code paths: the exit report's logits and ``layerwise_accuracy``); the transfer head is fitted on the
     last layer and scored at every layer, and the figure is written."""
     from layerwise.checkpoints import save_model
-    from layerwise.cli.exit import evaluate_exit
+    from layerwise.commands.exit import ExitOptions, run
 
     save_model(aligned_mlp, tmp_path / "model")
-    results = evaluate_exit([str(tmp_path / "model")], "digits", tmp_path / "out", limit=300, val_split=None,
-                            shift_data="digits", transfer_data="digits", transfer_splits=("train", "test"),
-                            transfer_limit=300, device="cpu")
+    results = run(ExitOptions(model=[str(tmp_path / "model")], data="digits", out=tmp_path / "out", limit=300,
+                              val_split=None, shift_data="digits", transfer_data="digits", transfer_splits="train,test",
+                              transfer_limit=300, device="cpu"))
     report = results["models"][0]
     assert report["shift"]["per_layer_accuracy"] == pytest.approx(report["per_layer_accuracy"], abs=1e-12)
     transfer = report["transfer"]["per_layer_accuracy"]

@@ -15,7 +15,7 @@ from fixtures import CORPUS
 
 from layerwise.data import ByteTokenizer
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.gen_eval import GenEvalSettings, model_prompts, select_offsets, text_boundaries
+from layerwise.evaluation.prompts import GenEvalSettings, model_prompts, select_offsets, text_boundaries
 from layerwise.evaluation.generation_metrics import (
     Embedder,
     coherence_values,

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from layerwise.checkpoints import load_model, save_model, set_readout_pooling, truncate
 from layerwise.data import ByteTokenizer, Columns, InputSpec, LayerwiseDataset, load_dataset, make_loader
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation import evaluate_layers, layer_losses
+from layerwise.training.losses import layer_losses
+from layerwise.training.scores import evaluate_layers
 from layerwise.evaluation.probing import nc1, probe_layers
 from layerwise.inference import make_policy
 from layerwise.training import resolve_config, train

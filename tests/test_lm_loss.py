@@ -16,7 +16,7 @@ from transformers import TrainingArguments
 
 from layerwise.checkpoints import load_model
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.per_layer import layer_losses
+from layerwise.training.losses import layer_losses
 from layerwise.training import objectives as O
 from layerwise.training.lm_loss import chunked_lm_loss
 

@@ -20,10 +20,10 @@ from layerwise.data import load_dataset, make_loader
 from layerwise.data.batches import model_inputs
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.calibration import brier, calibration, ece_mce, fit_temperature, reliability
-from layerwise.evaluation.feature_change import feature_change, relative_change
-from layerwise.evaluation.ntk import backbone_parameters, ft_kernel, kernel_loo_accuracy, ntk_bytes, pt_kernel
-from layerwise.training.lpft import LpftOptions, run_lpft
-from layerwise.training.lpft_diagnostics import check_classifier, check_ntk_memory
+from layerwise.evaluation.lpft import check_classifier, check_ntk_memory, feature_change, relative_change
+from layerwise.evaluation.lpft.ntk import backbone_parameters, ft_kernel, kernel_loo_accuracy, ntk_bytes, pt_kernel
+from layerwise.commands.lpft import LpftOptions
+from layerwise.commands.lpft import run as run_lpft
 from layerwise.training.probe import head_inputs, readout_linear
 
 

@@ -236,13 +236,6 @@ CASES = {  # case → (pass --overwrite, plant a file named like an output)
     "kept": (True, False),  # --overwrite: the command runs beside the user's file
     "colliding": (True, True),  # --overwrite, but an output would replace the user's file: refused up front
 }
-# Not wired on this branch (the commands helper moves these commands; the lead calls run_folder there): their
-# checks, or their --overwrite flag, arrive at the merge.
-UNWIRED = {"analyze", "compare", "exit", "truncate", "generate", "gen-eval", "connect"}
-NO_OVERWRITE_FLAG = UNWIRED | {"reproduce", "report"}
-XFAIL = {(c, "refused") for c in UNWIRED} | {(c, case) for c in NO_OVERWRITE_FLAG for case in ("kept", "colliding")}
-XFAIL |= {("lpft", "colliding"), ("lpft", "kept")}  # lpft's own rule (training/lpft.py): no manifest, no check
-# with --overwrite
 
 
 def _out_path(root: Path, command: str) -> Path:
@@ -281,13 +274,14 @@ def planted(tmp_path_factory):
 
     from fixtures import CLI, CORPUS, run_children
 
-    from layerwise.cli.analyze import run_analysis
+    from layerwise.commands.analyze import AnalyzeOptions
+    from layerwise.commands.analyze import run as analyze
 
     tmp = tmp_path_factory.mktemp("planted")
     (tmp / "corpus.txt").write_text(CORPUS, encoding="utf-8")
     _recipe(tmp)
-    run_analysis(model="mlp-residual", data="digits", out=tmp / "analyzed", limit=64, measures="cos", probe=False,
-                 device="cpu")
+    analyze(AnalyzeOptions(model="mlp-residual", data="digits", out=tmp / "analyzed", limit=64, measures="cos",
+                           probe=False, device="cpu"))
     plants: dict[tuple[str, str], dict[Path, bytes]] = {}
     refusals: list[dict[str, list[str]]] = [{}, {}]
     runs = []
@@ -303,7 +297,8 @@ def planted(tmp_path_factory):
                 path.write_bytes(data)
             plants[command, case] = files
             args = [command, *(f.replace("{tmp}", str(tmp)) for f in flags), "--out", str(out)]
-            args += ["--overwrite"] if overwrite else []
+            # report writes one page, not a folder: it has no --overwrite and replaces only a page of its own
+            args += ["--overwrite"] if overwrite and command != "report" else []
             if collide:
                 refusals[i % 2][f"{command}/{case}"] = args
             else:
@@ -321,9 +316,7 @@ def planted(tmp_path_factory):
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_a_users_files_in_out_survive_every_command(planted, command, case, request):
-    if (command, case) in XFAIL:
-        request.applymarker(pytest.mark.xfail(strict=False, reason="wired at merge"))
+def test_a_users_files_in_out_survive_every_command(planted, command, case):
     tmp, plants, results = planted
     done = results[f"{command}/{case}"]
     for path, data in plants[command, case].items():

@@ -16,7 +16,7 @@ import torch
 
 from layerwise.checkpoints import load_model
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.exit_sweep import continuation_nll
+from layerwise.evaluation.generation_metrics import continuation_nll
 from layerwise.inference.decoding import ContrastiveSearch, Sampling
 from layerwise.inference.generation import LayerRunner, generate, left_pad, positions
 from layerwise.inference.policies import make_policy

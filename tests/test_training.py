@@ -240,7 +240,7 @@ def test_evaluate_layers_leaves_every_module_in_its_own_mode():
     """A model put in eval mode by the caller stays there (dropout off) after a per-layer evaluation."""
     from layerwise.checkpoints import load_model
     from layerwise.data import load_dataset, make_loader
-    from layerwise.evaluation.per_layer import evaluate_layers
+    from layerwise.training.scores import evaluate_layers
 
     bundle = load_model("bert-tiny")
     bundle.model.eval()

@@ -9,7 +9,7 @@ import torch
 from fixtures import data_batches, logits_of
 
 from layerwise.checkpoints import load_model, make_exit_heads, save_model, truncate
-from layerwise.cli.truncate import truncate_model
+from layerwise.commands.truncate import TruncateOptions, run
 from layerwise.data import model_inputs
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation import minimal_depth
@@ -68,7 +68,7 @@ def test_truncate_bad_k(tmp_path):
         with pytest.raises(LayerwiseError, match=f"k={k} out of range: this model has layers 1..8"):
             truncate(bundle, k)
     with pytest.raises(LayerwiseError, match="k=99 out of range"):
-        truncate_model("mlp-residual", 99, tmp_path / "x")
+        run(TruncateOptions(model="mlp-residual", k=99, out=tmp_path / "x"))
 
 
 def test_minimal_depth():

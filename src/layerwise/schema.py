@@ -32,14 +32,22 @@ def _finite(x: float) -> float:
 Finite = Annotated[float, AfterValidator(_finite)]
 
 
-def validate(model: type[M], values: dict[str, Any], source: str = "options") -> M:
-    """``model(**values)``, or a LayerwiseError listing each bad key, its value and the rule it breaks."""
+def describe(e: ValidationError, source: str = "options", option_keys: bool = True) -> str:
+    """One line listing each bad key, its value and the rule it breaks; option keys in backticks
+    (`` `batch_size` ``: the keyword a Python caller passes, which the command line renders as its flag)."""
+    problems = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "value"
+        key = f"`{key}`" if option_keys and err["loc"] else key
+        given = f" (got {err['input']!r})" if err["type"] != "missing" and "input" in err else ""
+        problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}{given}")
+    return f"bad {source}: {'; '.join(problems)}"
+
+
+def validate(model: type[M], values: dict[str, Any], source: str = "options", *, option_keys: bool = True) -> M:
+    """``model(**values)``, or a LayerwiseError naming each bad key (``describe``); keys of a file
+    (``option_keys=False``) are named plainly."""
     try:
         return model.model_validate(values)
     except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "value"
-            given = f" (got {err['input']!r})" if err["type"] != "missing" and "input" in err else ""
-            problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}{given}")
-        raise LayerwiseError(f"bad {source}: {'; '.join(problems)}") from None
+        raise LayerwiseError(describe(e, source, option_keys)) from None

@@ -68,7 +68,7 @@ def own_config_schema(arch: str) -> type[Options]:
 
 def _checked(schema: type[BaseModel], values: dict, file: Path) -> BaseModel:
     try:
-        return validate(schema, values, str(file))
+        return validate(schema, values, str(file), option_keys=False)
     except LayerwiseError as e:
         raise LayerwiseError(f"{e}: fix that key or re-save the model") from None
 

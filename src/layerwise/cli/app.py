@@ -1,25 +1,24 @@
 """The Typer application and the entry point: bad input prints one line ``error: …`` and exits 2.
 
-Also what every command shares: the ``--out`` check and the base of the per-command flag schemas.
+The library names an option by its key in backticks (`` `batch_size` ``); ``_fail`` renders each as the flag
+that sets it (``--batch-size``), so a command-line user reads flags and a Python user reads keywords.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import typer
-from pydantic import ConfigDict
 
 from layerwise.errors import LayerwiseError
-from layerwise.schema import Options, validate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Study how representations move through the layers of a transformer, and use it.")
 
-F = TypeVar("F", bound="Flags")
+O = TypeVar("O")
+OPTION_KEY = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)*)`")  # a backticked snake_case key
 
 
 def flag_name(key: str) -> str:
@@ -27,15 +26,15 @@ def flag_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-class Flags(Options):
-    """Base of a command's flag schema: its errors name the flag (``--batch-size``), not the Python name."""
+def as_flags(message: str) -> str:
+    """Every backticked option key of a library message as its flag: `` `val_split` `` → ``--val-split``."""
+    return OPTION_KEY.sub(lambda m: flag_name(m.group(1)), message)
 
-    model_config = ConfigDict(alias_generator=flag_name, validate_by_alias=True, validate_by_name=False)
 
-
-def check_flags(schema: type[F], **values: Any) -> F:
-    """``values`` (keyed by parameter name) validated by ``schema``; one line naming the flag otherwise."""
-    return validate(schema, {flag_name(key): value for key, value in values.items()}, "options")
+def options(schema: Callable[..., O], params: dict[str, Any]) -> O:
+    """A command's options from its Typer parameters (same names); a bad value is a ``LayerwiseError`` naming
+    its key, which ``_fail`` prints as the flag."""
+    return schema(**params)
 
 
 OPTION_KEY = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)*)`")
@@ -51,16 +50,6 @@ def report_warnings(results: dict) -> None:
     """The run's own warnings (undefined layers, subsampling), one line each on stderr."""
     for message in results.get("warnings", []):
         typer.echo(f"warning: {as_flags(message)}", err=True)
-
-
-def check_out_dir(out: Path, option: str = "--out") -> Path:
-    """An output folder that exists as a writable folder or can be created (``run_folder.probe_writable``)."""
-    from layerwise.run_folder import probe_writable
-
-    try:
-        return probe_writable(Path(out))
-    except LayerwiseError as e:
-        raise LayerwiseError(str(e).replace("`out`", option)) from None
 
 
 def _close_progress_bars() -> None:

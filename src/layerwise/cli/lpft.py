@@ -1,5 +1,4 @@
-"""``layerwise lpft``: FT, LP and LP-FT from one pretrained model, with head norm, feature change per layer,
-the eNTK's two parts and calibration (``training.lpft``)."""
+"""``layerwise lpft``: flags → ``commands.lpft`` (imported on use: it imports torch)."""
 
 from __future__ import annotations
 
@@ -8,16 +7,8 @@ from typing import Optional
 
 import typer
 
-from layerwise.cli.app import Flags, app, check_flags, check_out_dir
+from layerwise.cli.app import app, options
 from layerwise.errors import LayerwiseError
-
-
-def _flags_schema() -> type:
-    """``LpftOptions`` with errors naming the flags (``--ntk-subset``); built on use, so that importing the
-    command line does not import torch."""
-    from layerwise.training.lpft import LpftOptions
-
-    return type("LpftFlags", (Flags, LpftOptions), {"__doc__": _flags_schema.__doc__})
 
 
 def _rates(text: str, flag: str) -> list[float]:
@@ -56,19 +47,10 @@ def lpft_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Compare FT, LP and LP-FT: head norm, feature change per layer, eNTK parts, calibration, accuracy."""
-    opts = check_flags(
-        _flags_schema(), model=model, data=data, out=str(out), split=split, val_split=val_split, limit=limit,
-        eval_limit=eval_limit, shift_data=shift_data, shift_split=shift_split, epochs=epochs, batch_size=batch_size,
-        ft_lrs=_rates(ft_lrs, "--ft-lrs"), lpft_lrs=_rates(lpft_lrs, "--lpft-lrs"), ft_objective=ft_objective,
-        weight_decay=weight_decay, max_length=max_length, lp_cv=lp_cv, ntk_subset=ntk_subset, ntk_chunk=ntk_chunk,
-        ntk_memory=ntk_memory, seed=seed, device=device, data_dir=str(data_dir) if data_dir else None,
-        overwrite=overwrite, progress=progress)
-    check_out_dir(out)
-    from layerwise.report.writers import write_lpft
-    from layerwise.training.lpft import run_lpft
+    params = dict(locals(), ft_lrs=_rates(ft_lrs, "--ft-lrs"), lpft_lrs=_rates(lpft_lrs, "--lpft-lrs"))
+    from layerwise.commands import lpft
 
-    results = run_lpft(opts)
-    write_lpft(results, out)
+    results = lpft.run(options(lpft.LpftOptions, params))
     for name, r in results["recipes"].items():
         typer.echo(f"{name}: accuracy {r['accuracy']:.4f}, head norm {r['head_norm']['final']:.3f}, "
                    f"ECE {r['ece']:.4f} → {r['ece_temperature_scaled']:.4f} after temperature scaling")

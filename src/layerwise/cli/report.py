@@ -1,4 +1,4 @@
-"""``layerwise report``: one self-contained HTML page from any run folders (``report.html``)."""
+"""``layerwise report``: flags → ``commands.report``."""
 
 from __future__ import annotations
 
@@ -7,17 +7,8 @@ from typing import Optional
 
 import typer
 
-from layerwise.cli.app import app
-
-
-def run_report(folders: list[Path], out: Path, title: str | None = None) -> Path:
-    """Check every folder and ``--out`` before reading anything whole, then write the page."""
-    from layerwise.report.html import check_folder, check_out_file, write_report
-
-    check_out_file(out)  # its message names `out`
-    for folder in folders:
-        check_folder(folder)
-    return write_report(folders, out, title=title)
+from layerwise.cli.app import app, options
+from layerwise.commands import report
 
 
 @app.command("report")
@@ -28,5 +19,4 @@ def report_command(
     title: Optional[str] = typer.Option(None, help="the page's title [default: from the folders]"),
 ) -> None:
     """One self-contained HTML page of any runs: figures, sortable per-layer tables, configuration, warnings."""
-    run_report(folders, out, title)
-    typer.echo(f"wrote {out}")
+    typer.echo(f"wrote {report.run(options(report.ReportOptions, locals()))}")

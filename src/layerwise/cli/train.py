@@ -1,4 +1,4 @@
-"""``layerwise train``: flags (and ``--preset`` / ``--config``) to a ``TrainConfig``, then the trainer."""
+"""``layerwise train``: flags → ``commands.train``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from layerwise.cli.app import app, check_out_dir
+from layerwise.cli.app import app, options
+from layerwise.commands import train
 
 
 @app.command("train")
@@ -59,29 +60,8 @@ def train_command(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
 ) -> None:
     """Train with a layer-wise objective (Accelerate: CPU, GPU, `accelerate launch` for several)."""
-    from layerwise.errors import LayerwiseError
-    from layerwise.training import resolve_config, train
-
-    try:
-        weights = layer_weights if layer_weights in (None, "linear", "uniform") else [
-            float(w) for w in layer_weights.split(",")]
-        steps = [int(m) for m in milestones.split(",") if m] if milestones is not None else None
-    except ValueError as e:
-        raise LayerwiseError(f"cannot parse --layer-weights/--milestones ({e}): pass comma-separated numbers") from e
-    cfg = resolve_config(
-        preset, config, model=model, data=data, objective=objective, out=str(out) if out else None, epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps,
-        milestones=steps, gamma=gamma,
-        grad_accum=grad_accum, max_grad_norm=max_grad_norm, mixed_precision=mixed_precision, seed=seed,
-        data_seed=data_seed, limit=limit,
-        eval_limit=eval_limit, augment=augment, ft_objective=ft_objective, layer_weights=weights, cos_beta=cos_beta,
-        depth=depth, max_length=max_length, pooling=pooling, text_column=text_column,
-        text_pair_column=text_pair_column, label_column=label_column, seq_len=seq_len, lm_loss=lm_loss,
-        eval_split=eval_split, train_split=train_split, checkpoint_every=checkpoint_every,
-        resume=resume or None, overwrite=overwrite or None,
-        data_dir=str(data_dir) if data_dir else None, cpu=cpu, progress=progress)
-    check_out_dir(Path(cfg.out))
-    record = train(cfg)
+    options_ = options(train.TrainOptions, locals())
+    record = train.run(options_)
     metric = record.get("metric", "accuracy")
     value = (record.get(metric) or [float("nan")])[-1]
-    typer.echo(f"wrote {cfg.out}: last-layer {metric} {value:.4f}")
+    typer.echo(f"wrote {train.config(options_).out}: last-layer {metric} {value:.4f}")

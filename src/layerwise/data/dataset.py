@@ -22,7 +22,7 @@ class LayerwiseDataset(Dataset):
     items exist only once ``make_loader`` has tokenised it, so indexing raises).
     For a corpus, ``limit`` and ``seed`` are kept and applied to the token blocks in ``make_loader``.
     ``regression``: the labels are real numbers (a one-output head, ``num_classes`` 1); ``metrics`` names
-    the task's per-layer metrics, its own first (``evaluation.metrics``); ``task`` the GLUE task, if any.
+    the task's per-layer metrics, its own first (``data.metrics``); ``task`` the GLUE task, if any.
     Images must be finite: NaN or Inf is refused when ``images`` is set, before any model sees it.
     """
 

@@ -1,24 +1,15 @@
-"""Evaluation layer by layer: capture every layer, the one per-layer scoring loop, similarity analysis,
-early-exit reports, transfer and shift, minimal depth, generated text scored per layer, layer-wise linear mode
-connectivity (``connectivity``: the mathematics; ``connect``: the orchestration, imported from its module), and the
-LP-FT diagnostics (``ntk``: the eNTK's head and backbone parts; ``calibration``; ``feature_change`` against a
-pretrained copy)."""
+"""Evaluation layer by layer, the scoring core: capture every layer (``capture``), per-layer scoring for
+evaluation (``per_layer``; the loss and the sums it shares with training are ``training.losses`` and
+``training.scores``), similarity analysis (``analysis``), probing and NC1 (``probing``), transfer and shift
+(``transfer``), minimal depth (``depth``), calibration (``calibration``), prompts from a corpus (``prompts``) and
+scores of generated text (``generation_metrics``), layer-wise linear mode connectivity (``connectivity``), and
+LP-FT's mathematics (``lpft``: the eNTK, feature change, head norms). The commands that run them are
+``layerwise.commands``."""
 
 from layerwise.evaluation.analysis import analyze, compare, layer_measures
 from layerwise.evaluation.capture import CapturedBatch, capture
 from layerwise.evaluation.depth import minimal_depth
-from layerwise.evaluation.exits import evaluate_model
-from layerwise.evaluation.gen_eval import evaluate_generation
-from layerwise.evaluation.per_layer import (
-    LayerScores,
-    dense_ce,
-    evaluate_layers,
-    layer_logits,
-    layer_losses,
-    layer_sums,
-    lm_targets,
-    readout_targets,
-)
+from layerwise.evaluation.per_layer import LayerScores, layer_logits, output_sums
 from layerwise.evaluation.transfer import layerwise_accuracy, readout_inputs, transfer_accuracy
 
 __all__ = [
@@ -27,18 +18,11 @@ __all__ = [
     "analyze",
     "capture",
     "compare",
-    "dense_ce",
-    "evaluate_generation",
-    "evaluate_layers",
-    "evaluate_model",
     "layer_logits",
-    "layer_losses",
     "layer_measures",
-    "layer_sums",
     "layerwise_accuracy",
-    "lm_targets",
     "minimal_depth",
+    "output_sums",
     "readout_inputs",
-    "readout_targets",
     "transfer_accuracy",
 ]

@@ -19,7 +19,8 @@ from layerwise.checkpoints import ModelBundle
 from layerwise.data import LayerwiseDataset
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.capture import capture, model_loader
-from layerwise.evaluation.per_layer import LayerScores, task_metric_name
+from layerwise.evaluation.per_layer import LayerScores
+from layerwise.training.scores import task_metric_name
 from layerwise.evaluation.probing import probe_layers
 from layerwise.measures import json_name, layer_matrix
 from layerwise.measures.residual import ResidualStats
@@ -103,7 +104,7 @@ def layer_measures(
 ) -> dict:
     """Capture every model's layers over the data and compute the requested measures over all of them
     stacked (models' layers concatenated), plus per-model readout evaluation and residual statistics.
-    With ``skip_inapplicable`` (``--measures all``) a measure that cannot run on this data (e.g. CCA with
+    With ``skip_inapplicable`` (``measures="all"``) a measure that cannot run on this data (e.g. CCA with
     fewer samples than features) is skipped with a warning instead of failing the run."""
     stats = LinearStats()
     evals = [LayerScores(b.stack.task, metrics) for b in bundles]

@@ -79,7 +79,7 @@ def fit_temperature(logits: Tensor, labels: Tensor, bounds: tuple[float, float] 
     return float(math.exp(res.x))
 
 
-def calibrate(val_logits: Tensor, val_labels: Tensor, test_logits: Tensor, test_labels: Tensor) -> dict:
+def temperature_scaling(val_logits: Tensor, val_labels: Tensor, test_logits: Tensor, test_labels: Tensor) -> dict:
     """Test calibration before and after temperature scaling fitted on the validation logits."""
     t = fit_temperature(val_logits, val_labels)
     return {"temperature": t, "before": calibration(test_logits, test_labels),
@@ -90,7 +90,7 @@ def layer_calibration(val_logits: Tensor, val_labels: Tensor, test_logits: Tenso
     """ECE, and ECE after a per-layer temperature, of the readout after every layer: (L, N, C) logits in."""
     out: dict[str, list[float]] = {"accuracy": [], "ece": [], "ece_temperature_scaled": [], "temperature": []}
     for val, test in zip(val_logits, test_logits, strict=True):
-        c = calibrate(val, val_labels, test, test_labels)
+        c = temperature_scaling(val, val_labels, test, test_labels)
         out["accuracy"].append(c["before"]["accuracy"])
         out["ece"].append(c["before"]["ece"])
         out["ece_temperature_scaled"].append(c["after"]["ece"])

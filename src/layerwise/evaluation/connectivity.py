@@ -11,18 +11,39 @@ from B). Along it,
 for the loss and for the error 1 − accuracy. With α = 0 and 1 on the grid the barrier is ≥ 0 for the
 full-model path (its excess is 0 at the ends); a single-group path may end away from θ_B, so its excess at
 α = 1 is that hybrid's excess.
+
+``connect`` scores the paths: one working copy of A is rewritten in place (``stack.surgery``) for every point of
+every path and scored by ``per_layer.output_sums`` on the same materialised batches, so every α of every path is
+measured on identical data. Models with BatchNorm have their running statistics re-estimated on training
+batches at every point that is neither A nor B itself.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from layerwise.checkpoints import ModelBundle
+from layerwise.data.batches import Batch
 from layerwise.errors import LayerwiseError
+from layerwise.evaluation.per_layer import output_sums
+from layerwise.stack import LayerStack
+from layerwise.stack.matching import permute, weight_matching
+from layerwise.stack.surgery import (
+    batchnorms,
+    check_same_layout,
+    named_tensors,
+    reestimate_batchnorm,
+    stack_groups,
+    tied_names,
+    write_mix,
+)
 
 MODES = ("full", "single", "cumulative", "random")
 
@@ -142,3 +163,165 @@ def curve_summary(alphas: Sequence[float], paths: Sequence[Path], loss: np.ndarr
         out[f"barrier_{metric}"] = [v for v, _ in peaks]
         out[f"peak_alpha_{metric}"] = [a for _, a in peaks]
     return out
+
+
+State = dict[str, Tensor]
+
+
+def check_pair(a: ModelBundle, b: ModelBundle, match: bool = False) -> dict[str, list[str]]:
+    """The stack groups of two models that can be interpolated (same architecture, depth, names and shapes),
+    checked before any work; the error names the group that differs."""
+    if type(a.model) is not type(b.model):
+        raise LayerwiseError(f"the models are different architectures ({type(a.model).__name__} and "
+                             f"{type(b.model).__name__}): pass two models of one architecture")
+    if a.stack.task != b.stack.task:
+        raise LayerwiseError(f"the models do different tasks ({a.stack.task} and {b.stack.task}): pass two models "
+                             "with the same kind of head")
+    if a.stack.task == "encoder":
+        raise LayerwiseError(f"{a.name} has no head, so it has no loss: pass classifiers or language models "
+                             "(a bare encoder gains a head when loaded for a labelled data set)")
+    ga, gb = stack_groups(a.model, a.stack), stack_groups(b.model, b.stack)
+    if list(ga) != list(gb):
+        raise LayerwiseError(f"the models differ in depth: A has {a.stack.num_layers} blocks and B "
+                             f"{b.stack.num_layers}; pass two models of one shape")
+    check_same_layout(named_tensors(a.model), named_tensors(b.model), ga, gb, "the models")
+    if match and a.stack.permutations is None:
+        raise LayerwiseError(f"weight matching needs the permutable units of {type(a.model).__name__}, which its "
+                             "adapter does not declare (the project's MLPs do)")
+    return ga
+
+
+def detached(model: torch.nn.Module) -> State:
+    """A copy of every tensor of ``model`` (``named_tensors`` names)."""
+    return {n: t.detach().clone() for n, t in named_tensors(model).items()}
+
+
+class Scorer:
+    """Score points θ(α) on fixed batches with one working copy of model A."""
+
+    def __init__(self, bundle: ModelBundle, batches: Sequence[Batch], bn_batches: Sequence[Batch] | None):
+        self.model = copy.deepcopy(bundle.model).eval()
+        self.stack = LayerStack(self.model)
+        self.target = named_tensors(self.model)
+        self.batches, self.bn_batches = batches, bn_batches
+        self.has_bn = bool(batchnorms(self.model))
+        self.evaluations = 0
+
+    def score(self, a: State, b: State, alpha: dict[str, float], reestimate: bool) -> tuple[float, float]:
+        """(loss, error) of (1 − α)·a + α·b (α per tensor), BatchNorm re-estimated first if asked."""
+        write_mix(self.target, a, b, alpha)
+        if reestimate and self.has_bn and self.bn_batches:
+            reestimate_batchnorm(self.model, self.stack, self.bn_batches)
+        s = output_sums(self.stack, self.batches)
+        self.evaluations, self.targets = self.evaluations + 1, int(s[2])
+        return float(s[0] / s[2]), float(1.0 - s[1] / s[2])
+
+
+def _per_tensor(groups: dict[str, list[str]], group_alpha: dict[str, float]) -> dict[str, float]:
+    return {n: group_alpha[g] for g, names in groups.items() for n in names}
+
+
+def run_paths(scorer: Scorer, a: State, b: State, groups: dict[str, list[str]], paths: Sequence[Path],
+              alphas: Sequence[float], ends: dict[str, tuple[float, float]], bar, bn_reset: bool,
+              b_is_model: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, error) curves, (paths, α), of ``paths`` between the states a and b; the points that are A or B
+    themselves are taken from ``ends`` (and keep their own BatchNorm statistics)."""
+    loss = np.zeros((len(paths), len(alphas)))
+    error = np.zeros_like(loss)
+    for i, path in enumerate(paths):
+        for j, alpha in enumerate(alphas):
+            ga = path.group_alphas(list(groups), alpha)
+            if all(v == 0.0 for v in ga.values()):
+                loss[i, j], error[i, j] = ends["loss"][0], ends["error"][0]
+            elif b_is_model and all(v == 1.0 for v in ga.values()):
+                loss[i, j], error[i, j] = ends["loss"][1], ends["error"][1]
+            else:
+                loss[i, j], error[i, j] = scorer.score(a, b, _per_tensor(groups, ga), bn_reset)
+            bar.update(1)
+    return loss, error
+
+
+def _mode_results(scorer: Scorer, a: State, b: State, groups: dict[str, list[str]], modes: Sequence[str],
+                  alphas: Sequence[float], bar, *, bn_reset: bool, random_seeds: int, filter_normalised: bool,
+                  seed: int) -> dict:
+    ends = {"loss": [0.0, 0.0], "error": [0.0, 0.0]}
+    for k, w in enumerate((0.0, 1.0)):  # the two models, with their own statistics
+        ends["loss"][k], ends["error"][k] = scorer.score(a, b, _per_tensor(groups, dict.fromkeys(groups, w)), False)
+    ends = {m: tuple(v) for m, v in ends.items()}
+    out: dict = {"endpoints": {"loss_a": ends["loss"][0], "loss_b": ends["loss"][1],
+                               "error_a": ends["error"][0], "error_b": ends["error"][1]}, "modes": {}}
+    for mode in modes:
+        variants = mode_paths(mode, list(groups))
+        results = {}
+        for variant, paths in variants.items():
+            if mode == "random":
+                results[variant] = _random(scorer, a, b, groups, paths, alphas, ends, bar, bn_reset, random_seeds,
+                                           filter_normalised, seed)
+                continue
+            loss, error = run_paths(scorer, a, b, groups, paths, alphas, ends, bar, bn_reset)
+            n = len(paths)
+            results[variant] = curve_summary(alphas, paths, loss, error, {m: [e] * n for m, e in ends.items()})
+        main, *others = variants
+        out["modes"][mode] = {**results[main], **{v: results[v] for v in others}}
+    return out
+
+
+def _random(scorer: Scorer, a: State, b: State, groups, paths, alphas, ends, bar, bn_reset, seeds: int,
+            filter_normalised: bool, seed: int) -> dict:
+    """Each group toward random targets (``random_target``: as far from A as B's group is), curves averaged over
+    ``seeds`` directions; the excess is measured, as for every mode, against the line between ℒ(A) and ℒ(B),
+    so a random step and the step toward B of the same length are compared on one scale."""
+    loss = np.zeros((len(paths), len(alphas)))
+    error = np.zeros_like(loss)
+    for i, path in enumerate(paths):
+        names = groups[path.name]
+        for s in range(seeds):
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * i + s)
+            target = {**a, **random_target(a, b, names, gen, filter_normalised)}
+            l_, e_ = run_paths(scorer, a, target, groups, [path], alphas, ends, bar, bn_reset, b_is_model=False)
+            loss[i] += l_[0] / seeds
+            error[i] += e_[0] / seeds
+    out = curve_summary(alphas, paths, loss, error, {m: [e] * len(paths) for m, e in ends.items()})
+    out.update(seeds=seeds, filter_normalised=filter_normalised)
+    return out
+
+
+def count_points(modes: Sequence[str], n_groups: int, n_alphas: int, random_seeds: int) -> int:
+    """How many points the modes visit (the progress bar's total)."""
+    per_mode = {"full": 1, "single": 2 * n_groups, "cumulative": 2 * n_groups, "random": n_groups * random_seeds}
+    return sum(per_mode[m] for m in modes) * n_alphas
+
+
+def connect(a: ModelBundle, b: ModelBundle, batches: Sequence[Batch], *, modes: Sequence[str],
+            alphas: Sequence[float], bn_batches: Sequence[Batch] | None = None, bn_reset: bool = True,
+            match: bool = False, readout_from_b: bool = False, random_seeds: int = 3,
+            filter_normalised: bool = False, seed: int = 0, progress: bool = True) -> dict:
+    """Loss and error along every path of ``modes`` between models ``a`` and ``b`` on ``batches`` (see
+    ``connectivity.py``); with ``match`` also after permuting B's units to A's (weight matching)."""
+    groups = check_pair(a, b, match)
+    state_a, state_b = detached(a.model), detached(b.model)
+    if readout_from_b:  # e.g. a pretrained body and its fine-tuned copy: both read out through B's head
+        state_a.update({n: state_b[n] for n in groups["readout"]})
+    scorer = Scorer(a, batches, bn_batches if bn_reset else None)
+    runs = [("plain", state_b)]
+    results: dict = {"groups": {g: len(v) for g, v in groups.items()}, "tied": tied_names(a.model),
+                     "batchnorm": scorer.has_bn, "bn_reset": bn_reset and scorer.has_bn,
+                     "readout_from_b": readout_from_b}
+    if match:
+        params = {n for n, _ in a.model.named_parameters()}
+        perms = weight_matching(a.stack.permutations, {n: state_a[n] for n in params if n in state_a},
+                                {n: state_b[n] for n in params if n in state_b}, seed=seed)
+        runs.append(("matched", permute(state_b, a.stack.permutations, perms)))
+        results["matching"] = {"moved_units": {p: int((v != torch.arange(len(v))).sum()) for p, v in perms.items()}}
+    total = count_points(modes, len(groups), len(alphas), random_seeds) * len(runs) + 2 * len(runs)
+    with tqdm(total=total, desc="connect", unit="point", disable=not progress) as bar:
+        for name, state in runs:
+            part = _mode_results(scorer, state_a, state, groups, modes, alphas, bar, bn_reset=bn_reset,
+                                 random_seeds=random_seeds, filter_normalised=filter_normalised, seed=seed)
+            bar.update(2)
+            if name == "plain":
+                results.update(part)
+            else:
+                results["matched"] = part
+    results["evaluations"], results["targets"] = scorer.evaluations, scorer.targets  # targets: samples or tokens
+    return results

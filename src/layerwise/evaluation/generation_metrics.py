@@ -23,6 +23,10 @@ the rounding (up to 5·10⁻⁵ per factor).
 **Coherence** (Su & Collier 2023, "Contrastive search is what you need"): for a prefix x and its
 continuation x̂, coh = cos(e(x), e(x̂)) with e a sentence embedder (SimCSE in the paper; the packaged MiniLM
 here by default), averaged over continuations; an empty continuation has none (NaN, left out of the mean).
+
+**Perplexity of a continuation** under the full model (``continuation_nll``):
+exp(Σ −log p_L(xₜ | prompt, x_<t) / n) over all generated tokens, how the early-exit sweep of ``generate`` scores
+what early exit generated.
 """
 
 from __future__ import annotations
@@ -32,8 +36,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from layerwise.errors import LayerwiseError
+from layerwise.inference.generation import left_pad, positions
+from layerwise.stack import LayerStack
 
 Convention = Literal["tokens", "words", "simctg"]
 CONVENTIONS: tuple[str, ...] = ("tokens", "words", "simctg")
@@ -174,3 +182,31 @@ def _pooling_mode(model: Any) -> dict | None:
 def _dimension(model: Any) -> int | None:
     get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return get()
+
+
+def score_texts(embedder: Embedder, prefixes: Sequence[str], texts: Sequence[str],
+                ids: Sequence[Sequence[int]]) -> dict:
+    """Coherence (mean cos(e(prefix), e(continuation))) and the diversity of every convention."""
+    return {"coherence": nan_mean(coherence_values(embedder, prefixes, texts)),
+            "diversity": all_diversities(texts, ids)}
+
+
+@torch.no_grad()
+def continuation_nll(stack: LayerStack, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+                     pad_token_id: int = 0, batch_size: int = 16) -> tuple[float, int]:
+    """(Σ −log p_L(xₜ | prompt, x_<t) over every continuation token, their count) under the full model, one
+    uncached forward of each left-padded prompt + continuation."""
+    total, count = 0.0, 0
+    for i in range(0, len(prompts), batch_size):
+        rows = [(list(p), list(c)) for p, c in zip(prompts[i:i + batch_size], continuations[i:i + batch_size]) if c]
+        if not rows:
+            continue
+        ids, mask = left_pad([p + c for p, c in rows], pad_token_id, next(stack.model.parameters()).device)
+        logits = stack({"input_ids": ids, "attention_mask": mask, "position_ids": positions(mask)})
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision scored in float32
+        targets = torch.full_like(ids, -100)
+        for r, (_, c) in enumerate(rows):
+            targets[r, ids.shape[1] - len(c):] = ids[r, ids.shape[1] - len(c):]
+        total += float(F.cross_entropy(logits[:, :-1].transpose(1, 2), targets[:, 1:], reduction="sum"))
+        count += sum(len(c) for _, c in rows)
+    return total, count

@@ -78,7 +78,7 @@ def read_recipe(path: Path) -> Recipe:
         raise LayerwiseError(f"cannot read recipe {path}: {e}".splitlines()[0]) from e
     if not isinstance(raw, dict):
         raise LayerwiseError(f"recipe {path} is not a mapping of keys: copy a packaged recipe and edit it")
-    recipe = validate(Recipe, raw, f"recipe {path}")
+    recipe = validate(Recipe, raw, f"recipe {path}", option_keys=False)
     check_references(recipe, path)
     return recipe
 

@@ -149,7 +149,7 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
 
 def _read_trainer_state(p: Path) -> dict[str, Any]:
     data = json.loads(p.read_text())
-    validate(TrainerState, data, str(p))
+    validate(TrainerState, data, str(p), option_keys=False)
     return data
 
 

@@ -197,4 +197,5 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
     if given:
         merged.update(given)
         sources.append("options")
-    return validate(TrainConfig, merged, "training options" + (f" ({' < '.join(sources)})" if sources else ""))
+    return validate(TrainConfig, merged, "training options" + (f" ({' < '.join(sources)})" if sources else ""),
+                    option_keys=False)  # a key may come from a file, where it is no flag

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from transformers import Trainer
 
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.per_layer import layer_losses
+from layerwise.training.losses import layer_losses
 from layerwise.stack import LayerStack, StackState
 from layerwise.training import objectives as O
 from layerwise.training.lm_loss import chunked_lm_loss
@@ -66,7 +66,7 @@ class AlignedTrainer(Trainer):
     ``lm_loss="chunked"`` (language models): the per-layer CEs come from ``training.lm_loss.chunked_lm_loss``
     on the pre-norm hidden states (layer L's is taken at the final norm's input by a forward pre-hook), and
     the model computes only its last position's logits (``logits_to_keep=1``) unless the outputs are
-    returned; ``"naive"``: ``per_layer.layer_losses`` on full logits.
+    returned; ``"naive"``: ``losses.layer_losses`` on full logits.
     """
 
     def __init__(self, *args: Any, objective: str = "aligned", layer_weights: Any = "linear", cos_beta: float = 1.0,

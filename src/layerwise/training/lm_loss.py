@@ -2,12 +2,12 @@
 
     loss = Σ_ℓ w_ℓ · (1/N) Σ_{(b,t) kept} CE(Rₗ(hˡ_{b,t}), y_{b,t+1})
 
-with the next-token shift and the kept positions of ``evaluation.per_layer.lm_targets`` (padding targets
+with the next-token shift and the kept positions of ``training.losses.lm_targets`` (padding targets
 dropped by the attention mask; targets equal to ``IGNORE_INDEX``, the Hugging Face collators' padding label,
 dropped as ``F.cross_entropy`` drops them), N the number of kept targets, Rₗ the readout serving layer ℓ
 (final norm + LM head, applied per token).
 
-Computed naively (``per_layer.layer_losses``) every layer keeps its (N, V) logits and softmax for the
+Computed naively (``losses.layer_losses``) every layer keeps its (N, V) logits and softmax for the
 backward pass: L times the logit memory of standard training (12 × 0.4 GB for GPT-2 at 2,048 tokens).
 ``chunked_lm_loss`` instead walks the kept tokens ``chunk_size`` at a time and, inside the forward pass,
 differentiates each chunk's loss at once (``torch.autograd.grad`` through the readout), keeping only the
@@ -38,7 +38,7 @@ LOGIT_BUDGET = 2**25  # elements of one chunk's logits (128 MiB in float32) when
 
 def next_token_rows(labels: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """(b, t, y): the positions (b, t) whose next token y = labels[b, t+1] is a target (mask[b, t+1] set and
-    y ≠ IGNORE_INDEX), row-major as ``per_layer.lm_targets`` orders them."""
+    y ≠ IGNORE_INDEX), row-major as ``losses.lm_targets`` orders them."""
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     if mask is not None:
@@ -116,7 +116,7 @@ def chunked_lm_loss(readouts: Sequence[nn.Module], hs: Sequence[Tensor], mask: T
 
     ``readouts`` (one per layer, may repeat one shared module) must be token-wise (pooling "none");
     ``hs`` are (B, T, D), ``labels`` and ``mask`` (B, T). Equals ``aligned(layer_losses(...), weights)`` of
-    ``per_layer`` in value and gradients (up to summation order); layers of weight 0 are skipped.
+    ``losses.layer_losses`` in value and gradients (up to summation order); layers of weight 0 are skipped.
     """
     weights = [float(w) for w in (weights.tolist() if isinstance(weights, Tensor) else weights)]
     if not len(readouts) == len(hs) == len(weights):

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.per_layer import layer_losses
+from layerwise.training.losses import layer_losses
 from layerwise.stack import LayerStack
 from layerwise.training.lm_loss import chunked_lm_loss
 

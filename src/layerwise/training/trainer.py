@@ -41,7 +41,7 @@ from layerwise.checkpoints import save_model
 from layerwise.checkpoints.save import MODEL_FILES
 from layerwise.data import load_dataset, make_loader, to_device
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.per_layer import evaluate_layers, task_metric_name
+from layerwise.training.scores import evaluate_layers, task_metric_name
 from layerwise.report.serialize import atomic_write_text, jsonable
 from layerwise.run_folder import RunFolder, open_run_folder
 from layerwise.training import objectives as O

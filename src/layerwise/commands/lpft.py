@@ -15,44 +15,48 @@ and under shift.
 
 from __future__ import annotations
 
-import re
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 from pydantic import Field
+from torch import Tensor
 
-from layerwise.checkpoints import load_model
-from layerwise.data import LayerwiseDataset, load_dataset
+from layerwise.checkpoints import ModelBundle, load_model
+from layerwise.commands.common import CommandOptions, Folder
+from layerwise.data import LayerwiseDataset, load_dataset, make_loader, materialize
+from layerwise.data.batches import Batch, labels_of
 from layerwise.data.load import holdout
 from layerwise.errors import LayerwiseError
-from layerwise.report.serialize import jsonable
-from layerwise.schema import Finite, Options
-from layerwise.training.config import FtObjectiveName, resolve_config
-from layerwise.training.lpft_diagnostics import (
-    HeadNormLog,
-    check_classifier,
-    check_ntk_memory,
-    evaluate_recipe,
-    head_norms,
-    ntk_at_start,
-)
-from layerwise.training.log import read_log
+from layerwise.evaluation.calibration import calibration, layer_calibration, temperature_scaling
+from layerwise.evaluation.lpft import check_classifier, check_ntk_memory, feature_change, head_norms, ntk_at_start
+from layerwise.evaluation.per_layer import layer_logits
+from layerwise.report.serialize import atomic_write_text, jsonable
+from layerwise.run_folder import open_run_folder
+from layerwise.schema import Finite
+from layerwise.stack import LayerStack
+from layerwise.training import objectives as O
+from layerwise.training.config import resolve_config
+from layerwise.training.probe import readout_linear
+from layerwise.training.log import append_log, read_log
 from layerwise.training.setup import build_bundle
 from layerwise.training.trainer import Trainer
 
 Positive = Annotated[int, Field(gt=0)]
 LearningRates = Annotated[list[Annotated[Finite, Field(gt=0)]], Field(min_length=1)]
 RECIPES = ("ft", "lp", "lpft")
-OURS = re.compile(r"(ft|lp|lpft|results\.json|[a-z_]+\.png|\.(results\.json|[a-z_]+\.png)\.[a-z0-9_]{8})")
+OUTPUTS = ("ft", "lp", "lpft", "results.json", "head_norm.png", "feature_change.png", "reliability.png",
+           "layer_calibration.png")
 
 
-class LpftOptions(Options):
-    """Every option of ``lpft`` (the CLI's flag schema extends it)."""
+class LpftOptions(CommandOptions):
+    """The options of ``lpft``."""
 
     model: str = "minilm"
     data: str = "sst2"
-    out: str = "runs/lpft"
+    out: Folder = Path("runs/lpft")
     split: str = "test"  # evaluation split (SST-2: the dev set)
     val_split: str = "0.2"  # a fraction of the training subset held out, or a split name
     limit: Positive | None = None  # training examples before the validation hold-out
@@ -72,19 +76,56 @@ class LpftOptions(Options):
     ntk_memory: Annotated[Finite, Field(gt=0)] = 4.0  # GiB
     seed: Annotated[int, Field(ge=0)] = 0
     device: str = "auto"
-    data_dir: str | None = None
+    data_dir: Folder | None = None
     overwrite: bool = False
     progress: bool = True
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """``out`` may hold only what ``lpft`` writes (recipe folders, results.json, figures) unless ``overwrite``."""
-    if overwrite or not out.is_dir():
-        return
-    foreign = [p.name for p in sorted(out.iterdir()) if not OURS.fullmatch(p.name)]
-    if foreign:
-        raise LayerwiseError(f"{out} holds files lpft does not write ({', '.join(foreign[:3])}): pass an empty or new "
-                             "output folder, or overwrite to write there anyway (those files are kept)")
+def _logits(stack: LayerStack, batches: Sequence[Batch]) -> tuple[Tensor, Tensor]:
+    """(L, N, C) readout logits after every layer 1..L, and the (N,) labels."""
+    return layer_logits(stack, batches), labels_of(batches)
+
+
+def evaluate_recipe(bundle: ModelBundle, pre: LayerStack, data: dict[str, LayerwiseDataset | None], *,
+                    batch_size: int, device: torch.device, progress: bool = False) -> dict:
+    """Accuracy, calibration (before/after a temperature fitted on ``data['val']``), per-layer calibration,
+    shift accuracy and feature change per layer for a trained model; ``pre`` is the frozen pretrained stack."""
+    stack = bundle.stack.to(device).eval()
+    linear = check_classifier(stack, bundle.name)
+
+    def batches(ds: LayerwiseDataset) -> list[Batch]:
+        return materialize(make_loader(ds, bundle.inputs, batch_size), device)
+
+    test = batches(data["test"])
+    val_logits, val_labels = _logits(stack, batches(data["val"]))
+    test_logits, test_labels = _logits(stack, test)
+    cal = temperature_scaling(val_logits[-1], val_labels, test_logits[-1], test_labels)
+    out = {"head_norm_final": head_norms(linear), "accuracy": cal["before"]["accuracy"],
+           "ece": cal["before"]["ece"], "ece_temperature_scaled": cal["after"]["ece"], "calibration": cal,
+           "layer_calibration": layer_calibration(val_logits, val_labels, test_logits, test_labels)}
+    if data.get("shift") is not None:
+        shift_logits, shift_labels = _logits(stack, batches(data["shift"]))
+        before = calibration(shift_logits[-1], shift_labels)
+        after = calibration(shift_logits[-1], shift_labels, cal["temperature"])
+        out["shift"] = {"accuracy": before["accuracy"], "ece": before["ece"], "ece_temperature_scaled": after["ece"],
+                        "n": int(shift_labels.numel())}
+    out["feature_change"] = feature_change(pre.to(device), stack, test, device=device, progress=progress)
+    return out
+
+
+class HeadNormLog:
+    """A ``Trainer.step_hooks`` entry: appends {"step", "frobenius", "rows"} of the head to a JSONL file. On resume,
+    records from the checkpoint's step on are dropped first (they are redone)."""
+
+    def __init__(self, path: Path, start_step: int):
+        self.path = Path(path)
+        keep = [r for r in read_log(self.path) if r.get("step", 0) < start_step]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in keep), self.path)
+
+    def __call__(self, trainer) -> None:
+        if trainer.accelerator.is_main_process:
+            append_log(self.path, {"step": trainer.pos.step, **head_norms(readout_linear(trainer.stack))})
 
 
 def load_data(opts: LpftOptions) -> dict[str, LayerwiseDataset | None]:
@@ -117,7 +158,8 @@ def train_config(opts: LpftOptions, out: Path, objective: str, lr: float):
     return resolve_config(
         model=opts.model, data=opts.data, out=str(out), objective=objective, ft_objective=opts.ft_objective,
         epochs=opts.epochs, batch_size=opts.batch_size, lr=lr, weight_decay=opts.weight_decay, seed=opts.seed,
-        limit=opts.limit, max_length=opts.max_length, lp_cv=opts.lp_cv, data_dir=opts.data_dir,
+        limit=opts.limit, max_length=opts.max_length, lp_cv=opts.lp_cv,
+        data_dir=str(opts.data_dir) if opts.data_dir is not None else None,
         progress=opts.progress, cpu=opts.device == "cpu", schedule="constant", eval_batch_size=64)
 
 
@@ -157,14 +199,16 @@ def claims(recipes: dict[str, dict]) -> dict[str, Any]:
     }
 
 
-def run_lpft(opts: LpftOptions) -> dict[str, Any]:
-    """Train the three recipes and measure them; returns the results (``report.writers.write_lpft`` writes them)."""
+def run(options: LpftOptions) -> dict[str, Any]:
+    """Train the three recipes and measure them; write and return the results."""
     from accelerate.utils import set_seed
 
     from layerwise.device import pick_device
+    from layerwise.report.writers import write_lpft
 
+    opts = options
     out = Path(opts.out)
-    check_out(out, opts.overwrite)
+    folder = open_run_folder(out, "lpft", overwrite=opts.overwrite, outputs=OUTPUTS)
     device = pick_device(opts.device)
     data = load_data(opts)  # every check on the data, the model and the NTK before any training
     set_seed(opts.seed)  # as the Trainer does before building the model: the same fresh head as FT's
@@ -201,6 +245,8 @@ def run_lpft(opts: LpftOptions) -> dict[str, Any]:
                                        "start_rows": starts[name]["rows"], "final_rows": final["rows"]}}
     results = {"model": opts.model, "data": opts.data, "split": opts.split, "shift_data": opts.shift_data,
                "sizes": {k: (len(v) if v is not None else None) for k, v in data.items()},
-               "options": jsonable(opts.model_dump()), "ntk_memory": ntk_memory, "recipes": recipes}
+               "options": jsonable(opts.model_dump(mode="json")), "ntk_memory": ntk_memory, "recipes": recipes}
     results["claims"] = claims(recipes)
+    write_lpft(results, out)
+    folder.record()
     return results

@@ -1,0 +1,62 @@
+"""``compare``: L_a × L_b similarity matrices between two models' layers on the same inputs (results.json and
+one heatmap per measure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import PositiveInt
+
+from layerwise.commands.analyze import DEFAULT_MEASURES, check_labels, load
+from layerwise.commands.common import DTYPES, CommandOptions, Folder, with_warnings
+from layerwise.run_folder import open_run_folder
+
+OUTPUTS = ("results.json", "heatmap_*.png")
+
+
+class CompareOptions(CommandOptions):
+    """The options of ``compare``."""
+
+    model_a: str
+    model_b: str
+    data: str = "sentences"
+    out: Folder = Path("runs/compare")
+    split: str = "test"
+    limit: PositiveInt | None = None
+    batch_size: PositiveInt = 64
+    pooling: str | None = None
+    measures: str = DEFAULT_MEASURES
+    sample_cap: PositiveInt = 2000
+    data_dir: Folder | None = None
+    device: str = "auto"
+    seed: int = 0
+    dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
+    overwrite: bool = False
+
+
+def run(options: CompareOptions) -> dict:
+    """Measure every layer of ``model_a`` against every layer of ``model_b``; write and return the results."""
+    o = options
+    folder = open_run_folder(Path(o.out), "compare", overwrite=o.overwrite, outputs=OUTPUTS)
+    from layerwise.data import load_dataset  # after the checks: a bad option is answered without loading torch
+    from layerwise.device import pick_device
+    from layerwise.evaluation import compare
+    from layerwise.measures import parse_measures
+    from layerwise.report.writers import write_compare
+
+    names, dev = parse_measures(o.measures), pick_device(o.device)
+    a = load(o.model_a, dev, o.dtype)
+    ds = load_dataset(o.data, split=o.split, limit=o.limit, seed=o.seed, data_dir=o.data_dir)
+    b = load(o.model_b, dev, o.dtype)
+    for bundle, name in ((a, o.model_a), (b, o.model_b)):
+        check_labels(ds, bundle, name)
+    results = with_warnings(compare, a, b, ds, names, batch_size=o.batch_size, pooling=o.pooling,
+                            sample_cap=o.sample_cap, seed=o.seed, device=dev,
+                            skip_inapplicable=o.measures.strip() == "all")
+    results["config"] = dict(model_a=o.model_a, model_b=o.model_b, data=o.data, split=o.split, limit=o.limit,
+                             batch_size=o.batch_size, pooling=o.pooling, measures=names, sample_cap=o.sample_cap,
+                             device=str(dev), seed=o.seed, dtype=o.dtype)
+    write_compare(results, Path(o.out))
+    folder.record()
+    return results
