@@ -201,17 +201,25 @@ class RunFolder:
         write_manifest(self.path, manifest.model_copy(update={"files": sorted(own), "running": not done}))
 
 
+def check_run_folder(out: Path, command: str, *, overwrite: bool, outputs: Sequence[str]) -> list[str]:
+    """The check of ``open_run_folder`` alone, writing nothing (a command whose remaining checks read its data
+    first); returns the foreign entries that ``overwrite`` keeps."""
+    out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise LayerwiseError(f"`out` {out} is an existing file: pass a folder")
+    foreign = foreign_names(scan(out), read_manifest(out))
+    message = refusal(out, command, foreign, overwrite, tuple(outputs))
+    if message:
+        raise LayerwiseError(message)
+    return foreign
+
+
 def open_run_folder(out: Path, command: str, *, overwrite: bool, outputs: Sequence[str]) -> RunFolder:
     """Check ``out`` for ``command`` before any work (see the module's rule), create it (writability probed) and
     write its manifest; ``outputs``: glob patterns of the top-level entries the command may write."""
     out, outputs = Path(out), tuple(outputs)
-    if os.path.lexists(out) and not out.is_dir():
-        raise LayerwiseError(f"`out` {out} is an existing file: pass a folder")
-    entries, manifest = scan(out), read_manifest(out)
-    foreign = foreign_names(entries, manifest)
-    message = refusal(out, command, foreign, overwrite, outputs)
-    if message:
-        raise LayerwiseError(message)
+    foreign = check_run_folder(out, command, overwrite=overwrite, outputs=outputs)
+    entries = scan(out)
     probe_writable(out)
     out.mkdir(parents=True, exist_ok=True)
     own = [n for n, kind in entries.items() if n not in foreign and listable(n, kind)]

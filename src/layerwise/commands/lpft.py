@@ -34,11 +34,11 @@ from layerwise.evaluation.calibration import calibration, layer_calibration, tem
 from layerwise.evaluation.lpft import check_classifier, check_ntk_memory, feature_change, head_norms, ntk_at_start
 from layerwise.evaluation.per_layer import layer_logits
 from layerwise.report.serialize import atomic_write_text, jsonable
-from layerwise.run_folder import open_run_folder
+from layerwise.run_folder import check_run_folder, open_run_folder
 from layerwise.schema import Finite
 from layerwise.stack import LayerStack
 from layerwise.training import objectives as O
-from layerwise.training.config import resolve_config
+from layerwise.training.config import FtObjectiveName, resolve_config
 from layerwise.training.probe import readout_linear
 from layerwise.training.log import append_log, read_log
 from layerwise.training.setup import build_bundle
@@ -208,7 +208,7 @@ def run(options: LpftOptions) -> dict[str, Any]:
 
     opts = options
     out = Path(opts.out)
-    folder = open_run_folder(out, "lpft", overwrite=opts.overwrite, outputs=OUTPUTS)
+    check_run_folder(out, "lpft", overwrite=opts.overwrite, outputs=OUTPUTS)  # opened below, after the data checks
     device = pick_device(opts.device)
     data = load_data(opts)  # every check on the data, the model and the NTK before any training
     set_seed(opts.seed)  # as the Trainer does before building the model: the same fresh head as FT's
@@ -221,6 +221,8 @@ def run(options: LpftOptions) -> dict[str, Any]:
     ntk_set = data["train"].subset(torch.randperm(len(data["train"]), generator=torch.Generator().manual_seed(
         opts.seed))[:opts.ntk_subset])
 
+    # created only now, so that bad sizes found above leave nothing behind
+    folder = open_run_folder(out, "lpft", overwrite=opts.overwrite, outputs=OUTPUTS)
     lp_run = run_one(opts, data, out / "lp" / "run", "lp", 1.0)
     trained = {"ft": fit_recipe(opts, data, "ft", opts.ft_objective, opts.ft_lrs),
                "lp": {"objective": "lp", "lr": None, "run": lp_run["run"], "val_accuracy": lp_run["val_accuracy"],
