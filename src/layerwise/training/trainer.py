@@ -117,7 +117,7 @@ class Trainer:
         self.pos, self._rng = restored if restored else (self.pos, None)
         self.model, self.optimizer = acc.prepare(self.module, self.optimizer)
         # Called with the trainer before the first gradient step of fit() and after every optimizer step
-        # (e.g. to log the head norm along training: ``training/lpft.py``).
+        # (e.g. to log the head norm along training: ``commands/lpft.py``).
         self.step_hooks: list[Callable[[Trainer], None]] = []
 
     # -- data
