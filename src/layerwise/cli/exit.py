@@ -15,7 +15,7 @@ from layerwise.commands import exit as exit_
 def exit_command(
     model: list[str] = typer.Option(..., "--model", help="model (repeat --model to compare several)"),
     data: str = typer.Option(..., help="labelled classification data set"),
-    policy: str = typer.Option("confidence", help="confidence | entropy | patience"),
+    policy: str = typer.Option("confidence", help="confidence | entropy | patience, or any registered policy"),
     threshold: float = typer.Option(0.9, help="τ: max softmax ≥ τ, entropy ≤ τ, or patience k"),
     out: Path = typer.Option(Path("runs/exit"), help="output directory"),
     split: str = typer.Option("test"),

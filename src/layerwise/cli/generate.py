@@ -30,7 +30,7 @@ def generate(
     num_draft: int = typer.Option(4, help="tokens drafted per round with --speculative"),
     early_exit: bool = typer.Option(False, "--early-exit", help="per-token early exit (CALM): each token leaves "
                                     "at the first layer where --policy is met"),
-    policy: str = typer.Option("confidence", help="early-exit policy: confidence | entropy | patience"),
+    policy: str = typer.Option("confidence", help="early-exit policy: confidence | entropy | patience, or any registered policy"),
     threshold: float = typer.Option(0.9, help="early-exit threshold τ (confidence ≥ τ, entropy ≤ τ nats, patience k)"),
     min_layer: int = typer.Option(1, help="first layer a token may exit at"),
     max_layer: Optional[int] = typer.Option(None, help="last layer: every token exits there at the latest [L]"),

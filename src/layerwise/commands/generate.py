@@ -45,7 +45,7 @@ class GenerateOptions(CommandOptions):
     exit_layer: int | None = None  # draft layer E of speculative decoding [L/2]
     num_draft: int = Field(4, gt=0)
     early_exit: bool = False  # per-token early exit (CALM): each token leaves where `policy` is met
-    policy: Literal["confidence", "entropy", "patience"] = "confidence"
+    policy: str = "confidence"  # a registered exit policy (inference.policies.POLICIES), checked by make_policy
     threshold: float = Field(0.9, allow_inf_nan=False)
     min_layer: PositiveInt = 1
     max_layer: PositiveInt | None = None
@@ -110,23 +110,26 @@ def run(options: GenerateOptions) -> dict[str, Any]:
     """Generate as ``options`` ask (see the module's docstring for what is returned); a sweep is written."""
     o = options
     thresholds = check_exit_options(o)
-    folder = None if thresholds is None else open_run_folder(Path(o.out), "generate", overwrite=o.overwrite,
-                                                              outputs=OUTPUTS)
     if o.data is None and (not o.prompt or any(not p.strip() for p in o.prompt)):
         raise LayerwiseError("`prompt` is empty: give text to continue")
     from layerwise.checkpoints import load_model
     from layerwise.device import pick_device
     from layerwise.inference.decoding import make_decoding
     from layerwise.inference.generation import check_generation, encode_prompts, generate_text
+    from layerwise.inference.policies import make_policy
 
     strategy = make_decoding(o.decoding, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, alpha=o.alpha)
+    if o.early_exit:  # the policy's name and threshold, before the model loads
+        for t in thresholds or [o.threshold]:
+            make_policy(o.policy, t, o.min_layer, o.max_layer)
+    folder = None if thresholds is None else open_run_folder(Path(o.out), "generate", overwrite=o.overwrite,
+                                                              outputs=OUTPUTS)
     dev = pick_device(o.device)
     bundle = load_model(o.model)
     stack, tokenizer = bundle.stack, bundle.inputs.tokenizer
     if stack.task != "lm":
         raise LayerwiseError(f"{o.model} is a {stack.task} model, not a language model: generate needs a decoder")
     if o.early_exit:
-        from layerwise.inference.policies import make_policy
         from layerwise.inference.token_exit import check_token_exit, token_exit_text
 
         for t in thresholds or [o.threshold]:  # every setting refused before any generation
