@@ -23,6 +23,13 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, frozen=False)
 
 
+class Record(Options):
+    """Base of the schemas of JSON files the tool reads back (run folders, marks): strict types for the keys it
+    reads, other keys allowed (a file keeps whatever its writer recorded)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+
 def _finite(x: float) -> float:
     if not math.isfinite(x):
         raise ValueError("must be a finite number")
@@ -39,7 +46,16 @@ def validate(model: type[M], values: dict[str, Any], source: str = "options") ->
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "value"
-            given = f" (got {err['input']!r})" if err["type"] != "missing" and "input" in err else ""
-            problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}{given}")
-        raise LayerwiseError(f"bad {source}: {'; '.join(problems)}") from None
+            key = ".".join(str(p) if str(p).isprintable() else repr(p) for p in err["loc"]) or "value"
+            given = f" (got {_short(err['input'])})" if err["type"] != "missing" and "input" in err else ""
+            problems.append(f"{key}: {' '.join(err['msg'].removeprefix('Value error, ').split())}{given}")
+        raise LayerwiseError(f"bad {source}: {'; '.join(problems[:5])}" + ("; …" if len(problems) > 5 else "")) from None
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, at most 80 characters: an error names the value, it does not print a whole file."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python prints
+        return "a number too long to print"
+    return text if len(text) <= 80 else text[:77] + "…"

@@ -12,7 +12,7 @@ import torch
 
 from layerwise.data.corpora import load_tinyshakespeare, load_wikitext2
 from layerwise.data.dataset import LayerwiseDataset
-from layerwise.data.files import read_text
+from layerwise.files import read_text
 from layerwise.data.glue import glue_folder, load_glue
 from layerwise.data.images import load_cifar10, load_digits
 from layerwise.data.locate import find_data
@@ -82,7 +82,7 @@ def _load_full(spec: str, split: str, data_dir: str | Path | None, columns: Colu
     if path.suffix == ".txt":
         if not path.is_file():
             raise LayerwiseError(f"text file {path} not found: pass an existing .txt path")
-        return LayerwiseDataset(path.stem, "corpus", text=read_text(path))
+        return LayerwiseDataset(path.stem, "corpus", text=read_text(path, "corpus"))
     if path.suffix in TABLE_SUFFIXES:
         return load_table(path, split, columns)
     if path.is_dir() and any((path / f).is_file() for f in ("train.tsv", "dev.tsv", "dev_matched.tsv")):

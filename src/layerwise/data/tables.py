@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from layerwise.data.dataset import LayerwiseDataset, stratified_indices
-from layerwise.data.files import read_text
+from layerwise.files import read_text
 from layerwise.errors import LayerwiseError
 
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl")
@@ -59,7 +59,7 @@ def read_table(path: Path, *, header: bool = True) -> Table:
     """The rows of a ``.tsv`` / ``.csv`` (``csv`` module; TSV as GLUE writes it, quotes taken literally) or
     ``.jsonl`` file (one JSON object a line). Blank lines are skipped; a row with fewer fields than the header
     names its line."""
-    text, source = read_text(path), str(path)
+    text, source = read_text(path, "table"), str(path)
     if path.suffix == ".jsonl":
         return _read_jsonl(text, source)
     dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else {}

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from layerwise.data.dataset import LayerwiseDataset, stratified_indices
-from layerwise.data.files import normalize_text
+from layerwise.files import normalize_text
 from layerwise.errors import LayerwiseError
 
 SENTIMENT_CLASSES = ["negative", "positive"]

@@ -28,6 +28,7 @@ import yaml
 from pydantic import Field
 
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_text
 from layerwise.schema import Options, validate
 
 Budget = Literal["cpu", "gpu"]
@@ -73,9 +74,11 @@ def recipe_files() -> list[Path]:
 def read_recipe(path: Path) -> Recipe:
     """A recipe file, validated; a bad file is one line naming the file and the key."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        raw = yaml.safe_load(read_text(path, "recipe"))
+    except yaml.YAMLError as e:
         raise LayerwiseError(f"cannot read recipe {path}: {e}".splitlines()[0]) from e
+    except (RecursionError, ValueError):  # nesting past Python's stack, an int of more digits than it converts
+        raise LayerwiseError(f"cannot read recipe {path}: it nests too deeply or holds a number too long") from None
     if not isinstance(raw, dict):
         raise LayerwiseError(f"recipe {path} is not a mapping of keys: copy a packaged recipe and edit it")
     recipe = validate(Recipe, raw, f"recipe {path}")

@@ -29,6 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_bytes
 from layerwise.report.serialize import atomic_save_tensors, atomic_write_text
 from layerwise.schema import Options, validate
 
@@ -134,7 +135,7 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
         return None
     restart = f"delete {ckpt_root.parent} to start over, or use another --out"
     try:
-        name = json.loads(pointer.read_text())["dir"]
+        name = json.loads(read_bytes(pointer, "mark"))["dir"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise LayerwiseError(f"{pointer} is corrupt ({type(e).__name__}): {restart}") from e
     if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
@@ -148,7 +149,7 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
 
 
 def _read_trainer_state(p: Path) -> dict[str, Any]:
-    data = json.loads(p.read_text())
+    data = json.loads(read_bytes(p, "mark"))
     validate(TrainerState, data, str(p))
     return data
 
