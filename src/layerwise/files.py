@@ -54,7 +54,7 @@ def check_regular(path: str | Path, kind: str) -> int:
         raise LayerwiseError(f"{path} is {what}, not a regular file: pass a {kind} file")
     limit = LIMITS[kind]
     if info.st_size > limit:
-        raise LayerwiseError(f"{path} is {info.st_size / MiB:.1f} MiB, over the {limit // MiB} MiB a {kind} file "
+        raise LayerwiseError(f"{path} is {_amount(info.st_size)}, over the {_amount(limit)} a{_n(kind)} {kind} file "
                              "may have: pass a smaller file")
     return info.st_size
 
@@ -69,7 +69,8 @@ def read_bytes(path: str | Path, kind: str) -> bytes:
     except OSError as e:
         raise LayerwiseError(f"cannot read {path}: {e.strerror or e}: check the path and its permissions") from None
     if len(raw) > limit:
-        raise LayerwiseError(f"{path} grew over the {limit // MiB} MiB a {kind} file may have: pass a smaller file")
+        raise LayerwiseError(f"{path} grew over the {_amount(limit)} a{_n(kind)} {kind} file may have: pass a "
+                             "smaller file")
     return raw
 
 
@@ -152,6 +153,14 @@ def inside(folder: str | Path, name: str | Path) -> Path:
     if not target.is_relative_to(root):
         raise LayerwiseError(f"{Path(folder) / name} leads outside {folder}: only files inside it are read")
     return target
+
+
+def _amount(size: int) -> str:
+    return f"{size} bytes" if size < MiB else f"{size / MiB:.1f} MiB" if size % MiB else f"{size // MiB} MiB"
+
+
+def _n(word: str) -> str:
+    return "n" if word[0] in "aeiou" else ""
 
 
 def _json_type(value: Any) -> str:

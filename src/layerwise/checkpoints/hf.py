@@ -12,6 +12,7 @@ from torch import nn
 
 from layerwise.checkpoints.bundle import ModelBundle, make_bundle
 from layerwise.checkpoints.files import read_json, read_meta
+from layerwise.checkpoints.tokenizers import folder_tokenizer
 from layerwise.data.spec import InputSpec, image_spec, input_spec_from_meta
 from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.errors import LayerwiseError
@@ -104,10 +105,13 @@ def _default_inputs(model: nn.Module, path: Path | str) -> InputSpec:
     cfg = model.config
     if hasattr(cfg, "image_size"):
         return image_spec(cfg.image_size, cfg.num_channels, (0.5,) * 3, (0.5,) * 3)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    except Exception:  # no tokenizer files (tiny models built from a config)
-        tokenizer = ByteTokenizer()
+    if Path(str(path)).is_dir():
+        tokenizer = folder_tokenizer(Path(str(path)))
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except Exception:  # no tokenizer files on the hub (tiny models built from a config)
+            tokenizer = ByteTokenizer()
     return InputSpec(modality="text", tokenizer=tokenizer, max_length=128)
 
 

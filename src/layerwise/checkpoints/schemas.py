@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, NonNegativeInt, PositiveInt, create_model
 from layerwise.data.spec import InputSpec
 from layerwise.errors import LayerwiseError
 from layerwise.models import OWN_MODELS
-from layerwise.schema import Options, validate
+from layerwise.schema import Options, Record, validate
 from layerwise.stack import POOLINGS
 
 
@@ -57,6 +57,18 @@ class SavedMeta(Options):
     exit_heads: NonNegativeInt | None = None  # how many multi-exit heads (0 or absent: none)
     training: dict[str, Any] | None = None  # the training options, a record (not read back)
     truncated: Truncation | None = None
+
+
+class TokenizerModel(Record):
+    vocab: dict[str, int] | list[Any] | None = None  # BPE/WordPiece: token → id; Unigram: [piece, score] pairs
+    merges: list[Any] | None = None
+
+
+class TokenizerFile(Record):
+    """``tokenizer.json`` (Hugging Face ``tokenizers``), at the level of shape: what its loader takes apart."""
+
+    model: TokenizerModel
+    added_tokens: list[dict[str, Any]]
 
 
 @cache

@@ -58,6 +58,17 @@ def load_dataset(
     return _take(ds, limit, seed) if limit is not None else ds
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``NAME[:SPLIT]`` → (name, split or None). An existing path is a name whatever colons it holds
+    (``notes:v2.txt``), and so is anything whose part after the last colon is no split word (``hf:imdb``)."""
+    if Path(spec).expanduser().exists():
+        return spec, None
+    name, colon, split = spec.rpartition(":")
+    if not colon or not name or not split.isalpha() or name.lower() == "hf":
+        return spec, None
+    return name, split
+
+
 def _load_full(spec: str, split: str, data_dir: str | Path | None, columns: Columns | None) -> LayerwiseDataset:
     key = spec.lower()
     if key.startswith("hf:"):
@@ -80,7 +91,7 @@ def _load_full(spec: str, split: str, data_dir: str | Path | None, columns: Colu
         return load_wikitext2(split, data_dir)
     path = Path(spec).expanduser()
     if path.suffix == ".txt":
-        if not path.is_file():
+        if not path.exists():
             raise LayerwiseError(f"text file {path} not found: pass an existing .txt path")
         return LayerwiseDataset(path.stem, "corpus", text=read_text(path, "corpus"))
     if path.suffix in TABLE_SUFFIXES:

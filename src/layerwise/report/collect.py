@@ -18,7 +18,7 @@ from typing import Any
 
 from layerwise import files
 from layerwise.errors import LayerwiseError
-from layerwise.report.schemas import RESULTS
+from layerwise.report.schemas import RESULTS, Results
 from layerwise.schema import Record
 
 KINDS = ("analyze", "compare", "train", "exit", "gen-eval", "connect", "lpft", "generate")
@@ -171,18 +171,15 @@ def detect(folder: Path) -> str | None:
     """The command that wrote ``folder`` (``reproduce`` included), or None when nothing here is ours."""
     if present(folder, "reproduce.json"):
         return "reproduce"
-    for name in ("results.json", "metrics.json"):
-        if present(folder, name):
-            data = read_json(folder, name)
-            if isinstance(data, dict) and data.get("command") in KINDS:
-                return data["command"]
-    if present(folder, "metrics.json") and present(folder, "log.jsonl"):
+    read = {name: read_json(folder, name, Results) for name in ("results.json", "metrics.json") if present(folder, name)}
+    for data in read.values():
+        if data.get("command") in KINDS:
+            return data["command"]
+    if "metrics.json" in read and present(folder, "log.jsonl"):
         return "train"
-    if not present(folder, "results.json"):
+    if "results.json" not in read:
         return None
-    r = read_json(folder, "results.json")
-    if not isinstance(r, dict):
-        return None
+    r = read["results.json"]
     guesses = [("lpft", "recipes" in r), ("connect", "modes" in r and "alphas" in r),
                ("gen-eval", "models" in r and "diversity_convention" in r), ("exit", "models" in r and "policy" in r),
                ("compare", "layers_a" in r), ("analyze", "layers" in r and "cos" in r)]

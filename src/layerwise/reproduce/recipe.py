@@ -73,8 +73,9 @@ def recipe_files() -> list[Path]:
 
 def read_recipe(path: Path) -> Recipe:
     """A recipe file, validated; a bad file is one line naming the file and the key."""
+    text = read_text(path, "recipe")
     try:
-        raw = yaml.safe_load(read_text(path, "recipe"))
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise LayerwiseError(f"cannot read recipe {path}: {e}".splitlines()[0]) from e
     except (RecursionError, ValueError):  # nesting past Python's stack, an int of more digits than it converts
@@ -113,7 +114,7 @@ def all_recipes() -> list[Recipe]:
 def find_recipe(figure: str) -> Recipe:
     """The recipe of a figure by name or alias (``5``, ``fig5``, ``lpft``), or a recipe file's path."""
     if figure.endswith((".yaml", ".yml")):
-        if not Path(figure).is_file():
+        if not Path(figure).exists():
             raise LayerwiseError(f"recipe file {figure} does not exist: pass a figure name (see --list) or a file")
         return read_recipe(Path(figure))
     key = figure.lower().removeprefix("figure").removeprefix("fig").strip(" -_")

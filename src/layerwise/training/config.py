@@ -180,7 +180,7 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
 
 def _read_config_file(config_file: str | Path) -> dict[str, Any]:
     path = Path(config_file)
-    if not path.is_file():
+    if not path.exists():
         raise LayerwiseError(f"config file {path} not found: pass an existing YAML file")
     return _read_yaml(read_text(path, "config"), str(path))
 
