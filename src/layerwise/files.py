@@ -31,7 +31,7 @@ from layerwise.errors import LayerwiseError
 MiB = 1 << 20
 # Generous caps per kind of file: far above any file the tool writes or reads in practice, far below memory.
 LIMITS = {"config": 4 * MiB, "recipe": 4 * MiB, "json": 256 * MiB, "mark": 4 * MiB, "image": 64 * MiB,
-          "table": 4096 * MiB, "corpus": 4096 * MiB, "text": 64 * MiB, "tokenizer": 512 * MiB,
+          "table": 4096 * MiB, "corpus": 4096 * MiB, "text": 64 * MiB, "tokenizer": 512 * MiB, "archive": 4096 * MiB,
           "weights": 1 << 40}  # weights are memory-mapped, not read whole
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 M = TypeVar("M", bound=BaseModel)

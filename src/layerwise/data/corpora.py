@@ -9,10 +9,10 @@ import torch
 from torch import Tensor
 
 from layerwise.data.dataset import LayerwiseDataset
-from layerwise.files import read_text
 from layerwise.data.locate import find_data
 from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_text
 
 
 def load_tinyshakespeare(split: str, data_dir: str | Path | None) -> LayerwiseDataset:

@@ -12,13 +12,13 @@ import torch
 
 from layerwise.data.corpora import load_tinyshakespeare, load_wikitext2
 from layerwise.data.dataset import LayerwiseDataset
-from layerwise.files import read_text
 from layerwise.data.glue import glue_folder, load_glue
 from layerwise.data.images import load_cifar10, load_digits
 from layerwise.data.locate import find_data
 from layerwise.data.tables import TABLE_SUFFIXES, Columns, load_table
 from layerwise.data.text import load_sentences
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_text
 
 KNOWN_NAMES = (
     "digits, cifar10, sst2, glue/<TASK> (CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI, RTE, WNLI), tinyshakespeare, "

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from layerwise.data.dataset import LayerwiseDataset, stratified_indices
-from layerwise.files import LIMITS, csv_fields, read_text
 from layerwise.errors import LayerwiseError
+from layerwise.files import LIMITS, csv_fields, read_text
 
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl")
 # Usual column names, most specific first: sentence pairs, single texts, labels.

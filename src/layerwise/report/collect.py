@@ -18,7 +18,7 @@ from typing import Any
 
 from layerwise import files
 from layerwise.errors import LayerwiseError
-from layerwise.report.schemas import RESULTS, Results
+from layerwise.report.schemas import RESULTS, Results, TrainMeta
 from layerwise.schema import Record
 
 KINDS = ("analyze", "compare", "train", "exit", "gen-eval", "connect", "lpft", "generate")
@@ -171,7 +171,8 @@ def detect(folder: Path) -> str | None:
     """The command that wrote ``folder`` (``reproduce`` included), or None when nothing here is ours."""
     if present(folder, "reproduce.json"):
         return "reproduce"
-    read = {name: read_json(folder, name, Results) for name in ("results.json", "metrics.json") if present(folder, name)}
+    names = ("results.json", "metrics.json")
+    read = {name: read_json(folder, name, Results) for name in names if present(folder, name)}
     for data in read.values():
         if data.get("command") in KINDS:
             return data["command"]
@@ -209,8 +210,6 @@ def _compare(folder: Path, r: dict, run: Run) -> None:
 
 
 def _train(folder: Path, r: dict, run: Run) -> None:
-    from layerwise.checkpoints.schemas import SavedMeta
-
     log = []
     text = optional(run, "log.jsonl", lambda: files.read_text(files.inside(folder, "log.jsonl"), "json"))
     for line in (text or "").splitlines():
@@ -233,7 +232,7 @@ def _train(folder: Path, r: dict, run: Run) -> None:
     rows = [{**scalars(rec), f"last-layer {metric}": _last(rec.get(metric))} for rec in log]
     if rows:
         run.tables.append(make_table("training log, one row per evaluation", rows))
-    meta = optional(run, "layerwise.json", lambda: read_json(folder, "layerwise.json", SavedMeta)) or {}
+    meta = optional(run, "layerwise.json", lambda: read_json(folder, "layerwise.json", TrainMeta)) or {}
     run.config = flatten(meta.get("training") or {})
 
 

@@ -90,7 +90,8 @@ def check_out_file(out: Path) -> Path:
         if not out.is_file():  # a FIFO would block the read below
             raise LayerwiseError(f"{out} is not a regular file: pass the path of an .html file")
         try:
-            head = out.read_bytes()[:4096].decode("utf-8", errors="replace")
+            with open(out, "rb") as f:
+                head = f.read(4096).decode("utf-8", errors="replace")
         except OSError as e:
             raise LayerwiseError(f"cannot read {out} ({e.strerror or e}): pass another file") from e
         if _OUR_META not in head:

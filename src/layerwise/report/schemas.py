@@ -42,6 +42,13 @@ class TrainMetrics(Results):
     metric: str = "accuracy"
 
 
+class TrainMeta(Record):
+    """``layerwise.json`` as the report reads it: only the training options it shows (the whole file is checked
+    by ``checkpoints.schemas.SavedMeta`` when a model loads; the report does not import the model packages)."""
+
+    training: dict[str, Any] | None = None
+
+
 class ExitModel(Record):
     per_layer_accuracy: list[Number] = []
     exit_histogram: list[Any] = []

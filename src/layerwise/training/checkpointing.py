@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from layerwise.errors import LayerwiseError
-from layerwise.files import read_bytes
+from layerwise.files import check_regular, read_bytes
 from layerwise.report.serialize import atomic_save_tensors, atomic_write_text
 from layerwise.schema import Options, validate
 
@@ -179,6 +179,7 @@ def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
         if not p.exists():
             raise LayerwiseError(f"checkpoint {path} lacks {p.name}: {restart}")
         try:
+            check_regular(p, "weights")  # a FIFO would block the reader
             out[key] = read(p)
         except LayerwiseError as e:
             raise LayerwiseError(f"incomplete checkpoint ({e}): {restart}") from e

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from layerwise.files import read_text
 from layerwise.data.tables import Columns
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_text
 from layerwise.schema import Finite, Options, validate
 from layerwise.training import objectives as O
 
@@ -174,7 +174,8 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(data) - KEYS)
     if unknown:
-        raise LayerwiseError(f"{source} has unknown keys {', '.join(k if k.isidentifier() else repr(k) for k in unknown)}: valid keys are {', '.join(sorted(KEYS))}")
+        shown = ", ".join(k if k.isidentifier() else repr(k) for k in unknown)
+        raise LayerwiseError(f"{source} has unknown keys {shown}: valid keys are {', '.join(sorted(KEYS))}")
     return data
 
 
