@@ -49,8 +49,7 @@ def validate(model: type[M], values: dict[str, Any], source: str = "options") ->
             key = ".".join(str(p) if str(p).isprintable() else repr(p) for p in err["loc"]) or "value"
             given = f" (got {_short(err['input'])})" if err["type"] != "missing" and "input" in err else ""
             problems.append(f"{key}: {' '.join(err['msg'].removeprefix('Value error, ').split())}{given}")
-        more = "; …" if len(problems) > 5 else ""
-        raise LayerwiseError(f"bad {source}: {'; '.join(problems[:5])}{more}") from None
+        raise LayerwiseError(f"bad {source}: {'; '.join(problems)}") from None
 
 
 def _short(value: Any) -> str:
