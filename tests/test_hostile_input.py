@@ -279,6 +279,18 @@ def test_tokenizer_larger_than_the_embedding_or_malformed_is_refused(tmp_path):
         assert key in one_line(e)
 
 
+@pytest.mark.parametrize("name", ["vocab.json", "model.safetensors", "pytorch_model.bin"])
+def test_a_fifo_in_a_model_folder_is_refused_before_transformers_opens_it(tmp_path, name):
+    from layerwise.checkpoints import load_model
+
+    folder = gpt2_folder(tmp_path / "gpt2", 300)
+    (folder / name).unlink(missing_ok=True)
+    fifo(folder / name)
+    with pytest.raises(LayerwiseError, match=f"{name} is a FIFO") as e:
+        load_model(str(folder))
+    one_line(e)
+
+
 # ---------------------------------------------------------------- rows and labels
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from layerwise.checkpoints.schemas import TokenizerFile
 from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.errors import LayerwiseError
-from layerwise.files import read_json
+from layerwise.files import check_regular, read_json
 
 # Any of these makes a folder's tokenizer its own (AutoTokenizer reads them); none: the byte tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "vocab.txt",
@@ -33,6 +33,9 @@ def folder_tokenizer(path: Path) -> Any:
     are one LayerwiseError line."""
     if not has_tokenizer_files(path):
         return ByteTokenizer()
+    for name in TOKENIZER_FILES:  # transformers reads them unchecked: each a regular file of bounded size
+        if (path / name).exists() or (path / name).is_symlink():
+            check_regular(path / name, "tokenizer")
     if (path / "tokenizer.json").exists() or (path / "tokenizer.json").is_symlink():
         read_json(path / "tokenizer.json", TokenizerFile, kind="tokenizer")
     from transformers import AutoTokenizer
