@@ -167,6 +167,12 @@ def test_reproduce_json_cannot_name_files_outside_its_folder(tmp_path):
     assert base64.b64encode(PNG).decode() in page  # step/curves.png, inside the folder
 
 
+def test_reproduce_json_naming_paths_with_nul_bytes(tmp_path):
+    (tmp_path / "reproduce.json").write_text(json.dumps({"shows": ["a\u0000b.png"], "steps": [{"folder": "s\u0000"}]}))
+    page = render([tmp_path])  # no ValueError from the path functions
+    assert "left out: &#39;" in page and "cannot be resolved" in page  # the step; a missing show is skipped
+
+
 def test_report_of_a_fifo_results_file_is_one_line_on_the_command_line(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

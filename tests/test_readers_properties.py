@@ -53,7 +53,8 @@ def near(keys: list[str]) -> st.SearchStrategy[Any]:
     """Values close to what a reader expects: numbers, per-layer lists of any length, objects whose keys are the
     ones readers look for, nested; any JSON value now and then."""
     numbers = st.none() | huge_ints | st.floats(allow_nan=True, allow_infinity=True)
-    leaves = numbers | st.text(max_size=6) | st.lists(numbers | st.text(max_size=3), max_size=4)
+    paths = st.sampled_from(["../secret.png", "/etc/passwd", "a\x00b", "step-1", "a.png", ".", ""])
+    leaves = numbers | st.text(max_size=6) | paths | st.lists(numbers | st.text(max_size=3) | paths, max_size=4)
     names = st.sampled_from([*keys, "loss", "name", "model", "layer", "start", "final", "relative", "accuracy"])
     return st.recursive(leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names, inner, max_size=4),
                         max_leaves=20) | json_values

@@ -46,8 +46,9 @@ def check_regular(path: str | Path, kind: str) -> int:
         info = os.stat(path)
     except FileNotFoundError:
         raise LayerwiseError(f"{path} does not exist: check the path") from None
-    except OSError as e:
-        raise LayerwiseError(f"cannot read {path}: {e.strerror or e}: check the path and its permissions") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise LayerwiseError(f"cannot read {shown(path)}: {getattr(e, 'strerror', None) or e}: check the path and "
+                             "its permissions") from None
     if not stat.S_ISREG(info.st_mode):
         what = ("a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode)
                 else "a socket" if stat.S_ISSOCK(info.st_mode) else "a device file")
@@ -147,12 +148,17 @@ def inside(folder: str | Path, name: str | Path) -> Path:
         raise LayerwiseError(f"{name} is an absolute path: only files inside {folder} are read")
     try:
         target = (root / name).resolve()
-    except (OSError, RuntimeError) as e:  # a symlink loop
-        raise LayerwiseError(f"{Path(folder) / name} cannot be resolved ({e}): only files inside {folder} "
-                             "are read") from None
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte in the name
+        raise LayerwiseError(f"{shown(Path(folder) / name)} cannot be resolved ({e}): only files inside "
+                             f"{shown(folder)} are read") from None
     if not target.is_relative_to(root):
         raise LayerwiseError(f"{Path(folder) / name} leads outside {folder}: only files inside it are read")
     return target
+
+
+def shown(path: str | Path) -> str:
+    """``path`` as an error shows it: as is, or quoted with escapes where it holds a NUL byte or a line break."""
+    return str(path) if str(path).isprintable() else repr(str(path))
 
 
 def _amount(size: int) -> str:

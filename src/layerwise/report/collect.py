@@ -99,7 +99,10 @@ def data_uri(folder: Path, name: str | Path) -> str:
 def present(folder: Path, name: str) -> bool:
     """Whether ``folder/name`` is there at all (a dangling or outward symlink, a FIFO: yes, to be refused)."""
     path = folder / name
-    return path.is_symlink() or path.exists()
+    try:
+        return path.is_symlink() or path.exists()
+    except ValueError:  # a NUL byte in a name read from a JSON file: there, to be refused
+        return True
 
 
 def read_json(folder: Path, name: str, schema: type[Record] | None = None) -> Any:
