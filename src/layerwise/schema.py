@@ -23,6 +23,13 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, frozen=False)
 
 
+class Record(Options):
+    """Base of the schemas of JSON files the tool reads back (run folders, marks): strict types for the keys it
+    reads, other keys allowed (a file keeps whatever its writer recorded)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+
 def _finite(x: float) -> float:
     if not math.isfinite(x):
         raise ValueError("must be a finite number")
@@ -37,17 +44,26 @@ def describe(e: ValidationError, source: str = "options", option_keys: bool = Tr
     (`` `batch_size` ``: the keyword a Python caller passes, which the command line renders as its flag)."""
     problems = []
     for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "value"
+        key = ".".join(str(p) if str(p).isprintable() else repr(p) for p in err["loc"]) or "value"
         key = f"`{key}`" if option_keys and err["loc"] else key
-        given = f" (got {err['input']!r})" if err["type"] != "missing" and "input" in err else ""
-        problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}{given}")
+        given = f" (got {_short(err['input'])})" if err["type"] != "missing" and "input" in err else ""
+        problems.append(f"{key}: {' '.join(err['msg'].removeprefix('Value error, ').split())}{given}")
     return f"bad {source}: {'; '.join(problems)}"
 
 
-def validate(model: type[M], values: dict[str, Any], source: str = "options", *, option_keys: bool = True) -> M:
-    """``model(**values)``, or a LayerwiseError naming each bad key (``describe``); keys of a file
-    (``option_keys=False``) are named plainly."""
+def validate(model: type[M], values: dict[str, Any], source: str = "options", *, option_keys: bool = False) -> M:
+    """``model(**values)``, or a LayerwiseError naming each bad key (``describe``): plainly, as keys of a file are;
+    ``option_keys=True`` puts them in backticks, as options (which the command line renders as flags)."""
     try:
         return model.model_validate(values)
     except ValidationError as e:
         raise LayerwiseError(describe(e, source, option_keys)) from None
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, at most 80 characters: an error names the value, it does not print a whole file."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python prints
+        return "a number too long to print"
+    return text if len(text) <= 80 else text[:77] + "…"

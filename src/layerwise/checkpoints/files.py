@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 from layerwise.checkpoints.schemas import check_meta
+from layerwise import files
 from layerwise.errors import LayerwiseError
 
 
 def read_json(path: Path) -> dict:
     """A JSON object from ``path``; unreadable or not an object → LayerwiseError."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LayerwiseError(f"cannot read {path} ({e}); the checkpoint is corrupt: re-save or retrain it") from e
+        data = files.read_json(path)
+    except LayerwiseError as e:
+        raise LayerwiseError(f"{e}; the checkpoint is corrupt: re-save or retrain it") from None
     if not isinstance(data, dict):
         raise LayerwiseError(f"{path} holds a JSON {type(data).__name__}, not an object: re-save the model")
     return data
@@ -42,6 +42,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file; missing or corrupt → LayerwiseError."""
     if not path.exists():
         raise LayerwiseError(f"{path} is missing: the model directory is incomplete, re-save it")
+    files.check_regular(path, "weights")  # safetensors maps the file: a FIFO or device would block or fail
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises several types on truncated/garbled files

@@ -12,9 +12,11 @@ from torch import nn
 
 from layerwise.checkpoints.bundle import ModelBundle, make_bundle
 from layerwise.checkpoints.files import read_json, read_meta
+from layerwise.checkpoints.tokenizers import folder_tokenizer
 from layerwise.data.spec import InputSpec, image_spec, input_spec_from_meta
 from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.errors import LayerwiseError
+from layerwise.files import check_regular
 
 # What transformers raises on a folder whose config.json has mistyped values (strict config dataclasses) or
 # inconsistent ones (an id2label that is no mapping, a width not divisible by the heads, a negative size).
@@ -78,6 +80,9 @@ def _head_args(cls: type, config: dict, num_classes: int | None) -> dict:
 def load_hf_dir(path: Path, name: str, num_classes: int | None) -> ModelBundle:
     """A ``save_pretrained`` directory (``num_classes`` adds or resizes a classification head)."""
     config, meta = read_json(path / "config.json"), read_meta(path)  # both checked before the weights load
+    for entry in path.iterdir():  # transformers opens what it finds: a FIFO among them would block it
+        if not entry.is_dir():
+            check_regular(entry, "weights")
     cls = hf_class(config, num_classes, str(path / "config.json"))
     try:
         with quiet_transformers():
@@ -108,10 +113,13 @@ def _default_inputs(model: nn.Module, path: Path | str) -> InputSpec:
     cfg = model.config
     if hasattr(cfg, "image_size"):
         return image_spec(cfg.image_size, cfg.num_channels, (0.5,) * 3, (0.5,) * 3)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    except Exception:  # no tokenizer files (tiny models built from a config)
-        tokenizer = ByteTokenizer()
+    if Path(str(path)).is_dir():
+        tokenizer = folder_tokenizer(Path(str(path)))
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except Exception:  # no tokenizer files on the hub (tiny models built from a config)
+            tokenizer = ByteTokenizer()
     return InputSpec(modality="text", tokenizer=tokenizer, max_length=128)
 
 

@@ -10,8 +10,8 @@ from layerwise.checkpoints.bundle import ModelBundle, make_bundle, set_readout_p
 from layerwise.checkpoints.files import load_state, read_json, read_meta, read_tensors
 from layerwise.checkpoints.hf import load_hf_dir, load_hub
 from layerwise.checkpoints.schemas import check_own_config
+from layerwise.checkpoints.tokenizers import check_fits, folder_tokenizer
 from layerwise.data.spec import InputSpec, image_spec, input_spec_from_meta
-from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.errors import LayerwiseError
 from layerwise.models import StackModel, ViT, build_own
 from layerwise.stack import make_exit_heads
@@ -31,6 +31,7 @@ def load_model(spec: str, num_classes: int | None = None) -> ModelBundle:
         if bundle.meta.get("readout_pooling") and bundle.stack.task in ("classification", "regression"):
             set_readout_pooling(bundle, bundle.meta["readout_pooling"])
         _load_exit_heads(bundle, path)
+        check_fits(bundle.inputs.tokenizer, bundle.model, path)
         return bundle
     if path.suffix or os.sep in spec or spec.startswith("."):
         raise LayerwiseError(f"model path {spec} not found: pass an existing directory or one of "
@@ -42,20 +43,8 @@ def _own_default_inputs(model: StackModel, arch: str, path: Path) -> InputSpec:
     if isinstance(model, ViT):
         return image_spec(model.config.image_size, model.config.channels)
     if arch == "gpt":
-        return InputSpec(modality="tokens", tokenizer=_saved_tokenizer(path) or ByteTokenizer())
+        return InputSpec(modality="tokens", tokenizer=folder_tokenizer(path))
     return InputSpec(modality="vector", input_dim=model.config.input_dim)
-
-
-def _saved_tokenizer(path: Path):
-    """The tokenizer saved beside an own model (a trained BPE), or None when the folder holds none."""
-    if not (path / "tokenizer.json").is_file():
-        return None
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as e:
-        raise LayerwiseError(f"{path}/tokenizer.json cannot be read ({str(e).splitlines()[0]}): re-save the model") from e
 
 
 def _build_own(config: dict, file: Path) -> StackModel:

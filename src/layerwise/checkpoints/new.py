@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from layerwise.checkpoints.bundle import ModelBundle, make_bundle
-from layerwise.data.load import load_dataset
+from layerwise.data.load import load_dataset, split_spec
 from layerwise.data.spec import InputSpec
 from layerwise.data.tokenizer import train_bpe
 from layerwise.errors import LayerwiseError
@@ -13,10 +13,11 @@ from layerwise.models import GPTConfig, build_own
 
 
 def corpus_texts(corpora: list[str], data_dir: str | Path | None = None) -> list[str]:
-    """The text of each ``NAME[:SPLIT]`` corpus (split default ``train``), e.g. ``wikitext2:valid``."""
+    """The text of each ``NAME[:SPLIT]`` corpus (split default ``train``), e.g. ``wikitext2:valid``; an existing
+    file is a name whatever colons it holds (``data.split_spec``)."""
     texts = []
     for spec in corpora:
-        name, _, split = spec.partition(":")
+        name, split = split_spec(spec)
         ds = load_dataset(name, split or "train", data_dir=data_dir)
         if ds.kind != "corpus":
             raise LayerwiseError(f"{spec} is not a text corpus: use tinyshakespeare, wikitext2:valid or a .txt path")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, NonNegativeInt, PositiveInt, create_model
 from layerwise.data.spec import InputSpec
 from layerwise.errors import LayerwiseError
 from layerwise.models import OWN_MODELS
-from layerwise.schema import Options, validate
+from layerwise.schema import Options, Record, validate
 from layerwise.stack import POOLINGS
 
 
@@ -59,6 +59,18 @@ class SavedMeta(Options):
     truncated: Truncation | None = None
 
 
+class TokenizerModel(Record):
+    vocab: dict[str, int] | list[Any] | None = None  # BPE/WordPiece: token → id; Unigram: [piece, score] pairs
+    merges: list[Any] | None = None
+
+
+class TokenizerFile(Record):
+    """``tokenizer.json`` (Hugging Face ``tokenizers``), at the level of shape: what its loader takes apart."""
+
+    model: TokenizerModel
+    added_tokens: list[dict[str, Any]]
+
+
 @cache
 def own_config_schema(arch: str) -> type[Options]:
     """The schema of ``config.json`` for own architecture ``arch``: its config dataclass plus the arch tag."""
@@ -68,7 +80,7 @@ def own_config_schema(arch: str) -> type[Options]:
 
 def _checked(schema: type[BaseModel], values: dict, file: Path) -> BaseModel:
     try:
-        return validate(schema, values, str(file), option_keys=False)
+        return validate(schema, values, str(file))
     except LayerwiseError as e:
         raise LayerwiseError(f"{e}: fix that key or re-save the model") from None
 

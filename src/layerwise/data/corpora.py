@@ -9,14 +9,14 @@ import torch
 from torch import Tensor
 
 from layerwise.data.dataset import LayerwiseDataset
-from layerwise.data.files import read_text
 from layerwise.data.locate import find_data
 from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_text
 
 
 def load_tinyshakespeare(split: str, data_dir: str | Path | None) -> LayerwiseDataset:
-    text = read_text(find_data("tinyshakespeare/input.txt", data_dir))
+    text = read_text(find_data("tinyshakespeare/input.txt", data_dir), "corpus")
     cut = int(len(text) * 0.9)  # the usual 90/10 character split (as in nanoGPT)
     if split == "train":
         return LayerwiseDataset("tinyshakespeare", "corpus", text=text[:cut])
@@ -31,7 +31,7 @@ def load_wikitext2(split: str, data_dir: str | Path | None) -> LayerwiseDataset:
     files = {"valid": "valid.txt", "validation": "valid.txt", "dev": "valid.txt", "test": "test.txt"}
     if split not in files:
         raise LayerwiseError(f"unknown split {split!r} for wikitext2: use valid or test")
-    text = read_text(find_data(f"wikitext-2/{files[split]}", data_dir))
+    text = read_text(find_data(f"wikitext-2/{files[split]}", data_dir), "corpus")
     return LayerwiseDataset("wikitext2", "corpus", text=text)
 
 

@@ -152,6 +152,11 @@ def stratified_indices(labels: np.ndarray, split: str, name: str) -> np.ndarray:
     index = np.arange(len(labels))
     if split == "all":
         return index
+    if split not in ("train", "test", "validation", "valid", "dev"):
+        raise LayerwiseError(f"unknown split {split!r} for {name}: use train, test or all")
+    if len(labels) < 2:  # 80/20 of one example leaves one part empty
+        raise LayerwiseError(f"{name} has {len(labels)} example(s), too few for its 80/20 {split} split: add "
+                             "examples, or use the split all")
     train, test = train_test_split(index, test_size=0.2, stratify=labels, random_state=0)
     if split == "train":
         return train

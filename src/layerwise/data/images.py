@@ -12,6 +12,7 @@ import torch
 from layerwise.data.dataset import LayerwiseDataset, stratified_indices
 from layerwise.data.locate import cache_dir, find_data
 from layerwise.errors import LayerwiseError
+from layerwise.files import LIMITS, check_regular
 from layerwise.report.serialize import atomic_write
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -35,6 +36,7 @@ def load_cifar10(split: str, data_dir: str | Path | None) -> LayerwiseDataset:
     cache = cache_dir() / "cifar10"
     if not all((cache / f"{s}_{a}.npy").is_file() for s in ("train", "test") for a in ("x", "y")):
         build_cifar10_cache(find_data("cifar10-jpg.tar.gz", data_dir), cache)
+    check_regular(cache / f"{split}_x.npy", "archive")
     images = torch.from_numpy(np.load(cache / f"{split}_x.npy")).permute(0, 3, 1, 2)  # NHWC on disk
     labels = torch.from_numpy(np.load(cache / f"{split}_y.npy")).long()
     return LayerwiseDataset("cifar10", "image", images=images, labels=labels, class_names=list(CIFAR10_CLASSES))
@@ -45,10 +47,14 @@ def build_cifar10_cache(tarball: Path, cache: Path) -> None:
     from PIL import Image
 
     decoded: dict[str, list[tuple[str, str, np.ndarray]]] = {"train": [], "test": []}
+    check_regular(tarball, "archive")
     with tarfile.open(tarball, "r:gz") as archive:
         for member in archive:
             parts = Path(member.name).parts  # cifar10-jpg/<split>/<class>/<file>.jpg
             if member.isfile() and len(parts) == 4 and parts[1] in decoded and parts[3].endswith(".jpg"):
+                if member.size > LIMITS["image"]:
+                    raise LayerwiseError(f"{tarball}: {member.name} is {member.size} bytes, no CIFAR-10 image: "
+                                         "fetch the archive again")
                 with Image.open(io.BytesIO(archive.extractfile(member).read())) as img:
                     decoded[parts[1]].append((parts[2], parts[3], np.asarray(img.convert("RGB"))))
     for split, items in decoded.items():

@@ -12,13 +12,13 @@ import torch
 
 from layerwise.data.corpora import load_tinyshakespeare, load_wikitext2
 from layerwise.data.dataset import LayerwiseDataset
-from layerwise.data.files import read_text
 from layerwise.data.glue import glue_folder, load_glue
 from layerwise.data.images import load_cifar10, load_digits
 from layerwise.data.locate import find_data
 from layerwise.data.tables import TABLE_SUFFIXES, Columns, load_table
 from layerwise.data.text import load_sentences
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_text
 
 KNOWN_NAMES = (
     "digits, cifar10, sst2, glue/<TASK> (CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI, RTE, WNLI), tinyshakespeare, "
@@ -58,6 +58,17 @@ def load_dataset(
     return _take(ds, limit, seed) if limit is not None else ds
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``NAME[:SPLIT]`` → (name, split or None). An existing path is a name whatever colons it holds
+    (``notes:v2.txt``), and so is anything whose part after the last colon is no split word (``hf:imdb``)."""
+    if Path(spec).expanduser().exists():
+        return spec, None
+    name, colon, split = spec.rpartition(":")
+    if not colon or not name or not split.isalpha() or name.lower() == "hf":
+        return spec, None
+    return name, split
+
+
 def _load_full(spec: str, split: str, data_dir: str | Path | None, columns: Columns | None) -> LayerwiseDataset:
     key = spec.lower()
     if key.startswith("hf:"):
@@ -80,9 +91,9 @@ def _load_full(spec: str, split: str, data_dir: str | Path | None, columns: Colu
         return load_wikitext2(split, data_dir)
     path = Path(spec).expanduser()
     if path.suffix == ".txt":
-        if not path.is_file():
+        if not path.exists():
             raise LayerwiseError(f"text file {path} not found: pass an existing .txt path")
-        return LayerwiseDataset(path.stem, "corpus", text=read_text(path))
+        return LayerwiseDataset(path.stem, "corpus", text=read_text(path, "corpus"))
     if path.suffix in TABLE_SUFFIXES:
         return load_table(path, split, columns)
     if path.is_dir() and any((path / f).is_file() for f in ("train.tsv", "dev.tsv", "dev_matched.tsv")):

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from layerwise.data.dataset import LayerwiseDataset, stratified_indices
-from layerwise.data.files import read_text
 from layerwise.errors import LayerwiseError
+from layerwise.files import LIMITS, csv_fields, read_text
 
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl")
 # Usual column names, most specific first: sentence pairs, single texts, labels.
@@ -34,6 +34,8 @@ TEXTS = ("sentence", "text")
 LABELS = ("label", "score", "gold_label", "is_duplicate", "Quality", "labels")
 REGRESSION_NAMES = ("score",)  # a label column of this name is read as a regression target
 OPTIONS = "text column, text-pair column and label column"
+MAX_CLASSES = 100_000  # a class index at or above this is a typo or an id, not a class (ImageNet-21k has 21,841)
+MAX_TARGET = 1e15  # a regression target beyond this overflows float32 losses (its square is 1e30; float32 ends at 3e38)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def read_table(path: Path, *, header: bool = True) -> Table:
     """The rows of a ``.tsv`` / ``.csv`` (``csv`` module; TSV as GLUE writes it, quotes taken literally) or
     ``.jsonl`` file (one JSON object a line). Blank lines are skipped; a row with fewer fields than the header
     names its line."""
-    text, source = read_text(path), str(path)
+    text, source = read_text(path, "table"), str(path)
     if path.suffix == ".jsonl":
         return _read_jsonl(text, source)
     dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else {}
@@ -67,8 +69,13 @@ def read_table(path: Path, *, header: bool = True) -> Table:
     reader = csv.reader(lines, **dialect)
     names: list[str | int] | None = None
     rows: list[tuple[int, dict]] = []
-    for fields in reader:
-        number = reader.line_num
+    with csv_fields(LIMITS["table"]):  # a long text is valid input; the file is already bounded by its cap
+        try:
+            records = [(reader.line_num, fields) for fields in reader]
+        except csv.Error as e:
+            raise LayerwiseError(f"{source} line {reader.line_num + 1} is not {path.suffix[1:].upper()} ({e}): fix "
+                                 "or remove that row") from None
+    for number, fields in records:
         if not any(f.strip() for f in fields):
             continue
         if names is None and header:
@@ -94,6 +101,9 @@ def _read_jsonl(text: str, source: str) -> Table:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise LayerwiseError(f"{source} line {number} is not JSON ({e.msg}): fix or remove that row") from None
+        except (ValueError, RecursionError):  # a number of more digits than Python converts, nesting too deep
+            raise LayerwiseError(f"{source} line {number} is JSON the tool cannot read (a number too long or "
+                                 "nesting too deep): fix or remove that row") from None
         if not isinstance(row, dict):
             raise LayerwiseError(f"{source} line {number} is a JSON {type(row).__name__}, not an object of columns: "
                                  "write one object per line")
@@ -132,6 +142,23 @@ def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else "" if value is None else str(value)
 
 
+def _field_text(row: dict, column: str | int, source: str, number: int) -> str:
+    """The text in ``row[column]``; a row without it, or with a value that is not a string (a JSON number, list,
+    object or null), names its line."""
+    if column not in row:
+        raise LayerwiseError(f"{source} line {number} has no {column!r} field: fix or remove that row")
+    value = row[column]
+    if not isinstance(value, str):
+        raise LayerwiseError(f"{source} line {number} has a JSON {_json_kind(value)} as its {column!r} text, not a "
+                             "string: fix or remove that row")
+    return value.strip()
+
+
+def _json_kind(value: Any) -> str:
+    return "null" if value is None else "boolean" if isinstance(value, bool) else "number" if isinstance(
+        value, (int, float)) else "array" if isinstance(value, list) else "object"
+
+
 def label_ids(values: Sequence[tuple[int, Any]], source: str, *, label_set: Sequence[str] | None = None,
               regression: bool = False) -> torch.Tensor:
     """Labels (line number, raw value) → a tensor: ids of ``label_set`` (the value's position in it), real
@@ -144,7 +171,7 @@ def label_ids(values: Sequence[tuple[int, Any]], source: str, *, label_set: Sequ
         for number, value in values:
             key = _text(value)
             if key not in index:
-                raise LayerwiseError(f"{source} line {number} has label {key!r}, outside the task's labels "
+                raise LayerwiseError(f"{source} line {number} has label {_shown(key)}, outside the task's labels "
                                      f"{', '.join(label_set)}: fix or remove that row")
             out.append(index[key])
         return torch.tensor(out, dtype=torch.long)
@@ -156,25 +183,48 @@ def _real(value: Any, source: str, number: int) -> float:
         x = float(value)
     except (TypeError, ValueError):
         x = math.nan
+    except OverflowError:  # an integer too large for a float
+        x = math.inf
     if not math.isfinite(x):
-        raise LayerwiseError(f"{source} line {number} has no real-valued score ({value!r}): a regression target "
-                             "must be a finite number; fix or remove that row")
+        raise LayerwiseError(f"{source} line {number} has no real-valued score ({_shown(value)}): a regression "
+                             "target must be a finite number; fix or remove that row")
+    if abs(x) > MAX_TARGET:
+        raise LayerwiseError(f"{source} line {number} has score {x:g}, beyond ±{MAX_TARGET:g}: rescale the "
+                             "targets, or fix or remove that row")
     return x
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to 60 characters (a row's whole text does not belong in an error line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python prints
+        return "a number too long to print"
+    return text if len(text) <= 60 else text[:57] + "…"
 
 
 def _index(value: Any, source: str, number: int) -> int:
     """A class index 0, 1, 2, …; negative, fractional or word labels name the row to fix."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+        return _class(value, source, number)
     text = _text(value)
     # isascii: int() would also take "1_0", "١" (Arabic-Indic one) and the like, which no label file means.
     if text.isascii() and text.isdigit():
-        return int(text)
+        return _class(int(text) if len(text) <= 18 else MAX_CLASSES, source, number)
     if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
         raise LayerwiseError(f"{source} line {number} has label {text}: labels are class indices counted from 0; "
                              "fix or remove that row")
-    raise LayerwiseError(f"{source} line {number} has no integer label ({text!r}): fix or remove that row; a "
+    raise LayerwiseError(f"{source} line {number} has no integer label ({_shown(text)}): fix or remove that row; a "
                          "classifier takes class indices, so a real-valued target belongs in a column named score")
+
+
+def _class(index: int, source: str, number: int) -> int:
+    if index >= MAX_CLASSES:
+        shown = str(index) if index < MAX_CLASSES * 10**6 else "a number that large"
+        raise LayerwiseError(f"{source} line {number} has label {shown}: labels are class indices 0, 1, 2, …, "
+                             f"and {MAX_CLASSES:,} classes or more are none a classifier here has; fix or remove "
+                             "that row")
+    return index
 
 
 def _word_labels(values: Sequence[tuple[int, Any]]) -> list[str] | None:
@@ -199,8 +249,8 @@ def table_dataset(table: Table, columns: Columns, name: str, *, label_set: Seque
     if columns.label is None:
         raise LayerwiseError(f"{table.source} has no label column among its columns {_listed(table)} (looked for "
                              f"{', '.join(LABELS)}): set the {OPTIONS}")
-    texts = [_text(row.get(columns.text)) for _, row in table.rows]
-    pairs = None if columns.pair is None else [_text(row.get(columns.pair)) for _, row in table.rows]
+    texts = [_field_text(row, columns.text, table.source, n) for n, row in table.rows]
+    pairs = None if columns.pair is None else [_field_text(row, columns.pair, table.source, n) for n, row in table.rows]
     raw = [(n, row.get(columns.label)) for n, row in table.rows]
     if regression is None:
         regression = columns.label in REGRESSION_NAMES
@@ -223,7 +273,7 @@ def table_dataset(table: Table, columns: Columns, name: str, *, label_set: Seque
 def load_table(path: Path, split: str, columns: Columns | None = None) -> LayerwiseDataset:
     """One table file: ``all`` is every row; ``train`` a fixed 80% and ``test`` (alias dev, validation) the
     other 20% (seed 0, stratified by class for classifiers), as for data sets shipped without splits."""
-    if not path.is_file():
+    if not path.exists():
         raise LayerwiseError(f"table file {path} not found: pass an existing {'/'.join(TABLE_SUFFIXES)} file")
     table = read_table(path)
     ds = table_dataset(table, find_columns(table, columns), path.stem)

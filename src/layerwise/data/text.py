@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from layerwise.data.dataset import LayerwiseDataset, stratified_indices
-from layerwise.data.files import normalize_text
 from layerwise.errors import LayerwiseError
+from layerwise.files import normalize_text
 
 SENTIMENT_CLASSES = ["negative", "positive"]
 

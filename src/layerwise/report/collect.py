@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerwise import files
 from layerwise.errors import LayerwiseError
+from layerwise.report.schemas import RESULTS, Results, TrainMeta
+from layerwise.schema import Record
 
 KINDS = ("analyze", "compare", "train", "exit", "gen-eval", "connect", "lpft", "generate")
 MISSING = "–"
@@ -88,15 +91,34 @@ def flatten(options: dict, prefix: str = "") -> list[tuple[str, str]]:
     return pairs
 
 
-def data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+def data_uri(folder: Path, name: str | Path) -> str:
+    """The PNG ``folder/name`` as a data URI: confined to ``folder``, a regular file, PNG by its header, capped."""
+    return "data:image/png;base64," + base64.b64encode(files.read_png(files.inside(folder, name))).decode("ascii")
 
 
-def read_json(path: Path) -> Any:
+def present(folder: Path, name: str) -> bool:
+    """Whether ``folder/name`` is there at all (a dangling or outward symlink, a FIFO: yes, to be refused)."""
+    path = folder / name
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LayerwiseError(f"cannot read {path} ({e}): pass a folder written by layerwise") from e
+        return path.is_symlink() or path.exists()
+    except ValueError:  # a NUL byte in a name read from a JSON file: there, to be refused
+        return True
+
+
+def read_json(folder: Path, name: str, schema: type[Record] | None = None) -> Any:
+    """The JSON file ``folder/name``, confined to ``folder`` and checked against ``schema``."""
+    return files.read_json(files.inside(folder, name), schema)
+
+
+def optional(run: Run, name: str, read: Callable[[], Any]) -> Any:
+    """``read()``, or None with one warning line on the page when the file is refused (it is left out)."""
+    if not present(run.folder, name):
+        return None
+    try:
+        return read()
+    except LayerwiseError as e:
+        run.warnings.append(f"{name} is left out: {e}")
+        return None
 
 
 def number(text: str) -> float | str | None:
@@ -112,9 +134,28 @@ def number(text: str) -> float | str | None:
             return text
 
 
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+def read_csv(folder: Path, name: str) -> list[dict]:
+    """The rows of the CSV ``folder/name`` (cells back to numbers), confined to ``folder``; fields beyond the
+    header are dropped."""
+    path = files.inside(folder, name)
+    reader = csv.reader(files.read_text(path, "table").split("\n"))
+    header = None
+    rows = []
+    with files.csv_fields(files.LIMITS["table"]):
+        try:
+            for fields in reader:
+                if header is None:
+                    header = fields
+                elif fields:
+                    rows.append({k: number(v) for k, v in zip(header, fields)})
+        except csv.Error as e:
+            raise LayerwiseError(f"{path} is not CSV ({e}): pass a folder written by layerwise") from None
+    return rows
+
+
+def at(values: Any, i: int) -> Any:
+    """``values[i]``, or None where ``values`` is no list or too short (a per-layer list of another length)."""
+    return values[i] if isinstance(values, list) and 0 <= i < len(values) else None
 
 
 def scalars(d: dict) -> dict:
@@ -131,20 +172,18 @@ def by_layer(values: list, layers: list | None = None) -> dict[str, float | None
 
 def detect(folder: Path) -> str | None:
     """The command that wrote ``folder`` (``reproduce`` included), or None when nothing here is ours."""
-    if (folder / "reproduce.json").is_file():
+    if present(folder, "reproduce.json"):
         return "reproduce"
-    for name in ("results.json", "metrics.json"):
-        if (folder / name).is_file():
-            data = read_json(folder / name)
-            if isinstance(data, dict) and data.get("command") in KINDS:
-                return data["command"]
-    if (folder / "metrics.json").is_file() and (folder / "log.jsonl").is_file():
+    names = ("results.json", "metrics.json")
+    read = {name: read_json(folder, name, Results) for name in names if present(folder, name)}
+    for data in read.values():
+        if data.get("command") in KINDS:
+            return data["command"]
+    if "metrics.json" in read and present(folder, "log.jsonl"):
         return "train"
-    if not (folder / "results.json").is_file():
+    if "results.json" not in read:
         return None
-    r = read_json(folder / "results.json")
-    if not isinstance(r, dict):
-        return None
+    r = read["results.json"]
     guesses = [("lpft", "recipes" in r), ("connect", "modes" in r and "alphas" in r),
                ("gen-eval", "models" in r and "diversity_convention" in r), ("exit", "models" in r and "policy" in r),
                ("compare", "layers_a" in r), ("analyze", "layers" in r and "cos" in r)]
@@ -152,12 +191,13 @@ def detect(folder: Path) -> str | None:
 
 
 def _analyze(folder: Path, r: dict, run: Run) -> None:
-    rows = read_csv(folder / "layers.csv") if (folder / "layers.csv").is_file() else \
-        [{"layer": ell, "accuracy": r.get("accuracy", [None] * (ell + 1))[ell]} for ell in r.get("layers", [])]
+    rows = optional(run, "layers.csv", lambda: read_csv(folder, "layers.csv"))
+    if rows is None:
+        rows = [{"layer": ell, "accuracy": at(r.get("accuracy"), ell)} for ell in r.get("layers", [])]
     run.tables.append(make_table("per layer", rows))
     for key in ("cos_to_last", "cka_linear_to_last", r.get("metric", "accuracy"), "probe_accuracy"):
         if rows and key in rows[0]:
-            run.per_layer[key] = {str(row["layer"]): row[key] for row in rows}
+            run.per_layer[key] = {str(row.get("layer")): row.get(key) for row in rows}
     run.config = flatten(r.get("config", {})) + [("n_samples", fmt(r.get("n_samples")).text)]
 
 
@@ -165,7 +205,8 @@ def _compare(folder: Path, r: dict, run: Run) -> None:
     for side in ("a", "b"):
         ev = r.get(f"evaluation_{side}", {})
         layers = r.get(f"layers_{side}", [])
-        rows = [{"layer": ell, **{k: v[i] for k, v in ev.items() if isinstance(v, list)}} for i, ell in enumerate(layers)]
+        rows = [{"layer": ell, **{k: at(v, i) for k, v in ev.items() if isinstance(v, list)}}
+                for i, ell in enumerate(layers)]
         if rows:
             run.tables.append(make_table(f"model {side}: per layer", rows))
     run.config = flatten(r.get("config", {})) + [("n_samples", fmt(r.get("n_samples")).text)]
@@ -173,25 +214,34 @@ def _compare(folder: Path, r: dict, run: Run) -> None:
 
 def _train(folder: Path, r: dict, run: Run) -> None:
     log = []
-    if (folder / "log.jsonl").is_file():
-        for line in (folder / "log.jsonl").read_text(encoding="utf-8").splitlines():
-            try:
-                log.append(json.loads(line))
-            except json.JSONDecodeError:
-                run.warnings.append("log.jsonl has a line that is not JSON (a run stopped mid-write); it is left out")
+    text = optional(run, "log.jsonl", lambda: files.read_text(files.inside(folder, "log.jsonl"), "json"))
+    for line in (text or "").splitlines():
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            record = None
+        if isinstance(record, dict):
+            log.append(record)
+        elif line.strip():
+            run.warnings.append("log.jsonl has a line that is not a JSON object (a run stopped mid-write); "
+                                "it is left out")
     per_layer = {k: v for k, v in r.items() if isinstance(v, list) and v and not isinstance(v[0], (list, dict))}
     if per_layer:
         n = max(len(v) for v in per_layer.values())
         run.tables.append(make_table("per layer, last evaluation",
-                                     [{"layer": i, **{k: v[i] if i < len(v) else None for k, v in per_layer.items()}}
-                                      for i in range(n)]))
+                                     [{"layer": i, **{k: at(v, i) for k, v in per_layer.items()}} for i in range(n)]))
         run.per_layer = {k: by_layer(v) for k, v in per_layer.items()}
     metric = r.get("metric", "accuracy")
-    rows = [{**scalars(rec), f"last-layer {metric}": (rec.get(metric) or [None])[-1]} for rec in log]
+    rows = [{**scalars(rec), f"last-layer {metric}": _last(rec.get(metric))} for rec in log]
     if rows:
         run.tables.append(make_table("training log, one row per evaluation", rows))
-    meta = read_json(folder / "layerwise.json") if (folder / "layerwise.json").is_file() else {}
-    run.config = flatten(meta.get("training", {})) if isinstance(meta, dict) else []
+    meta = optional(run, "layerwise.json", lambda: read_json(folder, "layerwise.json", TrainMeta)) or {}
+    run.config = flatten(meta.get("training") or {})
+
+
+def _last(value: Any) -> Any:
+    """The last layer's value of a per-layer list (a single number stands for itself)."""
+    return at(value, len(value) - 1) if isinstance(value, list) else value
 
 
 def _exit(folder: Path, r: dict, run: Run) -> None:
@@ -203,7 +253,7 @@ def _exit(folder: Path, r: dict, run: Run) -> None:
     for m in models:
         acc = m.get("per_layer_accuracy", [])
         hist = m.get("exit_histogram", [])
-        rows = [{"layer": i + 1, "accuracy": a, "exits at τ": hist[i] if i < len(hist) else None,
+        rows = [{"layer": i + 1, "accuracy": a, "exits at τ": at(hist, i),
                  **{k: v[i] for k, v in m.get("per_layer_metrics", {}).items() if k != "accuracy" and i < len(v)}}
                 for i, a in enumerate(acc)]
         run.tables.append(make_table(f"{m.get('name')}: per layer", rows))
@@ -214,16 +264,15 @@ def _exit(folder: Path, r: dict, run: Run) -> None:
 
 
 def _gen_eval(folder: Path, r: dict, run: Run) -> None:
-    rows = read_csv(folder / "layers.csv") if (folder / "layers.csv").is_file() else []
+    rows = optional(run, "layers.csv", lambda: read_csv(folder, "layers.csv")) or []
     run.tables.append(make_table("per layer", rows))
     models = {row.get("model") for row in rows}
     for key in ("accuracy", "perplexity", "coherence", "diversity"):
         if rows and key in rows[0]:
-            run.per_layer[key] = {(f"{row['model']} · " if len(models) > 1 else "") + str(row["layer"]): row[key]
-                                  for row in rows}
+            run.per_layer[key] = {(f"{row.get('model')} · " if len(models) > 1 else "") + str(row.get("layer")):
+                                  row.get(key) for row in rows}
     run.config = flatten(r.get("config", {})) + [("diversity convention", str(r.get("diversity_convention")))]
-    if (folder / "samples.txt").is_file():
-        run.text = (folder / "samples.txt").read_text(encoding="utf-8", errors="replace")
+    run.text = optional(run, "samples.txt", lambda: files.read_text(files.inside(folder, "samples.txt")))
 
 
 def _connect(folder: Path, r: dict, run: Run) -> None:
@@ -234,11 +283,12 @@ def _connect(folder: Path, r: dict, run: Run) -> None:
                                       if isinstance(v, dict) and "loss" in v]
             for title, v in variants:
                 keys = ("barrier_loss", "barrier_error", "peak_alpha_loss", "peak_alpha_error")
-                rows = [{"group": g, **{k: v[k][i] for k in keys if k in v}} for i, g in enumerate(v.get("groups", []))]
+                groups = v.get("groups") if isinstance(v.get("groups"), list) else []
+                rows = [{"group": g, **{k: at(v[k], i) for k in keys if k in v}} for i, g in enumerate(groups)]
                 run.tables.append(make_table(f"{prefix}{title}: barriers per group", rows))
                 if not prefix and title == "single":
-                    run.per_layer["barrier_loss (single)"] = {str(g): v["barrier_loss"][i]
-                                                              for i, g in enumerate(v["groups"])}
+                    run.per_layer["barrier_loss (single)"] = {str(g): at(v.get("barrier_loss"), i)
+                                                              for i, g in enumerate(groups)}
 
 
 def _lpft(folder: Path, r: dict, run: Run) -> None:
@@ -264,7 +314,7 @@ def _lpft(folder: Path, r: dict, run: Run) -> None:
 
 def _token_exit(folder: Path, r: dict, run: Run) -> None:
     """``generate --early-exit --sweep``: per model, the full decoding and one row per threshold."""
-    models = r.get("models", [r])
+    models = r["models"] if "models" in r else [r]
     run.config = flatten(scalars(models[0])) if models else []
     for m in models:
         rows = [{**scalars(m.get("full", {})), "threshold": "full"}] + [scalars(p) for p in m.get("sweep", [])]
@@ -278,12 +328,19 @@ COLLECTORS: dict[str, Callable[[Path, dict, Run], None]] = {
 
 def collect_run(folder: Path, kind: str, name: str | None = None) -> Run:
     """The :class:`Run` of a folder of a known (non-reproduce) ``kind``: its collector's tables and config, the
-    results' warnings, and every PNG in the folder, embedded."""
-    results_file = folder / ("metrics.json" if kind == "train" else "results.json")
-    r = read_json(results_file) if results_file.is_file() else {}
+    results' warnings, and every PNG in the folder, embedded.
+
+    Only regular files inside ``folder`` (symlinks resolved) are read. Its ``results.json`` (``metrics.json``)
+    of the wrong shape is an error; any other file that is refused (outside the folder, not a regular file, not
+    a PNG, over its size cap, of the wrong shape) is left out with one warning line on the page."""
+    results_name = "metrics.json" if kind == "train" else "results.json"
+    r = read_json(folder, results_name, RESULTS[kind]) if present(folder, results_name) else {}
     run = Run(kind, folder, name or folder.name)
-    COLLECTORS[kind](folder, r if isinstance(r, dict) else {}, run)
+    COLLECTORS[kind](folder, r, run)
     run.warnings = [str(w) for w in r.get("warnings", [])] + run.warnings
     run.tables = [t for t in run.tables if t.rows]
-    run.figures = [(p.name, data_uri(p)) for p in sorted(folder.glob("*.png"))]
+    for path in sorted(folder.glob("*.png")):
+        uri = optional(run, path.name, lambda: data_uri(folder, path.name))  # noqa: B023 (called at once)
+        if uri is not None:
+            run.figures.append((path.name, uri))
     return run

@@ -17,7 +17,11 @@ from pathlib import Path
 import jinja2
 
 from layerwise.errors import LayerwiseError
-from layerwise.report.collect import Run, Table, collect_run, data_uri, detect, flatten, fmt, make_table, read_json
+from layerwise import files
+from layerwise.report.collect import (Run, Table, collect_run, data_uri, detect, flatten, fmt, make_table, present,
+                                     read_json)
+from layerwise.report.schemas import ReproduceFigure, ReproduceRecord
+from layerwise.schema import validate
 from layerwise.report.serialize import atomic_write_text
 from layerwise.run_folder import check_output_file, record_file
 
@@ -120,38 +124,54 @@ def unique_names(folders: Sequence[Path]) -> list[str]:
 
 
 def _command_line(step: dict) -> str:
-    args = step.get("argv", step.get("args", []))
-    args = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
+    args = step.get("argv") if step.get("argv") is not None else step.get("args") or []
+    if isinstance(args, str):
+        try:
+            args = shlex.split(args)
+        except ValueError:  # an unclosed quote: shown as written
+            args = [args]
+    args = [str(a) for a in args] if isinstance(args, (list, dict)) else [str(args)]
     return shlex.join(["layerwise", str(step.get("command", "?")), *args])
 
 
 def collect_reproduction(folder: Path) -> list[Reproduction]:
     """A ``reproduce`` folder: one block per figure recorded in reproduce.json (``{"figures": {name: entry}}``,
     or a single entry), each with its header, the files that make the figure, and each step's run."""
-    spec = read_json(folder / "reproduce.json")
-    if not isinstance(spec, dict):
-        raise LayerwiseError(f"{folder}/reproduce.json is not a JSON object: pass a folder written by layerwise")
-    entries = spec["figures"].values() if isinstance(spec.get("figures"), dict) else [spec]
-    return [_figure(folder, entry) for entry in entries if isinstance(entry, dict)]
+    spec = read_json(folder, "reproduce.json", ReproduceRecord)
+    if isinstance(spec.get("figures"), dict):
+        return [_figure(folder, entry) for entry in spec["figures"].values()]
+    validate(ReproduceFigure, spec, str(folder / "reproduce.json"))
+    return [_figure(folder, spec)]
 
 
 def _figure(folder: Path, spec: dict) -> Reproduction:
+    """One figure's block. Its step folders and ``shows`` files are confined to ``folder``: one that leads
+    outside it (an absolute path, ``..``, a symlink) is left out with a warning line."""
     header = ("figure", "title", "claim", "budget", "data_note", "steps", "warnings", "command", "shows")
+    warnings = [str(w) for w in spec.get("warnings", [])]
     steps = []
     for i, step in enumerate(spec.get("steps", [])):
-        sub = Path(step.get("folder") or f"step-{i + 1}")
-        sub = sub if sub.is_absolute() else folder / sub
+        sub = folder / (step.get("folder") or f"step-{i + 1}")
         name = str(step.get("name", sub.name))
-        kind = detect(sub) if sub.is_dir() else None
-        if kind in (None, "reproduce"):
-            steps.append(Step(name, _command_line(step), sub, None, "not run yet, or stopped before writing results"))
-        else:
-            steps.append(Step(name, _command_line(step), sub, make_group(kind, [collect_run(sub, kind, name)])))
-    shows = [(str(name), data_uri(folder / name)) for name in spec.get("shows", []) if (folder / name).is_file()]
+        try:
+            files.inside(folder, step.get("folder") or f"step-{i + 1}")
+            kind = detect(sub) if sub.is_dir() else None
+            group = None if kind in (None, "reproduce") else make_group(kind, [collect_run(sub, kind, name)])
+        except LayerwiseError as e:
+            steps.append(Step(name, _command_line(step), sub, None, f"left out: {e}"))
+            continue
+        note = "not run yet, or stopped before writing results" if group is None else None
+        steps.append(Step(name, _command_line(step), sub, group, note))
+    shows = []
+    for name in spec.get("shows", []):
+        if present(folder, name):
+            try:
+                shows.append((name, data_uri(folder, name)))
+            except LayerwiseError as e:
+                warnings.append(f"{name} is left out: {e}")
     return Reproduction(folder, str(spec.get("figure", "")), str(spec.get("title", "")), str(spec.get("claim", "")),
                         str(spec.get("budget", "")), str(spec.get("data_note") or ""),
-                        flatten({k: v for k, v in spec.items() if k not in header}),
-                        [str(w) for w in spec.get("warnings", [])], steps, shows)
+                        flatten({k: v for k, v in spec.items() if k not in header}), warnings, steps, shows)
 
 
 def collect(folders: Sequence[Path]) -> list[Group | Reproduction]:

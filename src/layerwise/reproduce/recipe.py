@@ -28,6 +28,7 @@ import yaml
 from pydantic import Field
 
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_text
 from layerwise.schema import Options, validate
 
 Budget = Literal["cpu", "gpu"]
@@ -72,13 +73,16 @@ def recipe_files() -> list[Path]:
 
 def read_recipe(path: Path) -> Recipe:
     """A recipe file, validated; a bad file is one line naming the file and the key."""
+    text = read_text(path, "recipe")
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
         raise LayerwiseError(f"cannot read recipe {path}: {e}".splitlines()[0]) from e
+    except (RecursionError, ValueError):  # nesting past Python's stack, an int of more digits than it converts
+        raise LayerwiseError(f"cannot read recipe {path}: it nests too deeply or holds a number too long") from None
     if not isinstance(raw, dict):
         raise LayerwiseError(f"recipe {path} is not a mapping of keys: copy a packaged recipe and edit it")
-    recipe = validate(Recipe, raw, f"recipe {path}", option_keys=False)
+    recipe = validate(Recipe, raw, f"recipe {path}")
     check_references(recipe, path)
     return recipe
 
@@ -110,7 +114,7 @@ def all_recipes() -> list[Recipe]:
 def find_recipe(figure: str) -> Recipe:
     """The recipe of a figure by name or alias (``5``, ``fig5``, ``lpft``), or a recipe file's path."""
     if figure.endswith((".yaml", ".yml")):
-        if not Path(figure).is_file():
+        if not Path(figure).exists()  # a FIFO or a device is refused by the read:
             raise LayerwiseError(f"recipe file {figure} does not exist: pass an existing recipe file or a figure name")
         return read_recipe(Path(figure))
     key = figure.lower().removeprefix("figure").removeprefix("fig").strip(" -_")

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_json, read_text
+from layerwise.report.schemas import Mark, ReproduceRecord
+from layerwise.schema import validate
 from layerwise.report.serialize import write_json
 from layerwise.reproduce.recipe import Budget, Recipe, Step, command_line, settings
 from layerwise.run_folder import open_run_folder
@@ -43,12 +46,16 @@ def finished(out: Path, step: Step, budget: Budget) -> dict | None:
     """The finish mark of a step that already ran to the end with these settings (None: run it); a mark of
     other settings is an error."""
     path = mark_path(out, step)
-    if not path.exists():
+    if not (path.exists() or path.is_symlink()):
         return None
+    text = read_text(path, "mark")
     try:
-        mark = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        mark = json.loads(text)
+    except (ValueError, RecursionError):
         return None  # a mark cut short: run the step again
+    if not isinstance(mark, dict):
+        raise LayerwiseError(f"{path} is not a JSON object: delete it to run step {step.name!r} again")
+    validate(Mark, mark, str(path))
     if mark.get("settings") != settings(step, budget):
         raise LayerwiseError(f"{out / step.name} was written by a step {step.name!r} with other settings "
                              f"({mark.get('settings')}): pass another `out`", option="out")
@@ -78,8 +85,8 @@ def run_step(step: Step, budget: Budget, out: Path, env: dict[str, str]) -> floa
 def update_record(out: Path, entry: dict[str, Any]) -> None:
     """``out/reproduce.json`` keeps one entry per figure reproduced into ``out`` (read, updated, rewritten)."""
     path = out / RECORD
-    record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"figures": {}}
-    record["figures"][entry["figure"]] = entry
+    record = read_json(path, ReproduceRecord) if path.exists() or path.is_symlink() else {}
+    record["figures"] = {**(record.get("figures") or {}), entry["figure"]: entry}
     write_json(record, path)
 
 

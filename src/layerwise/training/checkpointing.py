@@ -29,6 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from layerwise.errors import LayerwiseError
+from layerwise.files import check_regular, read_bytes
 from layerwise.report.serialize import atomic_save_tensors, atomic_write_text
 from layerwise.schema import Options, validate
 
@@ -134,7 +135,7 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
         return None
     restart = f"delete {ckpt_root.parent} to start over, or use another `out`"
     try:
-        name = json.loads(pointer.read_text())["dir"]
+        name = json.loads(read_bytes(pointer, "mark"))["dir"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise LayerwiseError(f"{pointer} is corrupt ({type(e).__name__}): {restart}") from e
     if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
@@ -148,8 +149,8 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
 
 
 def _read_trainer_state(p: Path) -> dict[str, Any]:
-    data = json.loads(p.read_text())
-    validate(TrainerState, data, str(p), option_keys=False)
+    data = json.loads(read_bytes(p, "mark"))
+    validate(TrainerState, data, str(p))
     return data
 
 
@@ -178,6 +179,7 @@ def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
         if not p.exists():
             raise LayerwiseError(f"checkpoint {path} lacks {p.name}: {restart}")
         try:
+            check_regular(p, "weights")  # a FIFO would block the reader
             out[key] = read(p)
         except LayerwiseError as e:
             raise LayerwiseError(f"incomplete checkpoint ({e}): {restart}") from e

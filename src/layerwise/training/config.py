@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from layerwise.data.files import read_text
 from layerwise.data.tables import Columns
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_text
 from layerwise.schema import Finite, Options, validate
 from layerwise.training import objectives as O
 
@@ -167,20 +167,23 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
         data = yaml.load(text, Loader=_yaml_loader()) or {}
     except yaml.YAMLError as e:
         raise LayerwiseError(f"{source} is not valid YAML ({str(e).splitlines()[0]}): fix the file") from e
+    except (RecursionError, ValueError):  # nesting past Python's stack, an int of more digits than it converts
+        raise LayerwiseError(f"{source} nests too deeply or holds a number too long to read: fix the file") from None
     if not isinstance(data, dict):
         raise LayerwiseError(f"{source} must be a mapping of option names to values")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(data) - KEYS)
     if unknown:
-        raise LayerwiseError(f"{source} has unknown keys {', '.join(unknown)}: valid keys are {', '.join(sorted(KEYS))}")
+        shown = ", ".join(k if k.isidentifier() else repr(k) for k in unknown)
+        raise LayerwiseError(f"{source} has unknown keys {shown}: valid keys are {', '.join(sorted(KEYS))}")
     return data
 
 
 def _read_config_file(config_file: str | Path) -> dict[str, Any]:
     path = Path(config_file)
-    if not path.is_file():
+    if not path.exists():
         raise LayerwiseError(f"config file {path} not found: pass an existing YAML file")
-    return _read_yaml(read_text(path), str(path))
+    return _read_yaml(read_text(path, "config"), str(path))
 
 
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None, **overrides: Any) -> TrainConfig:
@@ -197,5 +200,4 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
     if given:
         merged.update(given)
         sources.append("options")
-    return validate(TrainConfig, merged, "training options" + (f" ({' < '.join(sources)})" if sources else ""),
-                    option_keys=False)  # a key may come from a file, where it is no flag
+    return validate(TrainConfig, merged, "training options" + (f" ({' < '.join(sources)})" if sources else ""))  # keys named plainly: one may come from a file

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_bytes
 from layerwise.report.serialize import atomic_write_text
 
 LOG, METRICS = "log.jsonl", "metrics.json"
@@ -22,7 +23,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     and is dropped; any other line that is not a JSON object is an error."""
     if not path.exists():
         return []
-    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    lines = read_bytes(path, "json").decode("utf-8", errors="replace").split("\n")
     records = []
     for number, line in enumerate(lines[:-1], start=1):  # lines[-1]: "" or the unterminated partial line
         if not line.strip():
