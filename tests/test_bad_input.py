@@ -434,7 +434,7 @@ CASES: dict[str, Case] = {
     "model-config-mistyped-key": Case(_corrupt("mlp-residual", "config.json", lambda c: {**c, "depth": "eight"}),
                                       r"config\.json: depth: Input should be a valid integer \(got 'eight'\)"),
     "model-hf-config-mistyped-key": Case(_corrupt("bert-tiny", "config.json", lambda c: {**c, "hidden_size": "big"}),
-                                         r"cannot load .*field 'hidden_size'.*expected int"),
+                                         r"config\.json: hidden_size: Input should be a valid integer \(got 'big'\)"),
     # model folders: layerwise.json
     "model-meta-not-object": Case(_corrupt("mlp-residual", "layerwise.json", lambda m: "inputs"),
                                   r"layerwise\.json holds a JSON str, not an object"),

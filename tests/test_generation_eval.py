@@ -144,7 +144,8 @@ def test_gen_eval_end_to_end(shared_data, tmp_path, monkeypatch, capsys):
                      "--num-prompts", "2", "--prefix-len", "8", "--max-new-tokens", "12", "--limit", "4",
                      "--seq-len", "32", "--diversity", "tokens", "--out", str(out))
     assert code == 0, err
-    assert {p.name for p in out.iterdir()} == {"results.json", "layers.csv", "generation.png", "samples.txt"}
+    assert {p.name for p in out.iterdir()} == {"results.json", "layers.csv", "generation.png", "samples.txt",
+                                             ".layerwise.json"}  # the run folder's manifest
     results = json.loads((out / "results.json").read_text())
     assert results["embedder"]["name"] == "minilm" and results["diversity_convention"] == "tokens"
     (m,) = results["models"]

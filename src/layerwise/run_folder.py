@@ -227,7 +227,8 @@ def open_run_folder(out: Path, command: str, *, overwrite: bool, outputs: Sequen
     return RunFolder(out, command, outputs)
 
 
-def check_output_file(out: Path, is_ours: Callable[[bytes], bool], writer: str = "layerwise") -> Path:
+def check_output_file(out: Path, is_ours: Callable[[bytes], bool], writer: str = "layerwise",
+                      what: str = "a file") -> Path:
     """A single output file (not a run folder): absent, or a regular file the tool wrote, told by its first
     4 KiB (``is_ours``) or by the manifest of its folder; never a folder, symlink or device; its folder exists."""
     out = Path(out)
@@ -236,7 +237,7 @@ def check_output_file(out: Path, is_ours: Callable[[bytes], bool], writer: str =
         kind = entry_kind(out)
         if kind != "file":
             raise LayerwiseError(f"`out` {out} is {'a folder' if kind == 'dir' else 'not a regular file'}: "
-                                 "pass the path of a file")
+                                 f"pass the path of {what}")
         listed = manifest is not None and out.name in manifest.files
         kept = manifest is not None and out.name in manifest.kept  # a user's file, whatever it holds
         try:

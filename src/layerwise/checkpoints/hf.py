@@ -12,11 +12,13 @@ from torch import nn
 
 from layerwise.checkpoints.bundle import ModelBundle, make_bundle
 from layerwise.checkpoints.files import read_json, read_meta
+from layerwise.checkpoints.schemas import HFSizes
 from layerwise.checkpoints.tokenizers import folder_tokenizer
 from layerwise.data.spec import InputSpec, image_spec, input_spec_from_meta
 from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.errors import LayerwiseError
 from layerwise.files import check_regular
+from layerwise.schema import validate
 
 # What transformers raises on a folder whose config.json has mistyped values (strict config dataclasses) or
 # inconsistent ones (an id2label that is no mapping, a width not divisible by the heads, a negative size).
@@ -80,6 +82,7 @@ def _head_args(cls: type, config: dict, num_classes: int | None) -> dict:
 def load_hf_dir(path: Path, name: str, num_classes: int | None) -> ModelBundle:
     """A ``save_pretrained`` directory (``num_classes`` adds or resizes a classification head)."""
     config, meta = read_json(path / "config.json"), read_meta(path)  # both checked before the weights load
+    validate(HFSizes, config, str(path / "config.json"))
     for entry in path.iterdir():  # transformers opens what it finds: a FIFO among them would block it
         if not entry.is_dir():
             check_regular(entry, "weights")

@@ -71,6 +71,22 @@ class TokenizerFile(Record):
     added_tokens: list[dict[str, Any]]
 
 
+class HFSizes(Record):
+    """The sizes of a Hugging Face ``config.json`` that shape its tensors, checked before transformers builds the
+    model: transformers 5 refuses a mistyped one itself, 4.x fails deep inside ``torch.empty``."""
+
+    hidden_size: PositiveInt | None = None
+    num_hidden_layers: PositiveInt | None = None
+    num_attention_heads: PositiveInt | None = None
+    intermediate_size: PositiveInt | None = None
+    vocab_size: PositiveInt | None = None
+    max_position_embeddings: PositiveInt | None = None
+    n_embd: PositiveInt | None = None
+    n_layer: PositiveInt | None = None
+    n_head: PositiveInt | None = None
+    n_positions: PositiveInt | None = None
+
+
 @cache
 def own_config_schema(arch: str) -> type[Options]:
     """The schema of ``config.json`` for own architecture ``arch``: its config dataclass plus the arch tag."""

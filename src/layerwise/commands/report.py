@@ -29,10 +29,7 @@ def run(options: ReportOptions) -> Path:
 
     o = options
     out = Path(o.out)
-    try:
-        check_out_file(out)
-    except LayerwiseError as e:
-        raise LayerwiseError(f"`out` {e}") from None
+    check_out_file(out)  # its messages name `out`
     for folder in o.folders:
         check_folder(Path(folder))
     return write_report(list(o.folders), out, title=o.title)

@@ -85,7 +85,7 @@ def check_folder(folder: Path) -> str:
 def check_out_file(out: Path) -> Path:
     """``out`` may be written: a new file, a page of ours (its ``<meta name="generator">``) or a file the manifest
     of its run folder lists; never a folder, a symlink or any other file (``run_folder.check_output_file``)."""
-    return check_output_file(out, lambda head: _OUR_META.encode() in head, GENERATOR)
+    return check_output_file(out, lambda head: _OUR_META.encode() in head, GENERATOR, "an .html file")
 
 
 def combined_tables(runs: list[Run]) -> list[Table]:
