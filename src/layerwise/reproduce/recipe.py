@@ -114,7 +114,7 @@ def all_recipes() -> list[Recipe]:
 def find_recipe(figure: str) -> Recipe:
     """The recipe of a figure by name or alias (``5``, ``fig5``, ``lpft``), or a recipe file's path."""
     if figure.endswith((".yaml", ".yml")):
-        if not Path(figure).exists()  # a FIFO or a device is refused by the read:
+        if not Path(figure).exists():  # a FIFO or a device is refused by the read
             raise LayerwiseError(f"recipe file {figure} does not exist: pass an existing recipe file or a figure name")
         return read_recipe(Path(figure))
     key = figure.lower().removeprefix("figure").removeprefix("fig").strip(" -_")
