@@ -14,7 +14,7 @@ from fixtures import data_batches, tiny_mlp
 
 from layerwise.checkpoints import make_exit_heads
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.per_layer import dense_ce, layer_losses
+from layerwise.training.losses import dense_ce, layer_losses
 from layerwise.models import build_own
 from layerwise.stack import LayerStack
 from layerwise.training import ObjectiveModule, fit_probe, head_inputs, probe_to_linear, readout_linear
