@@ -138,7 +138,9 @@ def _flags(command: str, *flags: str) -> Callable[[Folder], list[str]]:
         models = {"compare": pair, "connect": pair,
                   "truncate": ["--model", _missing(f), "--k", "1"]}.get(command, ["--model", _missing(f)])
         data = ["--data", "digits"] if command in ("analyze", "compare", "exit", "connect") else []
-        out = [] if "--out" in flags else ["--out", str(f.path / "out")]
+        # generate writes only with --sweep, and refuses an --out it would ignore
+        writes = command != "generate" or "--sweep" in flags
+        out = [] if "--out" in flags or not writes else ["--out", str(f.path / "out")]
         return [command, *models, *data, *out, *flags]
 
     return build
@@ -395,6 +397,29 @@ CASES: dict[str, Case] = {
                                           naming("--early-exit", "--speculative")),
     "generate-sweep-without-exit": Case(_flags("generate", "--prompt", "x", "--sweep", "0.5"),
                                         naming("--sweep", "--early-exit")),
+    # options that conflict, or that would be ignored: each names what it applies with
+    "generate-speculative-with-layer": Case(_flags("generate", "--prompt", "x", "--speculative", "--layer", "1"),
+                                            naming("--speculative", "--layer")),
+    "generate-exit-layer-zero": Case(_flags("generate", "--prompt", "x", "--speculative", "--exit-layer", "0"),
+                                     r"--exit-layer: Input should be greater than 0"),
+    "generate-num-draft-without-speculative": Case(_flags("generate", "--prompt", "x", "--num-draft", "2"),
+                                                   naming("--num-draft", "only applies with --speculative")),
+    "generate-out-without-sweep": Case(_flags("generate", "--prompt", "x", "--out", "somewhere"),
+                                       naming("--out", "only applies with --sweep")),
+    "generate-threshold-without-early-exit": Case(_flags("generate", "--prompt", "x", "--threshold", "0.5"),
+                                                  naming("--threshold", "only applies with --early-exit")),
+    "analyze-text-column-not-table": Case(_flags("analyze", "--text-column", "sentence"),
+                                          naming("--text-column", "table", "digits")),
+    "analyze-probe-limit-without-probe": Case(_flags("analyze", "--no-probe", "--probe-limit", "10"),
+                                              naming("--probe-limit", "only applies with --probe")),
+    "analyze-pooling-vector-model": Case(lambda f: ["analyze", "--model", "mlp-residual", "--data", "digits",
+                                                    "--limit", "16", "--pooling", "mean", "--out", str(f.path / "o")],
+                                         naming("--pooling", "one vector per sample")),
+    "exit-transfer-limit-without-transfer": Case(_flags("exit", "--transfer-limit", "10"),
+                                                 naming("--transfer-limit", "only applies with --transfer-data")),
+    "new-gpt-too-large": Case(lambda f: ["new-gpt", "--corpus", "tinyshakespeare", "--depth", "100000", "--dim",
+                                         "65536", "--heads", "8", "--out", str(f.path / "o")],
+                              naming("GiB", "--depth", "--dim")),
     "exit-repeats-zero": Case(_flags("exit", "--repeats", "0"), r"--repeats: Input should be greater than 0"),
     "exit-threshold-nan": Case(_flags("exit", "--policy", "patience", "--threshold", "nan"),
                                r"patience threshold nan is not a finite number"),

@@ -33,8 +33,11 @@ def as_flags(message: str) -> str:
 
 def options(schema: Callable[..., O], params: dict[str, Any]) -> O:
     """A command's options from its Typer parameters (same names); a bad value is a ``LayerwiseError`` naming
-    its key, which ``_fail`` prints as the flag."""
-    return schema(**params)
+    its key, which ``_fail`` prints as the flag. Only values other than the default are passed, so that the
+    options' ``model_fields_set`` tells what the user gave (``commands.common.only_with``)."""
+    fields = schema.model_fields  # type: ignore[attr-defined]
+    return schema(**{k: v for k, v in params.items() if k not in fields or fields[k].is_required()
+                     or v != fields[k].get_default(call_default_factory=True)})
 
 
 OPTION_KEY = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)*)`")

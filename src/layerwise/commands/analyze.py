@@ -13,7 +13,8 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from layerwise.commands.common import DTYPES, CommandOptions, Folder, with_warnings
+from layerwise.commands.common import DTYPES, CommandOptions, Folder, only_with, with_warnings
+from layerwise.errors import LayerwiseError
 from layerwise.run_folder import open_run_folder
 
 DEFAULT_MEASURES = "cos,cka_linear,cka_linear_debiased"
@@ -57,6 +58,13 @@ def load(model: str, device, dtype: str):
     return bundle
 
 
+def check_pooling(pooling: str | None, bundle, model: str) -> None:
+    """``pooling`` chooses a token: refused for a model that takes one vector per sample (nothing to choose)."""
+    if pooling is not None and bundle.inputs.modality == "vector":
+        raise LayerwiseError(f"`pooling` chooses a token, and {model} takes one vector per sample: drop `pooling`",
+                             option="pooling")
+
+
 def check_labels(ds, bundle, model: str) -> None:
     """A classifier's labels must index its classes and a regression head needs real-valued targets, checked
     before any forward pass (encoders take any label)."""
@@ -69,7 +77,6 @@ def _probe_data(o: AnalyzeOptions, ds, columns):
     """The training part the probe is fitted on (``probe_limit`` seeded examples of split train), or None: no
     probe asked, unlabelled or regression data, or no training split (then with a warning)."""
     from layerwise.data import load_dataset
-    from layerwise.errors import LayerwiseError
 
     if not o.probe or ds.kind == "corpus" or ds.labels is None or ds.regression:
         if o.probe and ds.regression:
@@ -88,6 +95,7 @@ def _probe_data(o: AnalyzeOptions, ds, columns):
 def run(options: AnalyzeOptions) -> dict:
     """Measure ``options.model`` layer by layer on ``options.data``; write and return the results."""
     o = options
+    only_with(o, o.probe, "`probe`", "probe_limit")
     folder = open_run_folder(Path(o.out), "analyze", overwrite=o.overwrite, outputs=OUTPUTS)
     from layerwise.data import Columns, load_dataset  # after the checks: a bad option is answered without torch
     from layerwise.device import pick_device
@@ -103,6 +111,7 @@ def run(options: AnalyzeOptions) -> dict:
         warnings.simplefilter("always")
         train = _probe_data(o, ds, columns)
     bundle = load(o.model, dev, o.dtype)
+    check_pooling(o.pooling, bundle, o.model)
     check_labels(ds, bundle, o.model)
     if train is not None:
         check_labels(train, bundle, o.model)

@@ -35,6 +35,16 @@ class CommandOptions(Options):
 
 
 
+def only_with(options: Options, active: bool, needed: str, *keys: str) -> None:
+    """Refuse options among ``keys`` that were given while what they apply with (``needed``, e.g.
+    ``"`speculative`"``) is off: an option that would be ignored is an error, never a silent no-op."""
+    given = [k for k in keys if k in options.model_fields_set]
+    if given and not active:
+        names = ", ".join(f"`{k}`" for k in given)
+        raise LayerwiseError(f"{names} only {'applies' if len(given) == 1 else 'apply'} with {needed}: add {needed} "
+                             f"or drop {names}", option=given[0])
+
+
 def with_warnings(run: Callable[..., dict], *args: Any, **kwargs: Any) -> dict:
     """``run(*args, **kwargs)``, its own warnings (undefined layers, subsampling) in ``results["warnings"]``."""
     from layerwise.report import warning_messages

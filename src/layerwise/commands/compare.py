@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from layerwise.commands.analyze import DEFAULT_MEASURES, check_labels, load
+from layerwise.commands.analyze import DEFAULT_MEASURES, check_labels, check_pooling, load
 from layerwise.commands.common import DTYPES, CommandOptions, Folder, with_warnings
 from layerwise.run_folder import open_run_folder
 
@@ -50,6 +50,7 @@ def run(options: CompareOptions) -> dict:
     ds = load_dataset(o.data, split=o.split, limit=o.limit, seed=o.seed, data_dir=o.data_dir)
     b = load(o.model_b, dev, o.dtype)
     for bundle, name in ((a, o.model_a), (b, o.model_b)):
+        check_pooling(o.pooling, bundle, name)
         check_labels(ds, bundle, name)
     results = with_warnings(compare, a, b, ds, names, batch_size=o.batch_size, pooling=o.pooling,
                             sample_cap=o.sample_cap, seed=o.seed, device=dev,

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Sequence
 
 from pydantic import Field, PositiveInt
 
-from layerwise.commands.common import CommandOptions, Folder
+from layerwise.commands.common import CommandOptions, Folder, only_with
 from layerwise.run_folder import open_run_folder
 from layerwise.errors import LayerwiseError
 
@@ -75,6 +75,7 @@ def run(options: ExitOptions) -> dict[str, Any]:
     """Evaluate early exit for every model of ``options.model``; write and return the results."""
     o = options
     splits = two_splits(o.transfer_splits)
+    only_with(o, o.transfer_data is not None, "`transfer_data`", "transfer_splits", "transfer_limit")
     folder = open_run_folder(Path(o.out), "exit", overwrite=o.overwrite, outputs=OUTPUTS)
     out = folder.path
     from layerwise.checkpoints import BUILTIN, load_model  # after the checks: a bad option is answered without torch

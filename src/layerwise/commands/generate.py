@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, PositiveInt
 
-from layerwise.commands.common import CommandOptions, Folder
+from layerwise.commands.common import CommandOptions, Folder, only_with
 from layerwise.run_folder import open_run_folder
 from layerwise.errors import LayerwiseError
 
@@ -42,7 +42,7 @@ class GenerateOptions(CommandOptions):
     seed: int = Field(0, ge=0)
     cache: bool = True  # key/value cache (False: recompute, for checks)
     speculative: bool = False  # draft with layers 1..exit_layer, verify with the full model
-    exit_layer: int | None = None  # draft layer E of speculative decoding [L/2]
+    exit_layer: PositiveInt | None = None  # draft layer E of speculative decoding [L/2]
     num_draft: int = Field(4, gt=0)
     early_exit: bool = False  # per-token early exit (CALM): each token leaves where `policy` is met
     policy: str = "confidence"  # a registered exit policy (inference.policies.POLICIES), checked by make_policy
@@ -85,7 +85,15 @@ def parse_layers(text: str, depth: int) -> list[int]:
 
 
 def check_exit_options(o: GenerateOptions) -> list[float] | None:
-    """The combinations ``early_exit`` allows; the ``sweep`` thresholds (None without a sweep)."""
+    """The combinations ``early_exit`` allows, and no option given that the chosen decoder would ignore; the
+    ``sweep`` thresholds (None without a sweep)."""
+    only_with(o, o.speculative, "`speculative`", "exit_layer", "num_draft")
+    only_with(o, o.early_exit, "`early_exit`", "policy", "threshold", "min_layer", "max_layer", "kv_fill")
+    only_with(o, o.sweep is not None, "`sweep`", "out", "split", "num_prompts", "prefix_len", "batch_size",
+              "repeats", "embedder", "overwrite")
+    if o.speculative and o.layer != "last":
+        raise LayerwiseError(f"`speculative` drafts with `exit_layer` and verifies with the last layer: drop `layer` "
+                             f"{o.layer}", option="layer")
     if (o.sweep is not None or o.data is not None) and not o.early_exit:
         raise LayerwiseError("`sweep` and `data` go with `early_exit`: add `early_exit`")
     if not o.early_exit:
@@ -147,7 +155,7 @@ def run(options: GenerateOptions) -> dict[str, Any]:
     if o.speculative:
         from layerwise.inference.speculative import speculative_text
 
-        exit_layer = o.exit_layer or max(1, stack.num_layers // 2)
+        exit_layer = max(1, stack.num_layers // 2) if o.exit_layer is None else o.exit_layer
         if not 1 <= exit_layer < stack.num_layers:  # the rest is checked by speculative_generate, before any work
             raise LayerwiseError(f"`exit_layer` {exit_layer}: draft with layers 1..E, E in 1..{stack.num_layers - 1}")
         stack.model.to(dev)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,12 +29,32 @@ class NewGPTOptions(CommandOptions):
     data_dir: Folder | None = None
 
 
+def gpt_bytes(vocab_size: int, depth: int, dim: int, max_len: int) -> int:
+    """float32 bytes of an own GPT's weights: token and position embeddings (V·D + T·D, the head tied to the
+    token embedding) and per block 12·D² + 13·D (QKV, output, 4× MLP, two LayerNorms), plus the final norm."""
+    return 4 * (vocab_size * dim + max_len * dim + depth * (12 * dim * dim + 13 * dim) + 2 * dim)
+
+
+def machine_memory() -> int | None:
+    """Physical memory in bytes, where the system says."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def run(options: NewGPTOptions) -> dict[str, Any]:
     """Initialise the GPT, train its tokenizer, save both to ``out``; returns the bundle and its size."""
     o = options
     out = Path(o.out)
     if o.dim % o.heads:
         raise LayerwiseError(f"`heads` {o.heads} does not divide `dim` {o.dim}: pick a divisor")
+    need, have = gpt_bytes(o.vocab_size, o.depth, o.dim, o.max_len), machine_memory()
+    if have is not None and need > have:  # refused from the estimate, before torch tries to allocate it
+        raise LayerwiseError(f"a GPT of {o.depth} blocks × {o.dim} wide with {o.vocab_size} tokens and context "
+                             f"{o.max_len} needs {need / 2**30:.1f} GiB for its float32 weights alone, more than "
+                             f"this machine's {have / 2**30:.1f} GiB: pick a smaller `depth`, `dim`, `vocab_size` "
+                             "or `max_len`")
     from layerwise.checkpoints import save_model
     from layerwise.checkpoints.save import MODEL_FILES
 

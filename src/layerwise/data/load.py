@@ -71,6 +71,13 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 def _load_full(spec: str, split: str, data_dir: str | Path | None, columns: Columns | None) -> LayerwiseDataset:
     key = spec.lower()
+    path = Path(spec).expanduser()
+    if columns is not None and columns != Columns() and not (key.startswith("hf:") or path.suffix in TABLE_SUFFIXES
+                                                           or path.is_dir()):
+        given = [f"`{k}_column`" for k, v in (("text", columns.text), ("text_pair", columns.pair),
+                                              ("label", columns.label)) if v is not None]
+        raise LayerwiseError(f"{', '.join(given)} pick columns of a table (.tsv/.csv/.jsonl, a folder of them, or "
+                             f"hf: data), and {spec} is none: drop them", option=given[0][1:-1])
     if key.startswith("hf:"):
         from layerwise.data.hub import load_hf_dataset
 
@@ -89,7 +96,6 @@ def _load_full(spec: str, split: str, data_dir: str | Path | None, columns: Colu
         return load_tinyshakespeare(split, data_dir)
     if key in ("wikitext2", "wikitext-2"):
         return load_wikitext2(split, data_dir)
-    path = Path(spec).expanduser()
     if path.suffix == ".txt":
         if not path.exists():
             raise LayerwiseError(f"text file {path} not found: pass an existing .txt path")
