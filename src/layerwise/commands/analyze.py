@@ -59,7 +59,11 @@ def load(model: str, device, dtype: str):
 
 
 def check_pooling(pooling: str | None, bundle, model: str) -> None:
-    """``pooling`` chooses a token: refused for a model that takes one vector per sample (nothing to choose)."""
+    """``pooling`` chooses a token (one of ``POOLINGS``): refused for a model that takes one vector per sample."""
+    from layerwise.stack import POOLINGS
+
+    if pooling is not None and pooling not in POOLINGS:
+        raise LayerwiseError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}", option="pooling")
     if pooling is not None and bundle.inputs.modality == "vector":
         raise LayerwiseError(f"`pooling` chooses a token, and {model} takes one vector per sample: drop `pooling`",
                              option="pooling")
