@@ -67,6 +67,21 @@ def test_speculative_sampling_keeps_the_full_models_distribution():
     assert chisquare(*_pooled(observed.ravel(), drafted)).pvalue < 1e-6
 
 
+def test_a_request_that_fits_the_context_is_never_refused_for_its_drafts():
+    """gpt-tiny's context is 256 positions: a request 2 short of it drafts 2 tokens a round, not the 4 asked for,
+    and one that fills it exactly is decoded by the full model alone; greedy output is the full model's either way."""
+    stack = load_model("gpt-tiny").stack
+    stack.model.double()
+    assert stack.context_length == 256
+    for room in (2, 0):
+        prompt = [[7, 8, 9] * ((256 - 12 - room) // 3)]
+        prompt[0] += [5] * (256 - 12 - room - len(prompt[0]))  # exactly 256 - 12 - room tokens
+        full = generate(stack, prompt, max_new_tokens=12, pad_token_id=PAD).tokens
+        out, stats = speculative_generate(stack, prompt, 2, 4, max_new_tokens=12, pad_token_id=PAD)
+        assert torch.equal(out.tokens, full), room
+        assert (stats.drafted > 0) == (room > 0)
+
+
 def test_bad_speculative_input_raises():
     stack = load_model("gpt-tiny").stack
     with pytest.raises(LayerwiseError, match="exit layer 4"):

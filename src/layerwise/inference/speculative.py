@@ -98,11 +98,17 @@ def speculative_generate(stack: LayerStack, prompts: list[list[int]], exit_layer
     decoding = decoding or Greedy()
     if not isinstance(decoding, (Greedy, Sampling)):
         raise LayerwiseError(f"self-speculative decoding takes greedy or sampled decoding, not {decoding.name}")
-    check_generation(stack, stack.num_layers, prompts, max_new_tokens + num_draft)
+    check_generation(stack, stack.num_layers, prompts, max_new_tokens)
     if not 1 <= exit_layer < stack.num_layers:
         raise LayerwiseError(f"exit layer {exit_layer}: draft with layers 1..E for E in 1..{stack.num_layers - 1}")
     if num_draft < 1:
         raise LayerwiseError(f"num_draft={num_draft}: draft at least one token a round")
+    if stack.context_length is not None:  # a round's drafts need positions past the request: fewer near the end
+        num_draft = min(num_draft, stack.context_length - max(len(p) for p in prompts) - max_new_tokens)
+        if num_draft < 1:  # the request fills the context exactly: no room to draft, the full model decodes alone
+            full = generate(stack, prompts, decoding=decoding, max_new_tokens=max_new_tokens,
+                            eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed)
+            return full, SpeculativeStats()
     model, depth, e, n = _Model(stack), stack.num_layers, exit_layer, num_draft
     device = next(stack.model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
