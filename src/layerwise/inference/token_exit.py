@@ -85,8 +85,9 @@ def weights_per_token(stack: LayerStack) -> dict[str, int]:
     def matrices(module) -> int:
         return sum(p.numel() for p in module.parameters() if p.ndim == 2)
 
+    head = getattr(stack.readout, "head", None)
     return {"block": matrices(stack.blocks[0]), "head": matrices(stack.readout), "kv": 2 * stack.hidden_size ** 2,
-            "state_check": stack.hidden_size}
+            "state_check": stack.hidden_size, "vocab": getattr(head, "out_features", 0)}
 
 
 def compute_speedup(histogram: list[int], weights: dict[str, int], min_layer: int, max_layer: int,
