@@ -2,7 +2,7 @@
 
     python benchmarks/early_exit.py [--model runs/evidence/cifar-aligned] [--threads 1] [--repeats 7] [--quick] [--json]
 
---quick: --repeats 5 --n1 32 --n64 256 unless given. The model it trains (``--steps`` 300, a few minutes on 2
+--quick: --repeats 5 --n1 32 --n64 256 unless given. The model it trains (``--steps`` 200, a few minutes on 2
   cores) is cached under the user's cache folder (``quick_gpt.cache_dir()``, never the checkout) and reused; its
   test accuracy is printed and saved with the timings, and a model that scores under twice chance is refused.
 --json: after the table, print the figures as one JSON object on the last line of stdout.
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--model", default="runs/evidence/cifar-aligned")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=300, help="training steps when the model must be trained here")
+    ap.add_argument("--steps", type=int, default=200, help="training steps when the model must be trained here")
     ap.add_argument("--threshold", type=float, default=None, help="default: the τ giving ~2× layer speedup")
     ap.add_argument("--save", default=None, help="save the model trained here to this directory")
     ap.add_argument("--n1", type=int, default=64, help="samples timed at batch size 1")

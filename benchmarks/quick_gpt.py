@@ -119,7 +119,7 @@ def quick_gpt(objective: str = "aligned", log=print) -> Path:
         opt.step()
         opt.zero_grad(set_to_none=True)
         if steps % 50 == 0:
-            log(f"  step {steps}: aligned loss {float(loss.detach()):.3f} ({time.perf_counter() - start:.0f} s)")
+            log(f"  step {steps}: {objective} loss {float(loss.detach()):.3f} ({time.perf_counter() - start:.0f} s)")
         if time.perf_counter() - begun > BUDGET_S:
             log(f"  stopped at step {steps} of {r['steps']}: the {BUDGET_S:.0f} s budget is spent (a loaded machine)")
             break
