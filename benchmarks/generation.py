@@ -2,6 +2,7 @@
 
     python benchmarks/generation.py [--threads 1] [--repeats 3] [--new-tokens 64] [--long 544] [--quick] [--json]
         [--lm-model DIR …] [--skip-hf] [--skip-speculative] [--skip-exit] [--exit-thresholds 0.5,0.9]
+        [--saturation-thresholds 0.9,0.95] [--classifier-thresholds 0.5,0.8] [--check-every 1] [--draft-vocab 512]
 
 On a random-weight HF ``GPT2LMHeadModel`` (GPT-2 small's shape, 12 blocks × 768 wide, vocabulary 50257;
 --quick: 4 blocks × 256 wide) and random prompts of 32 tokens, one run prints side by side:
@@ -13,20 +14,24 @@ On a random-weight HF ``GPT2LMHeadModel`` (GPT-2 small's shape, 12 blocks × 768
 Timings: a warm-up, then ours and HF's interleaved per repeat (steadier on a shared machine), median.
 --json: after the table, print the figures as one JSON object on the last line of stdout.
 
-Self-speculative decoding (``--lm-model``, default runs/gpt/aligned and runs/gpt/standard from
-examples/evidence_gpt.sh; an aligned own GPT is trained into runs/bench-gpt when none is given or found): the
-(E, n) with the best greedy speed-up is chosen on held-out WikiText-2 prompts (``speculative.sweep``), then timed on
-other prompts at batch 1 and 8 against full greedy decoding, with the acceptance rate and a check that the tokens
-are identical. Target: ≥ 1.5× at batch 1.
+Decoding sections (``lm_decoding.py``) on trained decoders: ``--lm-model``, else runs/gpt/aligned and
+runs/gpt/standard from examples/evidence_gpt.sh when they exist, else (and always with --quick) the quick GPTs
+of ``quick_gpt.py``, aligned and standard, trained once and cached under the user's cache folder; a model whose
+greedy output from every layer is one repeated token is refused (exit status 2):
+- self-speculative decoding, with the full head and with the head rows of the ``--draft-vocab`` most frequent
+  training tokens as the draft: the best (E, n) on held-out WikiText-2 prompts (``speculative.sweep``), then timed
+  at batch 1 and 8 against full greedy decoding, with the acceptance rate and a check that the tokens are
+  identical (target ≥ 1.5× at batch 1);
+- per-token early exit (``inference.token_exit``, state propagation, row compaction) by confidence, hidden-state
+  saturation and the trained exit classifier (``--exit-thresholds``, ``--saturation-thresholds``,
+  ``--classifier-thresholds``, ``--check-every``): 8 WikiText-2 prompts at batch 1 and 8, timed interleaved with
+  full greedy decoding (``evaluation.exit_sweep.sweep_token_exit``), with the full-model perplexity of the text.
+Every decoding speed-up is printed beside the one predicted by the weights touched per token (measured / predicted;
+target ≥ 0.85). --json keys include speculative_speedup, identical, acceptance_rate, token_exit_speedup,
+token_exit_ppl_ratio, quick_model_perplexity, unigram_perplexity; NaN is written as null.
 
-Per-token early exit (``inference.token_exit``, CALM-style, confidence policy, state propagation) on the same
-models: 8 WikiText-2 prompts generated at batch 1 and at batch 8, full greedy decoding and early exit at two
-thresholds (``--exit-thresholds``) timed interleaved (``evaluation.exit_sweep.sweep_token_exit``): tokens/s and
-speedup, mean exit layer, the theoretical speedups, and the quality of the text (full-model perplexity,
-coherence with the packaged MiniLM, diversity). ``--skip-exit`` leaves it out.
-
-Structured as functions (``gpt2``, ``prompts``, ``ours``, ``hf``, ``throughput``, ``step_times``,
-``speculative_rows``, ``token_exit_rows``).
+Structured as functions (``gpt2``, ``prompts``, ``ours``, ``hf``, ``throughput``, ``step_times``, ``lm_models``,
+``refuse_degenerate``; the decoding rows in ``lm_decoding.py``).
 """
 
 from __future__ import annotations

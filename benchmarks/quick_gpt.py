@@ -2,8 +2,9 @@
 
 ``quick_gpt()`` trains an own GPT (6 blocks × 128 wide, byte-level BPE of 2,048 tokens, so one readout costs
 ≈ 1.3 blocks) on WikiText-2 valid with the aligned loss Σ_ℓ λ_ℓ CE_ℓ (λ_ℓ ∝ ℓ; layer-sampled, 2 drawn layers and
-the last a step: unbiased and cheaper) for ``RECIPE["steps"]`` steps (capped at ``BUDGET_S`` seconds), then scores it on WikiText-2 test against the unigram model of the same training text
-(add-one smoothed): a model that beats that has learned more than token frequencies. Beside the model it saves
+the last a step: unbiased and cheaper) for ``RECIPE["steps"]`` steps (capped at ``BUDGET_S`` seconds), then
+scores it on WikiText-2 test against the unigram model of the same training text (add-one smoothed): a model
+that beats that has learned more than token frequencies. Beside the model it saves
 the training text's token counts (the draft vocabulary) and an exit classifier trained on the model's own
 outputs. Everything lives under ``cache_dir()`` (``$LAYERWISE_BENCH_CACHE``, else ``$XDG_CACHE_HOME`` or
 ``~/.cache``, then ``layerwise/bench``) and is reused while ``quick.json`` says the recipe is the same.
