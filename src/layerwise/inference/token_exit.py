@@ -182,9 +182,10 @@ class TokenExitRunner:
         return self._run(new, torch.ones_like(new), prefill=False)
 
     def _decide(self, h: Tensor, previous: Tensor, rows: Tensor | None, memory: Memory, layer: int
-                ) -> tuple[Tensor, Tensor]:
-        """(who leaves (n,), the logits of the rows leaving) for the given rows (None: all), at their last
-        position; at max_layer every row leaves. Readout-free policies read out only the rows leaving."""
+                ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(who leaves (n,), the rows' last-position states (n, D), their logits (n, V) or None) for the given
+        rows (None: all); at max_layer every row leaves. Readout-free policies read out nothing here: the caller
+        reads out only the rows leaving, and only when there are some."""
         last = h[:, -1] if rows is None else h[rows, -1]
         sub = memory if rows is None else {k: v[rows] for k, v in memory.items()}
         if self.policy.reads_logits:
@@ -197,10 +198,7 @@ class TokenExitRunner:
         if rows is not None:
             for k, v in sub.items():
                 memory[k][rows] = v
-        leave = leave | (layer == self.hi)
-        if logits is None:
-            return leave, self.stack.readout(last[leave][:, None])[:, -1]
-        return leave, logits[leave]
+        return leave | (layer == self.hi), last, logits
 
     def _compact_block(self, i: int, state: StackState, frozen: Tensor, active: Tensor) -> StackState:
         """Block i in full for the active rows, only its K/V fill (of their frozen state) for the others."""
@@ -237,12 +235,16 @@ class TokenExitRunner:
             if ell < self.lo or left == 0 or not self.policy.evaluates(ell, self.hi):
                 continue
             rows = None if left == b else active.nonzero().squeeze(1)
-            leave, logits = self._decide(state.h, previous, rows, memory, ell)
+            leave, last, logits = self._decide(state.h, previous, rows, memory, ell)
             rows = (torch.arange(b, device=device) if rows is None else rows)[leave]
-            if rows.numel():  # a token is drawn only for the rows leaving, from their layer-ℓ logits
-                token[rows], layer[rows] = self.decoding.choose(logits, self.generator), ell
+            leaving = rows.numel()
+            if not leaving:
+                continue
+            # a token is drawn only for the rows leaving, from their layer-ℓ logits
+            logits = self.stack.readout(last[leave][:, None])[:, -1] if logits is None else logits[leave]
+            token[rows], layer[rows] = self.decoding.choose(logits, self.generator), ell
             active[rows] = False
-            left -= rows.numel()
+            left -= leaving
             if propagate:  # only the rows leaving now: earlier leavers keep their own, shallower state
                 frozen = torch.where((layer == ell)[:, None, None], state.h, frozen)
             if propagate and left == 0:
