@@ -78,9 +78,10 @@ def unigram_perplexity(train: torch.Tensor, test: torch.Tensor, vocab: int) -> f
     return math.exp(-float(p.log()[test].mean()))
 
 
-def quick_gpt(objective: str = "aligned", log=print) -> Path:
+def quick_gpt(objective: str = "aligned", log=print, aligned_layers: int | None = RECIPE["aligned_layers"]) -> Path:
     """The trained quick model's folder (trained here the first time, about 3 minutes); ``objective``: aligned
-    (the recipe's layer-sampled aligned loss) or standard (the last layer's CE only, for comparison)."""
+    (the recipe's layer-sampled aligned loss) or standard (the last layer's CE only, for comparison);
+    ``aligned_layers``: k layers drawn per step besides the last (None: every layer, the full aligned loss)."""
     from layerwise.checkpoints import load_model, save_model
     from layerwise.checkpoints.new import corpus_texts, new_gpt
     from layerwise.inference.draft_vocab import save_token_counts, token_counts
@@ -89,9 +90,12 @@ def quick_gpt(objective: str = "aligned", log=print) -> Path:
     from layerwise.training import make_optimizer
     from layerwise.training.objectives import ObjectiveModule, layer_weights
 
-    folder = cache_dir() / ("quick-gpt" if objective == "aligned" else f"quick-gpt-{objective}")
+    name = "quick-gpt" if objective == "aligned" else f"quick-gpt-{objective}"
+    if objective == "aligned" and aligned_layers != RECIPE["aligned_layers"]:
+        name += f"-k{aligned_layers}" if aligned_layers else "-full"
+    folder = cache_dir() / name
     meta = folder / "quick.json"
-    r = {**RECIPE, "objective": objective}
+    r = {**RECIPE, "objective": objective, "aligned_layers": aligned_layers}
     if meta.is_file() and json.loads(meta.read_text()).get("recipe") == r:
         return folder
     log(f"training the quick GPT into {folder} (once; about 3 minutes on one free core)")
