@@ -156,3 +156,19 @@ def test_bad_input(stacks):
         token_exit_generate(stack, PROMPTS, make_policy("classifier", 0.5, classifier=wrong))
     with pytest.raises(LayerwiseError, match="language models only"):
         EarlyExitRunner(load_model("vit-tiny").stack, make_policy("saturation", 0.9))
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_check_every_in_simulation_equals_the_rule_by_hand(every):
+    """Exit at the first evaluated layer ℓ ∈ {2, 2 + k, …} ∪ {6} whose max softmax reaches τ, computed in the
+    test from the probabilities; ``simulate`` (and so the classification runner and calibration) must agree."""
+    from layerwise.inference import simulate
+
+    logits = torch.randn(6, 200, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
+    top = logits.softmax(-1).amax(-1)
+    policy = make_policy("confidence", 0.7, min_layer=2, check_every=every)
+    got = simulate(policy, logits).layer
+    evaluated = [ell for ell in range(2, 7) if (ell - 2) % every == 0 or ell == 6]
+    ref = [next((ell for ell in evaluated if top[ell - 1, i] >= 0.7), 6) for i in range(200)]
+    assert got.tolist() == ref
+    assert len(set(ref)) >= 2

@@ -233,9 +233,10 @@ class PatiencePolicy(ExitPolicy):
         return lo, hi
 
     def check_window(self, lo: int, hi: int) -> None:
-        if self.threshold > hi - lo + 1:
-            raise LayerwiseError(f"patience k={self.threshold} can never trigger between layers {lo} and {hi}: "
-                                 f"pass k ≤ {hi - lo + 1}")
+        evaluated = sum(self.evaluates(ell, hi) for ell in range(lo, hi + 1))
+        if self.threshold > evaluated:
+            raise LayerwiseError(f"patience k={self.threshold} can never trigger on the {evaluated} layers evaluated "
+                                 f"between layers {lo} and {hi}: pass k ≤ {evaluated}")
 
     def start(self, batch_size: int, device: torch.device) -> Memory:
         return {"last": torch.full((batch_size,), -1, dtype=torch.long, device=device),
