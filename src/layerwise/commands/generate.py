@@ -206,14 +206,15 @@ def _batches(prompts: Sequence[Sequence[int]], size: int) -> list[list[list[int]
 
 
 def sweep_token_exit(stack: LayerStack, prompts: Sequence[Sequence[int]], thresholds: Sequence[float], *,
-                     policy: str = "confidence", min_layer: int = 1, max_layer: int | None = None,
-                     kv_fill: str = "propagate", decoding=None, max_new_tokens: int = 32,
+                     policy: str = "confidence", policy_options: dict | None = None, min_layer: int = 1,
+                     max_layer: int | None = None, kv_fill: str = "propagate", decoding=None, max_new_tokens: int = 32,
                      eos_token_id: int | None = None, pad_token_id: int = 0, batch_size: int = 8, repeats: int = 1,
                      seed: int = 0, tokenizer: Any = None, embedder: Any = None,
                      prefix_texts: Sequence[str] | None = None) -> dict:
     """Full decoding and early exit at every threshold on the same prompts (batches of ``batch_size``, batch i
     seeded with seed + i); timed interleaved (``repeats`` after a warm-up); quality scored afterwards.
     Coherence and diversity need ``tokenizer`` and ``embedder`` (with ``prefix_texts``), else they are left out.
+    ``policy_options``: keyword options of ``make_policy`` (``check_every``, ``classifier``).
 
     Per setting: tokens/s and the speedup over full decoding, mean exit layer, its histogram and the theoretical
     block speedup L / mean exit layer, the perplexity of the continuations under the full model
@@ -228,7 +229,7 @@ def sweep_token_exit(stack: LayerStack, prompts: Sequence[Sequence[int]], thresh
     from layerwise.inference.token_exit import TokenExitResult, check_token_exit, token_exit_generate
 
     decoding = decoding or Greedy()
-    policies = {t: make_policy(policy, t, min_layer, max_layer) for t in thresholds}
+    policies = {t: make_policy(policy, t, min_layer, max_layer, **(policy_options or {})) for t in thresholds}
     for p in policies.values():  # every setting refused before any generation
         check_token_exit(stack, p, kv_fill, decoding)
     batches = _batches(prompts, batch_size)
