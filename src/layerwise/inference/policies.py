@@ -70,6 +70,7 @@ class ExitPolicy:
     exit_above = True
     never_early: float = math.nan
     reads_logits = True  # False: ``state_scores`` decides from hidden states; the readout runs only on exit
+    needs_classifier = False  # True: the constructor takes ``classifier``, the model's trained exit classifier
 
     def __init__(self, threshold: float, min_layer: int = 1, max_layer: int | None = None, check_every: int = 1):
         self.threshold = threshold
@@ -273,7 +274,7 @@ class SaturationPolicy(ExitPolicy):
 class ClassifierPolicy(ExitPolicy):
     """Exit when the trained exit classifier's σ(wₗ·hˡ + bₗ) ≥ τ (``inference.exit_classifier``)."""
 
-    name, never_early, reads_logits = "classifier", 1.0, False
+    name, never_early, reads_logits, needs_classifier = "classifier", 1.0, False, True
 
     def __init__(self, threshold: float, min_layer: int = 1, max_layer: int | None = None, check_every: int = 1,
                  classifier=None):

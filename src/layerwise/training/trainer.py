@@ -75,6 +75,10 @@ class Trainer:
 
         self.cfg = cfg
         self.objective = O.get_objective(cfg.objective)
+        if cfg.aligned_layers is not None and O.ALIGNED not in O.get_objective(cfg.stage2).schedule:
+            raise LayerwiseError(f"`aligned_layers` draws the layers of the aligned loss, and objective "
+                                 f"{cfg.stage2!r} has none: use an aligned objective or drop `aligned_layers`",
+                                 option="aligned_layers")
         self.out = Path(cfg.out)
         self.folder = open_train_folder(cfg)
         self.accelerator = acc = make_accelerator(cfg)
@@ -95,6 +99,10 @@ class Trainer:
         self.train_ds, self.eval_ds = train_ds, eval_ds
         self.bundle = build_bundle(cfg, self.train_ds.num_classes)
         self.stack = self.bundle.stack
+        if cfg.aligned_layers is not None and self.stack.task != "lm":
+            raise LayerwiseError(f"`aligned_layers` samples the layers of a language model's aligned loss, and "
+                                 f"{cfg.model} is a {self.stack.task} model: drop `aligned_layers`",
+                                 option="aligned_layers")
         for ds in (train_ds, eval_ds):  # before any step: out-of-range labels would crash inside the loss
             ds.check_labels(self.stack.num_classes, cfg.model)
         self.pos = Position()
@@ -109,7 +117,8 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
         weights = O.layer_weights(self.stack.num_layers, cfg.layer_weights)
-        self.module = ObjectiveModule(self.stack, self.bundle.exit_heads, weights, cfg.cos_beta, cfg.lm_loss)
+        self.module = ObjectiveModule(self.stack, self.bundle.exit_heads, weights, cfg.cos_beta, cfg.lm_loss,
+                                      aligned_layers=cfg.aligned_layers, seed=cfg.seed)
         self.optimizer = make_optimizer(self.module, cfg.lr, cfg.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, self.total_steps, cfg.warmup_steps,
                                         [m * self.steps_per_epoch for m in cfg.milestones], cfg.gamma)
