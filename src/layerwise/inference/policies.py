@@ -278,11 +278,11 @@ class ClassifierPolicy(ExitPolicy):
 
     def __init__(self, threshold: float, min_layer: int = 1, max_layer: int | None = None, check_every: int = 1,
                  classifier=None):
+        self.classifier = classifier
+        super().__init__(threshold, min_layer, max_layer, check_every)  # the threshold and layers first
         if classifier is None:
             raise LayerwiseError("the classifier policy needs a trained exit classifier: make one with "
                                  "inference.exit_classifier.train_exit_classifier")
-        self.classifier = classifier
-        super().__init__(threshold, min_layer, max_layer, check_every)
 
     def check_threshold(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
