@@ -1,6 +1,6 @@
 """The command-line flags of issue 23 against the library calls they map to: ``generate --check-every``,
 ``--policy saturation | classifier``, ``--draft-vocab``, ``exit --check-every``, ``train-exit-classifier``,
-``train --aligned-layers``, and the token counts ``new-gpt`` saves.
+``train --aligned-layers``, and the token counts ``new-gpt`` saves and ``train`` copies along.
 
 Each CLI run is compared with the library function called directly on the same model. That is a second path
 through the same library, which is enough here because the functions themselves are tested against independent
@@ -67,6 +67,16 @@ def test_new_gpt_saves_the_token_counts_of_its_corpus(gpt):
     reference = torch.bincount(torch.tensor(ids), minlength=len(tok))
     assert torch.equal(load_token_counts(gpt), reference)
     assert json.loads((gpt / "token_counts.json").read_text())["corpus"] == "tinyshakespeare"
+
+
+def test_train_copies_the_token_counts_along(gpt, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "trained"
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--model", gpt, "--data", "tinyshakespeare", "--limit", "4",
+                           "--eval-limit", "2", "--seq-len", "32", "--batch-size", "4", "--epochs", "1", "--cpu",
+                           "--no-progress", "--out", out)
+    assert code == 0, err
+    assert torch.equal(load_token_counts(out), load_token_counts(gpt))
+    assert "token_counts.safetensors" in json.loads((out / ".layerwise.json").read_text())["files"]
 
 
 def test_generate_saturation_with_check_every_decodes_as_token_exit_text(gpt, monkeypatch, capsys):

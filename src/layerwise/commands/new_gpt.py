@@ -59,9 +59,9 @@ def run(options: NewGPTOptions) -> dict[str, Any]:
                              "or `max_len`")
     from layerwise.checkpoints import save_model
     from layerwise.checkpoints.save import MODEL_FILES
-    from layerwise.inference.draft_vocab import COUNTS, META
+    from layerwise.inference.draft_vocab import FILES
 
-    folder = open_run_folder(out, "new-gpt", overwrite=o.overwrite, outputs=(*MODEL_FILES, COUNTS, META))
+    folder = open_run_folder(out, "new-gpt", overwrite=o.overwrite, outputs=(*MODEL_FILES, *FILES))
     from layerwise.checkpoints.new import corpus_texts, new_gpt
     from layerwise.data.corpora import encode_text
     from layerwise.inference.draft_vocab import save_token_counts, token_counts

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from layerwise.errors import LayerwiseError
 
 COUNTS, META = "token_counts.safetensors", "token_counts.json"
+FILES = (COUNTS, META)  # the run-folder patterns of a command that saves or copies counts
 
 
 def token_counts(ids: Iterable[Tensor | list[int]], vocab_size: int) -> Tensor:
@@ -56,6 +57,17 @@ def save_token_counts(folder: str | Path, counts: Tensor, corpus: str = "", over
     save_file({"counts": counts.long().contiguous()}, str(paths[0]))
     paths[1].write_text(json.dumps({"corpus": corpus, "tokens": int(counts.sum()), "vocab_size": counts.numel()}))
     return paths
+
+
+def copy_token_counts(source: str | Path, folder: str | Path) -> list[Path]:
+    """Copy the counts saved beside the model in ``source`` (when it has them) to ``folder``, the folder of a
+    model trained from it: the same tokenizer, so the same token ids. Returns the files written."""
+    import shutil
+
+    source, folder = Path(source), Path(folder)
+    if not (source / COUNTS).is_file() or source.resolve() == folder.resolve():
+        return []
+    return [Path(shutil.copyfile(source / name, folder / name)) for name in FILES if (source / name).is_file()]
 
 
 def load_token_counts(folder: str | Path) -> Tensor:

@@ -41,6 +41,7 @@ from layerwise.checkpoints import save_model
 from layerwise.checkpoints.save import MODEL_FILES
 from layerwise.data import load_dataset, make_loader, to_device
 from layerwise.errors import LayerwiseError
+from layerwise.inference.draft_vocab import FILES as COUNT_FILES, copy_token_counts
 from layerwise.training.scores import evaluate_layers, task_metric_name
 from layerwise.report.serialize import atomic_write_text, jsonable
 from layerwise.run_folder import RunFolder, open_run_folder
@@ -55,7 +56,7 @@ from layerwise.training.schedules import epoch_order, make_optimizer, make_sched
 from layerwise.training.setup import build_bundle, make_accelerator
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-OUTPUTS = (LOG, METRICS, CHECKPOINTS, *MODEL_FILES)  # every top-level entry a training run writes
+OUTPUTS = (LOG, METRICS, CHECKPOINTS, *MODEL_FILES, *COUNT_FILES)  # every top-level entry a training run writes
 
 
 def open_train_folder(cfg: TrainConfig) -> RunFolder:
@@ -242,6 +243,7 @@ class Trainer:
             self.bundle.meta["training"] = {k: v for k, v in jsonable(cfg.model_dump()).items()
                                             if k not in RUN_ONLY_KEYS}
             save_model(self.bundle, self.out)
+            copy_token_counts(cfg.model, self.out)  # the draft vocabulary of `generate`'s `draft_vocab`
             atomic_write_text(json.dumps({"command": "train", **record}, indent=2), self.out / METRICS)
             self.folder.record()
         acc.wait_for_everyone()
