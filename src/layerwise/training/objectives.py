@@ -242,7 +242,8 @@ class ObjectiveModule(nn.Module):
     ``lm_loss="chunked"`` computes Σ_ℓ w_ℓ CE_ℓ with ``training.lm_loss.chunked_lm_loss`` (no layer's full
     logits are kept); ``"naive"`` goes through ``layer_losses`` like every other task.
     ``aligned_layers`` k: every loss over all L layers reads out only the last layer and k drawn ones, with the
-    unbiased weights of ``training.lm_loss.sampled_layer_weights`` (draws from a generator seeded with ``seed``).
+    unbiased weights of ``training.lm_loss.sampled_layer_weights``. The draws of optimizer step s come from a
+    generator seeded with (``seed``, s) (``draw_for_step``), so a resumed run draws what the killed one would have.
     """
 
     def __init__(self, stack: LayerStack, exit_heads: nn.ModuleList | None, weights: Tensor, beta: float,
@@ -252,10 +253,14 @@ class ObjectiveModule(nn.Module):
             raise LayerwiseError(f"unknown LM loss {lm_loss!r}: use one of {', '.join(LM_LOSSES)}")
         if aligned_layers is not None:
             sampled_layer_weights(weights.float(), aligned_layers)  # refuses a k out of range before training
-        self.aligned_layers, self.layer_draws = aligned_layers, torch.Generator().manual_seed(seed)
+        self.aligned_layers, self.seed, self.layer_draws = aligned_layers, seed, torch.Generator().manual_seed(seed)
         self.stack, self.exit_heads, self.beta = stack, exit_heads, beta
         self.chunked = lm_loss == "chunked" and stack.task == "lm"
         self.register_buffer("weights", weights.float(), persistent=False)
+
+    def draw_for_step(self, step: int) -> None:
+        """Reseed the layer draws for optimizer step ``step``: no state to checkpoint, bitwise on resume."""
+        self.layer_draws.manual_seed(self.seed * 2**32 + step)
 
     def forward(self, batch: dict[str, Tensor], phase: Phase | str) -> Tensor:
         return get_phase(phase).loss(StackLosses(self, batch))

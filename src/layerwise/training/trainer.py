@@ -164,6 +164,7 @@ class Trainer:
     def step(self, micro_batches: Sequence[dict[str, Tensor]]) -> float:
         """One optimizer step over ``grad_accum`` micro-batches; returns their mean loss."""
         acc, phase = self.accelerator, O.get_objective(self.cfg.stage2).phase(self.pos.step)
+        self.module.draw_for_step(self.pos.step)  # the aligned-layers draws of this step, whatever came before
         total = 0.0
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
