@@ -2,6 +2,7 @@
 
     python benchmarks/generation.py [--threads 1] [--repeats 3] [--new-tokens 64] [--long 544] [--quick] [--json]
         [--lm-model DIR …] [--skip-hf] [--skip-speculative] [--skip-exit] [--exit-thresholds 0.5,0.9]
+        [--saturation-thresholds 0.9,0.95] [--classifier-thresholds 0.5,0.8] [--check-every 1] [--draft-vocab 512]
 
 On a random-weight HF ``GPT2LMHeadModel`` (GPT-2 small's shape, 12 blocks × 768 wide, vocabulary 50257;
 --quick: 4 blocks × 256 wide) and random prompts of 32 tokens, one run prints side by side:
@@ -13,35 +14,39 @@ On a random-weight HF ``GPT2LMHeadModel`` (GPT-2 small's shape, 12 blocks × 768
 Timings: a warm-up, then ours and HF's interleaved per repeat (steadier on a shared machine), median.
 --json: after the table, print the figures as one JSON object on the last line of stdout.
 
-Self-speculative decoding (``--lm-model``, default runs/gpt/aligned and runs/gpt/standard from
-examples/evidence_gpt.sh; an aligned own GPT is trained into runs/bench-gpt when none is given or found): the
-(E, n) with the best greedy speed-up is chosen on held-out WikiText-2 prompts (``speculative.sweep``), then timed on
-other prompts at batch 1 and 8 against full greedy decoding, with the acceptance rate and a check that the tokens
-are identical. Target: ≥ 1.5× at batch 1.
+Decoding sections (``lm_decoding.py``) on trained decoders: ``--lm-model``, else runs/gpt/aligned and
+runs/gpt/standard from examples/evidence_gpt.sh when they exist, else (and always with --quick) the quick GPTs
+of ``quick_gpt.py``, aligned and standard, trained once and cached under the user's cache folder; a model whose
+greedy output from every layer is one repeated token is refused (exit status 2):
+- self-speculative decoding, with the full head and with the head rows of the ``--draft-vocab`` most frequent
+  training tokens as the draft: the best (E, n) on held-out WikiText-2 prompts (``speculative.sweep``), then timed
+  at batch 1 and 8 against full greedy decoding, with the acceptance rate and a check that the tokens are
+  identical (target ≥ 1.5× at batch 1);
+- per-token early exit (``inference.token_exit``, state propagation, row compaction) by confidence, hidden-state
+  saturation and the trained exit classifier (``--exit-thresholds``, ``--saturation-thresholds``,
+  ``--classifier-thresholds``, ``--check-every``): 8 WikiText-2 prompts at batch 1 and 8, timed interleaved with
+  full greedy decoding (``commands.generate.sweep_token_exit``), with the full-model perplexity of the text.
+Every decoding speed-up is printed beside the one predicted by the weights touched per token (measured / predicted;
+target ≥ 0.85). --json keys include speculative_speedup, identical, acceptance_rate, token_exit_speedup,
+token_exit_ppl_ratio, quick_model_perplexity, unigram_perplexity; NaN is written as null.
 
-Per-token early exit (``inference.token_exit``, CALM-style, confidence policy, state propagation) on the same
-models: 8 WikiText-2 prompts generated at batch 1 and at batch 8, full greedy decoding and early exit at two
-thresholds (``--exit-thresholds``) timed interleaved (``commands.generate.sweep_token_exit``): tokens/s and
-speedup, mean exit layer, the theoretical speedups, and the quality of the text (full-model perplexity,
-coherence with the packaged MiniLM, diversity). ``--skip-exit`` leaves it out.
-
-Structured as functions (``gpt2``, ``prompts``, ``ours``, ``hf``, ``throughput``, ``step_times``,
-``speculative_rows``, ``token_exit_rows``).
+Structured as functions (``gpt2``, ``prompts``, ``ours``, ``hf``, ``throughput``, ``step_times``, ``lm_models``,
+``refuse_degenerate``; the decoding rows in ``lm_decoding.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from layerwise.inference.decoding import Greedy
 from layerwise.inference.generation import generate
-from layerwise.inference.speculative import speculative_generate, sweep
 from layerwise.inference.timing import interleaved
 from layerwise.stack import LayerStack
 
@@ -117,109 +122,29 @@ def step_times(stack: LayerStack, ids: Tensor, new_tokens: int, positions: tuple
     return {p: statistics.median(r) for p, r in rates.items()}
 
 
-def corpus_prompts(tokenizer, count: int, length: int, seed: int) -> list[list[int]]:
-    """``count`` prompts of ``length`` tokens cut at seeded offsets of the WikiText-2 test text."""
-    from layerwise.data import load_dataset
+def lm_models(args) -> list[str]:
+    """The trained decoders of the decoding sections: --lm-model, else (without --quick) the evidence run's
+    aligned and standard GPTs when they exist, else the cached quick GPT (``quick_gpt``), trained once."""
+    from quick_gpt import quick_gpt
 
-    ids = tokenizer.encode(load_dataset("wikitext2", "test").text[:400_000], add_special_tokens=False)
-    starts = torch.randint(0, len(ids) - length, (count,), generator=torch.Generator().manual_seed(seed))
-    return [ids[s:s + length] for s in starts.tolist()]
-
-
-def trained_gpt(quick: bool):
-    """An aligned own GPT trained here (runs/bench-gpt) when no trained model is given: tinyshakespeare,
-    a few hundred steps (--quick: a few)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path("runs/bench-gpt" + ("-quick" if quick else ""))
-    if not (root / "aligned" / "model.safetensors").exists():
-        cli = [sys.executable, "-m", "layerwise.cli"]
-        if not (root / "init").exists():
-            subprocess.run([*cli, "new-gpt", "--corpus", "tinyshakespeare", "--vocab-size", "2048", "--depth", "4",
-                            "--dim", "128", "--heads", "4", "--out", str(root / "init")], check=True)
-        subprocess.run([*cli, "train", "--model", str(root / "init"), "--data", "tinyshakespeare", "--objective",
-                        "aligned", "--epochs", "1", "--limit", "64" if quick else "2000", "--eval-limit", "8",
-                        "--batch-size", "16", "--seq-len", "128", "--lr", "1e-3", "--no-progress",
-                        "--out", str(root / "aligned")], check=True)
-    return str(root / "aligned")
+    if args.lm_model:
+        return args.lm_model
+    found = [] if args.quick else [m for m in ("runs/gpt/aligned", "runs/gpt/standard") if Path(m).is_dir()]
+    return found or [str(quick_gpt("aligned")), str(quick_gpt("standard"))]
 
 
-def speculative_rows(model_dir: str, batches: tuple[int, ...], new_tokens: int, repeats: int, quick: bool) -> dict:
-    """Best (E, n) on 4 held-out prompts, then full vs self-speculative greedy tokens/s on other prompts."""
+def refuse_degenerate(models: list[str]) -> None:
+    """Stop (exit status 2) before any speculative or early-exit figure of a model whose greedy output from
+    every layer is one repeated token: acceptance and exits would be perfect and mean nothing."""
     from layerwise.checkpoints import load_model
+    from lm_decoding import corpus_prompts
+    from quick_gpt import degenerate
 
-    bundle = load_model(model_dir)
-    stack, tok = bundle.stack, bundle.inputs.tokenizer
-    depth = stack.num_layers
-    held_out = corpus_prompts(tok, 4, 32, seed=1)
-    grid = sweep(stack, held_out, list(range(1, depth)), [2, 4] if quick else [2, 3, 4, 6],
-                 max_new_tokens=new_tokens, repeats=1)
-    best = grid["best"] or max(grid["runs"], key=lambda r: r["speedup"])
-    e, n = best["exit_layer"], best["num_draft"]
-    out = {"model": model_dir, "layers": depth, "exit_layer": e, "num_draft": n, "sweep": grid["runs"]}
-    for batch in batches:
-        ids = corpus_prompts(tok, batch, 32, seed=100 + batch)
-        full = generate(stack, ids, max_new_tokens=new_tokens).tokens
-        spec, stats = speculative_generate(stack, ids, e, n, max_new_tokens=new_tokens)
-        t = interleaved({"full": lambda: generate(stack, ids, max_new_tokens=new_tokens),
-                         "speculative": lambda: speculative_generate(stack, ids, e, n, max_new_tokens=new_tokens)},
-                        repeats)
-        out[f"batch {batch}"] = {"full_tokens_per_s": batch * new_tokens / t["full"],
-                                 "speculative_tokens_per_s": batch * new_tokens / t["speculative"],
-                                 "speculative_speedup": t["full"] / t["speculative"],
-                                 "acceptance_rate": stats.acceptance_rate,
-                                 "identical": bool(torch.equal(spec.tokens, full))}
-    return out
-
-
-def token_exit_rows(model_dir: str, batches: tuple[int, ...], new_tokens: int, repeats: int,
-                    thresholds: list[float], embedder) -> dict:
-    """Full greedy vs per-token early exit at each threshold, on the same 8 prompts at every batch size (greedy
-    exits are per row, so the tokens and quality do not depend on the batch; the speed does)."""
-    from layerwise.checkpoints import load_model
-    from layerwise.commands.generate import sweep_token_exit
-
-    bundle = load_model(model_dir)
-    stack, tok = bundle.stack, bundle.inputs.tokenizer
-    ids = corpus_prompts(tok, 8, 32, seed=200)
-    texts = [tok.decode(p) for p in ids]
-    out = {"model": model_dir, "layers": stack.num_layers}
-    for batch in batches:
-        out[f"batch {batch}"] = sweep_token_exit(stack, ids, thresholds, max_new_tokens=new_tokens, batch_size=batch,
-                                                 repeats=repeats, tokenizer=tok, embedder=embedder,
-                                                 prefix_texts=texts)
-    return out
-
-
-def early_exit_section(args, figures: dict) -> None:
-    from pathlib import Path
-
-    from layerwise.evaluation.generation_metrics import Embedder
-
-    models = args.lm_model or [m for m in ("runs/gpt/aligned", "runs/gpt/standard") if Path(m).is_dir()]
-    models = models or [trained_gpt(args.quick)]
-    thresholds = [float(t) for t in args.exit_thresholds.split(",")]
-    embedder = Embedder("minilm")
-    print(f"\nper-token early exit (confidence policy, state propagation), greedy, {args.new_tokens} new tokens after "
-          f"8 WikiText-2 prompts of 32 tokens; speedup = tokens/s over full greedy, interleaved")
-    print(f"{'model':>22} {'batch':>5} {'τ':>5} {'tok/s':>8} {'speedup':>8} {'L/mean':>7} {'weights':>8} "
-          f"{'exit':>5} {'ppl':>7} {'coher.':>7} {'divers.':>8}")
     for path in models:
-        rows = token_exit_rows(path, (1, 8), args.new_tokens, args.repeats, thresholds, embedder)
-        summary = {}
-        for batch in (1, 8):
-            res = rows[f"batch {batch}"]
-            for r in [res["full"], *res["sweep"]]:
-                t = "full" if r["threshold"] is None else f"{r['threshold']:g}"
-                print(f"{path[-22:]:>22} {batch:>5} {t:>5} {r['tokens_per_s']:>8.1f} {r['speedup']:>8.2f} "
-                      f"{r['layer_speedup']:>7.2f} {r['compute_speedup']:>8.2f} {r['mean_exit_layer']:>5.2f} "
-                      f"{r['perplexity']:>7.1f} {r['coherence']:>7.3f} {r['diversity']['words']:>8.3f}")
-                summary.setdefault(f"batch {batch}", {})[t] = {
-                    k: r[k] for k in ("speedup", "tokens_per_s", "perplexity", "mean_exit_layer", "layer_speedup",
-                                      "compute_speedup", "coherence")} | {"diversity": r["diversity"]["words"]}
-        figures.setdefault("early_exit", {})[path] = summary
+        bundle = load_model(path)
+        if degenerate(bundle.stack, corpus_prompts(bundle.inputs.tokenizer, 4, 32, seed=3)):
+            sys.exit(f"error: {path} greedily emits one repeated token from every layer: its speculative and "
+                     "early-exit figures would measure nothing; train it longer")
 
 
 def main() -> None:
@@ -237,6 +162,11 @@ def main() -> None:
     ap.add_argument("--skip-speculative", action="store_true", help="leave out self-speculative decoding")
     ap.add_argument("--skip-exit", action="store_true", help="leave out per-token early exit")
     ap.add_argument("--exit-thresholds", default="0.5,0.9", help="confidence thresholds of the early-exit section")
+    ap.add_argument("--saturation-thresholds", default="0.9,0.95", help="cos(h^l, h^l-1) thresholds")
+    ap.add_argument("--classifier-thresholds", default="0.5,0.8", help="exit-classifier probability thresholds")
+    ap.add_argument("--check-every", type=int, default=1, help="evaluate the exit signal every k layers")
+    ap.add_argument("--draft-vocab", type=int, default=512, help="V': rows of the reduced draft head (0: none)")
+    ap.add_argument("--coherence", action="store_true", help="also score coherence with the packaged MiniLM")
     args = ap.parse_args()
     if args.quick:
         ap.set_defaults(repeats=2, new_tokens=16)
@@ -251,34 +181,33 @@ def main() -> None:
                      "prompt_len": args.prompt_len}
     if not args.skip_hf:
         hf_section(args, model, stack, figures)
-    if not args.skip_speculative:
-        speculative_section(args, figures)
-    if not args.skip_exit:
-        early_exit_section(args, figures)
+    if not (args.skip_speculative and args.skip_exit):
+        from lm_decoding import early_exit_section, speculative_section
+        from quick_gpt import quick_figures
+
+        models = lm_models(args)
+        refuse_degenerate(models)
+        for path in reversed(models):  # the first model's figures are the headline
+            if (Path(path) / "quick.json").is_file():
+                q = figures.setdefault("quick_models", {})[path] = quick_figures(Path(path))
+                figures.update(q)
+                print(f"\nquick GPT ({path}): quick_model_perplexity {q['quick_model_perplexity']:.1f} on WikiText-2 "
+                      f"test, unigram_perplexity {q['unigram_perplexity']:.1f}; teacher-forced agreement of each "
+                      f"layer's greedy token with the last layer's: "
+                      f"{', '.join(f'{a:.2f}' for a in q['quick_model_layer_agreement'])}")
+        if not args.skip_speculative:
+            speculative_section(models, args, figures)
+        if not args.skip_exit:
+            embedder = None
+            if args.coherence:
+                from layerwise.evaluation.generation_metrics import Embedder
+
+                embedder = Embedder("minilm")
+            early_exit_section(models, args, figures, embedder)
     if args.json:
-        print(json.dumps(figures))
+        from quick_gpt import dumps
 
-
-def speculative_section(args, figures: dict) -> None:
-    from pathlib import Path
-
-    models = args.lm_model or [m for m in ("runs/gpt/aligned", "runs/gpt/standard") if Path(m).is_dir()]
-    models = models or [trained_gpt(args.quick)]
-    print(f"\nself-speculative greedy decoding, {args.new_tokens} new tokens after 32-token WikiText-2 prompts")
-    print(f"{'model':>22} {'batch':>5} {'E':>3} {'n':>3} {'full tok/s':>11} {'spec tok/s':>11} {'speedup':>8} "
-          f"{'accept':>7} {'tokens':>10}")
-    for path in models:
-        rows = speculative_rows(path, (1, 8), args.new_tokens, args.repeats, args.quick)
-        figures.setdefault("speculative", {})[path] = rows
-        for batch in (1, 8):
-            r = rows[f"batch {batch}"]
-            print(f"{path[-22:]:>22} {batch:>5} {rows['exit_layer']:>3} {rows['num_draft']:>3} "
-                  f"{r['full_tokens_per_s']:>11.1f} {r['speculative_tokens_per_s']:>11.1f} "
-                  f"{r['speculative_speedup']:>8.2f} {r['acceptance_rate']:>7.2f} "
-                  f"{'identical' if r['identical'] else 'DIFFER':>10}")
-    first = figures["speculative"][models[0]]["batch 1"]
-    figures.update(speculative_speedup=first["speculative_speedup"], identical=first["identical"],
-                   acceptance_rate=first["acceptance_rate"])
+        print(dumps(figures))
 
 
 def hf_section(args, model, stack: LayerStack, figures: dict) -> None:

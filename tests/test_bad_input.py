@@ -349,6 +349,22 @@ def _nothing_trained(f: Folder) -> None:
     assert not any((f.path / "out").glob("*/*")), "lpft trained before refusing its input"
 
 
+def _no_model_trained(f: Folder) -> None:
+    assert not (f.path / "run" / "model.safetensors").exists(), "train trained before refusing its input"
+
+
+def _classifier_exists(f: Folder) -> list[str]:
+    """A model folder that already holds an exit classifier (a placeholder: it is refused before being read)."""
+    model = f.model("gpt-tiny")
+    f.write("model/exit_classifier.safetensors", b"mine")
+    return ["train-exit-classifier", "--model", str(model), "--data", "tinyshakespeare"]
+
+
+def _classifier_unchanged(f: Folder) -> None:
+    assert (f.path / "model" / "exit_classifier.safetensors").read_bytes() == b"mine"
+    assert not (f.path / "model" / "exit_classifier.json").exists()
+
+
 CASES: dict[str, Case] = {
     # --out, checked before loading, in every command
     "analyze-out-is-file": Case(_out("analyze", False), r"--out .*taken is an existing file: pass a folder"),
@@ -408,6 +424,36 @@ CASES: dict[str, Case] = {
                                        naming("--out", "only applies with --sweep")),
     "generate-threshold-without-early-exit": Case(_flags("generate", "--prompt", "x", "--threshold", "0.5"),
                                                   naming("--threshold", "only applies with --early-exit")),
+    # issue 23: cheap exit signals, the reduced-vocabulary draft, the layer-sampled aligned loss
+    "generate-check-every-zero": Case(_flags("generate", "--prompt", "x", "--early-exit", "--check-every", "0"),
+                                      r"--check-every: Input should be greater than 0"),
+    "generate-check-every-without-early-exit": Case(_flags("generate", "--prompt", "x", "--check-every", "2"),
+                                                    naming("--check-every", "only applies with --early-exit")),
+    "generate-draft-vocab-without-speculative": Case(_flags("generate", "--prompt", "x", "--draft-vocab", "10"),
+                                                     naming("--draft-vocab", "only applies with --speculative")),
+    "generate-classifier-policy-without-classifier": Case(
+        lambda f: ["generate", "--model", str(f.model("gpt-tiny")), "--prompt", "x", "--early-exit", "--policy",
+                   "classifier"], naming("holds no exit classifier", "train-exit-classifier", "--policy")),
+    "generate-draft-vocab-without-counts": Case(
+        lambda f: ["generate", "--model", str(f.model("gpt-tiny")), "--prompt", "x", "--speculative",
+                   "--draft-vocab", "10"], naming("holds no token counts", "new-gpt", "save_token_counts")),
+    "exit-check-every-zero": Case(_flags("exit", "--check-every", "0"), r"--check-every: Input should be greater than 0"),
+    "train-aligned-layers-out-of-range": Case(
+        _train("--model", "gpt-tiny", "--data", "tinyshakespeare", "--objective", "aligned", "--aligned-layers", "99",
+               "--limit", "8", "--eval-limit", "2", "--seq-len", "16", "--batch-size", "4"),
+        naming("--aligned-layers 99", "draw 1.."), after=_no_model_trained),
+    "train-aligned-layers-standard-objective": Case(
+        _train("--model", "gpt-tiny", "--data", "tinyshakespeare", "--objective", "standard", "--aligned-layers", "1"),
+        naming("--aligned-layers", "'standard'", "aligned objective"), after=_no_model_trained),
+    "train-aligned-layers-not-lm": Case(
+        _train("--model", "mlp-residual", "--data", "digits", "--objective", "aligned", "--aligned-layers", "1",
+               "--limit", "64", "--eval-limit", "32"),
+        naming("--aligned-layers", "classification model"), after=_no_model_trained),
+    "train-exit-classifier-exists": Case(_classifier_exists, naming("already holds an exit classifier", "--overwrite"),
+                                         after=_classifier_unchanged),
+    "train-exit-classifier-not-a-folder": Case(
+        lambda f: ["train-exit-classifier", "--model", "gpt-tiny", "--data", "tinyshakespeare"],
+        naming("--model gpt-tiny", "not a folder")),
     "analyze-text-column-not-table": Case(_flags("analyze", "--text-column", "sentence"),
                                           naming("--text-column", "table", "digits")),
     "analyze-probe-limit-without-probe": Case(_flags("analyze", "--no-probe", "--probe-limit", "10"),

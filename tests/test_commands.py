@@ -83,7 +83,7 @@ def _options(name: str) -> type:
 
 
 @pytest.mark.parametrize("name", ["analyze", "compare", "exit", "connect", "gen-eval", "generate", "lpft", "train",
-                                  "truncate", "new-gpt", "report", "reproduce"])
+                                  "truncate", "new-gpt", "report", "reproduce", "train-exit-classifier"])
 def test_options_hold_every_flag_with_its_default(name):
     command = _commands()[name]
     fields = _options(name).model_fields

@@ -17,6 +17,7 @@ def exit_command(
     data: str = typer.Option(..., help="labelled classification data set"),
     policy: str = typer.Option("confidence", help="confidence | entropy | patience, or any registered policy"),
     threshold: float = typer.Option(0.9, help="τ: max softmax ≥ τ, entropy ≤ τ, or patience k"),
+    check_every: int = typer.Option(1, help="evaluate the exit signal only every k-th layer (and at the last)"),
     out: Path = typer.Option(Path("runs/exit"), help="output directory"),
     split: str = typer.Option("test"),
     limit: Optional[int] = typer.Option(None),

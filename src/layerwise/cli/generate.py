@@ -28,10 +28,15 @@ def generate(
                                      "1..--exit-layer, verify with the full model (same output as the full model)"),
     exit_layer: Optional[int] = typer.Option(None, help="draft layer E of --speculative [L/2]"),
     num_draft: int = typer.Option(4, help="tokens drafted per round with --speculative"),
+    draft_vocab: Optional[int] = typer.Option(None, help="--speculative: draft with the LM head's rows of the V' "
+                                              "most frequent training tokens (counts saved by new-gpt) [all]"),
     early_exit: bool = typer.Option(False, "--early-exit", help="per-token early exit (CALM): each token leaves "
                                     "at the first layer where --policy is met"),
-    policy: str = typer.Option("confidence", help="early-exit policy: confidence | entropy | patience, or any registered policy"),
-    threshold: float = typer.Option(0.9, help="early-exit threshold τ (confidence ≥ τ, entropy ≤ τ nats, patience k)"),
+    policy: str = typer.Option("confidence", help="early-exit policy: confidence | entropy | patience | saturation | "
+                               "classifier (needs train-exit-classifier), or any registered policy"),
+    threshold: float = typer.Option(0.9, help="early-exit threshold τ (confidence ≥ τ, entropy ≤ τ nats, patience k, "
+                                    "saturation cos(hˡ, hˡ⁻¹) ≥ τ, classifier probability ≥ τ)"),
+    check_every: int = typer.Option(1, help="--early-exit: evaluate the exit signal only every k-th layer"),
     min_layer: int = typer.Option(1, help="first layer a token may exit at"),
     max_layer: Optional[int] = typer.Option(None, help="last layer: every token exits there at the latest [L]"),
     kv_fill: str = typer.Option("propagate", help="keys/values of skipped layers: propagate (the exited state, "
@@ -68,7 +73,8 @@ def generate(
         stats = result["stats"]
         for text in result["texts"]:
             typer.echo(text)
-        typer.echo(f"early exit ({o.policy} τ={o.threshold:g}, kv fill {o.kv_fill}): mean exit layer "
+        typer.echo(f"early exit ({o.policy} τ={o.threshold:g}, every {o.check_every} layers, kv fill {o.kv_fill}): "
+                   f"mean exit layer "
                    f"{stats['mean_exit_layer']:.2f} of {result['num_layers']}, exits per layer "
                    f"{stats['exit_histogram']}; theoretical speedup: blocks {stats['layer_speedup']:.2f}×, weights "
                    f"touched (readouts and K/V fills counted) {stats['compute_speedup']:.2f}×", err=True)

@@ -49,6 +49,9 @@ def train_command(
     seq_len: Optional[int] = typer.Option(None, help="language models: tokens per training block"),
     lm_loss: Optional[str] = typer.Option(
         None, help="language models: chunked (per-layer CE without full logits) | naive [chunked]"),
+    aligned_layers: Optional[int] = typer.Option(
+        None, help="language models, aligned objectives: read out the last layer and k drawn ones per step "
+        "(unbiased weights) instead of every layer [all]"),
     eval_split: Optional[str] = typer.Option(None, help="split evaluated after every epoch [test]"),
     train_split: Optional[str] = typer.Option(None, help="split trained on [train]; wikitext2 has only valid/test"),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N optimizer steps (and each epoch)"),

@@ -25,6 +25,7 @@ class ExitOptions(CommandOptions):
     data: str
     policy: str = "confidence"  # confidence | entropy | patience
     threshold: float = 0.9  # τ: max softmax ≥ τ, entropy ≤ τ, or patience k
+    check_every: PositiveInt = 1  # evaluate the exit signal only every k-th layer
     out: Folder = Path("runs/exit")
     split: str = "test"
     limit: PositiveInt | None = None
@@ -86,7 +87,7 @@ def run(options: ExitOptions) -> dict[str, Any]:
     from layerwise.report.writers import write_exit
 
     dev = pick_device(o.device)
-    pol = make_policy(o.policy, o.threshold, o.min_layer, o.max_layer)  # validates the threshold before any work
+    pol = make_policy(o.policy, o.threshold, o.min_layer, o.max_layer, check_every=o.check_every)  # validates the threshold before any work
     ds = load_dataset(o.data, o.split, limit=o.limit, seed=o.seed, data_dir=o.data_dir)
     if ds.kind == "corpus" or ds.labels is None:
         raise LayerwiseError(f"{o.data} has no class labels: early exit needs a labelled classification data set")
@@ -124,7 +125,8 @@ def run(options: ExitOptions) -> dict[str, Any]:
                 **{**common, "limit": o.transfer_limit})}
         reports.append(report)
     results = {"data": o.data, "split": o.split, "val_split": o.val_split, "batch_size": o.batch_size,
-               "device": str(dev), "policy": o.policy, "threshold": o.threshold, "models": reports}
+               "device": str(dev), "policy": o.policy, "threshold": o.threshold, "check_every": o.check_every,
+               "models": reports}
     write_exit(results, out)
     folder.record()
     return results

@@ -44,9 +44,11 @@ class GenerateOptions(CommandOptions):
     speculative: bool = False  # draft with layers 1..exit_layer, verify with the full model
     exit_layer: PositiveInt | None = None  # draft layer E of speculative decoding [L/2]
     num_draft: int = Field(4, gt=0)
+    draft_vocab: PositiveInt | None = None  # draft with the head rows of the V′ most frequent training tokens
     early_exit: bool = False  # per-token early exit (CALM): each token leaves where `policy` is met
     policy: str = "confidence"  # a registered exit policy (inference.policies.POLICIES), checked by make_policy
     threshold: float = Field(0.9, allow_inf_nan=False)
+    check_every: PositiveInt = 1  # evaluate the exit signal only every k-th layer
     min_layer: PositiveInt = 1
     max_layer: PositiveInt | None = None
     kv_fill: Literal["propagate", "recompute"] = "propagate"
@@ -87,8 +89,9 @@ def parse_layers(text: str, depth: int) -> list[int]:
 def check_exit_options(o: GenerateOptions) -> list[float] | None:
     """The combinations ``early_exit`` allows, and no option given that the chosen decoder would ignore; the
     ``sweep`` thresholds (None without a sweep)."""
-    only_with(o, o.speculative, "`speculative`", "exit_layer", "num_draft")
-    only_with(o, o.early_exit, "`early_exit`", "policy", "threshold", "min_layer", "max_layer", "kv_fill")
+    only_with(o, o.speculative, "`speculative`", "exit_layer", "num_draft", "draft_vocab")
+    only_with(o, o.early_exit, "`early_exit`", "policy", "threshold", "check_every", "min_layer", "max_layer",
+              "kv_fill")
     only_with(o, o.sweep is not None, "`sweep`", "out", "split", "num_prompts", "prefix_len", "batch_size",
               "repeats", "embedder", "overwrite")
     if o.speculative and o.layer != "last":
@@ -114,6 +117,33 @@ def check_exit_options(o: GenerateOptions) -> list[float] | None:
     return parse_thresholds(o.sweep)
 
 
+def exit_policy_options(o: GenerateOptions) -> dict[str, Any]:
+    """``make_policy``'s keyword options: ``check_every``, and for the classifier policy the exit classifier saved
+    in the model's folder (made by the train-exit-classifier command)."""
+    from layerwise.inference.policies import POLICIES
+
+    options: dict[str, Any] = {"check_every": o.check_every}
+    if o.early_exit and getattr(POLICIES.get(o.policy), "needs_classifier", False):
+        from layerwise.inference.exit_classifier import WEIGHTS, load_exit_classifier
+
+        if not (Path(o.model) / WEIGHTS).is_file():
+            raise LayerwiseError(f"{o.model} holds no exit classifier ({WEIGHTS}): make one with the "
+                                 "train-exit-classifier command, or pick another `policy`", option="policy")
+        options["classifier"] = load_exit_classifier(o.model)
+    return options
+
+
+def draft_vocab(o: GenerateOptions):
+    """The ``draft_vocab`` most frequent token ids of the training corpus, from the counts saved with the model."""
+    from layerwise.inference.draft_vocab import COUNTS, draft_vocabulary, load_token_counts
+
+    if not (Path(o.model) / COUNTS).is_file():
+        raise LayerwiseError(f"{o.model} holds no token counts ({COUNTS}): new-gpt saves them with a new model; "
+                             "for another model count its training corpus with inference.draft_vocab.token_counts "
+                             "and save them beside it with save_token_counts", option="draft_vocab")
+    return draft_vocabulary(load_token_counts(o.model), o.draft_vocab)
+
+
 def run(options: GenerateOptions) -> dict[str, Any]:
     """Generate as ``options`` ask (see the module's docstring for what is returned); a sweep is written."""
     o = options
@@ -127,9 +157,11 @@ def run(options: GenerateOptions) -> dict[str, Any]:
     from layerwise.inference.policies import make_policy
 
     strategy = make_decoding(o.decoding, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, alpha=o.alpha)
+    policy_options = exit_policy_options(o)
+    vocab = draft_vocab(o) if o.speculative and o.draft_vocab is not None else None  # before the model loads
     if o.early_exit:  # the policy's name and threshold, before the model loads
         for t in thresholds or [o.threshold]:
-            make_policy(o.policy, t, o.min_layer, o.max_layer)
+            make_policy(o.policy, t, o.min_layer, o.max_layer, **policy_options)
     folder = None if thresholds is None else open_run_folder(Path(o.out), "generate", overwrite=o.overwrite,
                                                               outputs=OUTPUTS)
     dev = pick_device(o.device)
@@ -141,13 +173,14 @@ def run(options: GenerateOptions) -> dict[str, Any]:
         from layerwise.inference.token_exit import check_token_exit, token_exit_text
 
         for t in thresholds or [o.threshold]:  # every setting refused before any generation
-            check_token_exit(stack, make_policy(o.policy, t, o.min_layer, o.max_layer), o.kv_fill, strategy)
+            check_token_exit(stack, make_policy(o.policy, t, o.min_layer, o.max_layer, **policy_options), o.kv_fill,
+                             strategy)
         stack.model.to(dev)
         if folder is not None:
-            sweep = _sweep(bundle, o, thresholds, strategy, dev)
+            sweep = _sweep(bundle, o, thresholds, strategy, dev, policy_options)
             folder.record()
             return {"mode": "sweep", "sweep": sweep}
-        policy = make_policy(o.policy, o.threshold, o.min_layer, o.max_layer)
+        policy = make_policy(o.policy, o.threshold, o.min_layer, o.max_layer, **policy_options)
         texts, result = token_exit_text(stack, tokenizer, o.prompt, policy, kv_fill=o.kv_fill, decoding=strategy,
                                         max_new_tokens=o.max_new_tokens, seed=o.seed)
         return {"mode": "early_exit", "texts": texts, "stats": result.stats(), "num_layers": stack.num_layers}
@@ -160,7 +193,7 @@ def run(options: GenerateOptions) -> dict[str, Any]:
             raise LayerwiseError(f"`exit_layer` {exit_layer}: draft with layers 1..E, E in 1..{stack.num_layers - 1}")
         stack.model.to(dev)
         texts, stats = speculative_text(stack, tokenizer, o.prompt, exit_layer, o.num_draft, decoding=strategy,
-                                        max_new_tokens=o.max_new_tokens, seed=o.seed)
+                                        max_new_tokens=o.max_new_tokens, seed=o.seed, draft_vocab=vocab)
         return {"mode": "speculative", "texts": texts, "stats": stats, "exit_layer": exit_layer}
     layers = parse_layers(o.layer, stack.num_layers)
     for k in layers:
@@ -171,7 +204,7 @@ def run(options: GenerateOptions) -> dict[str, Any]:
                                                            use_cache=o.cache) for k in layers}}
 
 
-def _sweep(bundle, o: GenerateOptions, thresholds: list[float], strategy, device) -> dict:
+def _sweep(bundle, o: GenerateOptions, thresholds: list[float], strategy, device, policy_options: dict) -> dict:
     """The early-exit sweep on the prompts of ``prompt`` or of the corpus ``data``; written to ``out``."""
     from layerwise.evaluation.generation_metrics import Embedder
     from layerwise.evaluation.prompts import GenEvalSettings, check_corpus, model_prompts, select_offsets
@@ -191,7 +224,8 @@ def _sweep(bundle, o: GenerateOptions, thresholds: list[float], strategy, device
         ids, texts = encode_prompts(tok, o.prompt), list(o.prompt)
     scorer = Embedder(o.embedder, device=str(device))
     eos, pad = special_ids(bundle.stack, tok)
-    results = sweep_token_exit(bundle.stack, ids, thresholds, policy=o.policy, min_layer=o.min_layer,
+    results = sweep_token_exit(bundle.stack, ids, thresholds, policy=o.policy, policy_options=policy_options,
+                               min_layer=o.min_layer,
                                max_layer=o.max_layer, kv_fill=o.kv_fill, decoding=strategy,
                                max_new_tokens=o.max_new_tokens, eos_token_id=eos, pad_token_id=pad,
                                batch_size=o.batch_size, repeats=o.repeats, seed=o.seed, tokenizer=tok,
@@ -206,14 +240,15 @@ def _batches(prompts: Sequence[Sequence[int]], size: int) -> list[list[list[int]
 
 
 def sweep_token_exit(stack: LayerStack, prompts: Sequence[Sequence[int]], thresholds: Sequence[float], *,
-                     policy: str = "confidence", min_layer: int = 1, max_layer: int | None = None,
-                     kv_fill: str = "propagate", decoding=None, max_new_tokens: int = 32,
+                     policy: str = "confidence", policy_options: dict | None = None, min_layer: int = 1,
+                     max_layer: int | None = None, kv_fill: str = "propagate", decoding=None, max_new_tokens: int = 32,
                      eos_token_id: int | None = None, pad_token_id: int = 0, batch_size: int = 8, repeats: int = 1,
                      seed: int = 0, tokenizer: Any = None, embedder: Any = None,
                      prefix_texts: Sequence[str] | None = None) -> dict:
     """Full decoding and early exit at every threshold on the same prompts (batches of ``batch_size``, batch i
     seeded with seed + i); timed interleaved (``repeats`` after a warm-up); quality scored afterwards.
     Coherence and diversity need ``tokenizer`` and ``embedder`` (with ``prefix_texts``), else they are left out.
+    ``policy_options``: keyword options of ``make_policy`` (``check_every``, ``classifier``).
 
     Per setting: tokens/s and the speedup over full decoding, mean exit layer, its histogram and the theoretical
     block speedup L / mean exit layer, the perplexity of the continuations under the full model
@@ -228,7 +263,7 @@ def sweep_token_exit(stack: LayerStack, prompts: Sequence[Sequence[int]], thresh
     from layerwise.inference.token_exit import TokenExitResult, check_token_exit, token_exit_generate
 
     decoding = decoding or Greedy()
-    policies = {t: make_policy(policy, t, min_layer, max_layer) for t in thresholds}
+    policies = {t: make_policy(policy, t, min_layer, max_layer, **(policy_options or {})) for t in thresholds}
     for p in policies.values():  # every setting refused before any generation
         check_token_exit(stack, p, kv_fill, decoding)
     batches = _batches(prompts, batch_size)

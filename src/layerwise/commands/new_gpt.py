@@ -1,4 +1,6 @@
-"""``new-gpt``: a fresh own GPT plus a byte-level BPE trained on its corpora, saved ready for ``train``."""
+"""``new-gpt``: a fresh own GPT plus a byte-level BPE trained on its corpora, saved ready for ``train``, with the
+corpora's token counts (``inference.draft_vocab``: the reduced-vocabulary draft of ``generate``'s
+``draft_vocab``)."""
 
 from __future__ import annotations
 
@@ -57,14 +59,20 @@ def run(options: NewGPTOptions) -> dict[str, Any]:
                              "or `max_len`")
     from layerwise.checkpoints import save_model
     from layerwise.checkpoints.save import MODEL_FILES
+    from layerwise.inference.draft_vocab import FILES
 
-    folder = open_run_folder(out, "new-gpt", overwrite=o.overwrite, outputs=MODEL_FILES)
+    folder = open_run_folder(out, "new-gpt", overwrite=o.overwrite, outputs=(*MODEL_FILES, *FILES))
     from layerwise.checkpoints.new import corpus_texts, new_gpt
+    from layerwise.data.corpora import encode_text
+    from layerwise.inference.draft_vocab import save_token_counts, token_counts
     from layerwise.models import GPTConfig
 
     texts = corpus_texts(o.corpus, o.data_dir)
     bundle = new_gpt(texts, o.vocab_size, GPTConfig(max_len=o.max_len, dim=o.dim, depth=o.depth, heads=o.heads), o.seed)
     save_model(bundle, out)
+    tok = bundle.inputs.tokenizer
+    counts = token_counts([encode_text(tok, t) for t in texts], len(tok))
+    save_token_counts(out, counts, corpus=",".join(o.corpus), overwrite=True)  # the run folder rule checked `out`
     folder.record()
     return {"bundle": bundle, "parameters": sum(p.numel() for p in bundle.model.parameters()),
             "tokens": len(bundle.inputs.tokenizer)}

@@ -48,6 +48,7 @@ class TrainOptions(CommandOptions):
     label_column: str | None = None
     seq_len: int | None = None
     lm_loss: str | None = None
+    aligned_layers: int | None = None
     eval_split: str | None = None
     train_split: str | None = None
     checkpoint_every: int | None = None

@@ -6,6 +6,15 @@
 - ``PatiencePolicy``: exit when the argmax has been the same for k layers in a row (PABEE, Zhou et al.
   2020; PABEE's patience t "unchanged t times" is k = t + 1 here).
 
+Two policies decide from the hidden state alone (``reads_logits = False``), so per-token exit runs the readout
+once per token, at the exit layer, instead of at every layer a token passes (decoders only):
+- ``SaturationPolicy``: exit when cos(hˡ, hˡ⁻¹) ≥ τ (CALM's hidden-state saturation, Schuster et al. 2022).
+- ``ClassifierPolicy``: exit when σ(wₗ·hˡ + bₗ) ≥ τ, a per-layer linear map trained to predict that the
+  readout at ℓ already agrees with the last layer's argmax (``inference.exit_classifier``).
+
+``check_every`` k evaluates the signal only at layers min_layer, min_layer + k, min_layer + 2k, … (and
+max_layer, where everything left exits).
+
 ``register_policy`` adds a policy class to ``POLICIES``; classification exit (``runner``), simulation and
 calibration (``simulate``) and per-token exit (``token_exit``) read nothing else.
 
@@ -21,6 +30,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from layerwise.errors import LayerwiseError
@@ -59,10 +69,15 @@ class ExitPolicy:
     name = "base"
     exit_above = True
     never_early: float = math.nan
+    reads_logits = True  # False: ``state_scores`` decides from hidden states; the readout runs only on exit
+    needs_classifier = False  # True: the constructor takes ``classifier``, the model's trained exit classifier
 
-    def __init__(self, threshold: float, min_layer: int = 1, max_layer: int | None = None):
+    def __init__(self, threshold: float, min_layer: int = 1, max_layer: int | None = None, check_every: int = 1):
         self.threshold = threshold
-        self.min_layer, self.max_layer = min_layer, max_layer
+        self.min_layer, self.max_layer, self.check_every = min_layer, max_layer, check_every
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+            raise LayerwiseError(f"`check_every` {check_every!r}: pass an integer k ≥ 1 (evaluate every k-th layer)",
+                                 option="check_every")
         if not math.isfinite(threshold):  # NaN compares false with everything, so range checks alone pass it
             raise LayerwiseError(f"{self.name} threshold {threshold} is not a finite number: pass a finite one")
         self.check_threshold()
@@ -79,9 +94,28 @@ class ExitPolicy:
         """The per-row score (B,) of one layer's logits (B, C) that τ is compared against."""
         raise NotImplementedError
 
+    def evaluates(self, layer: int, max_layer: int) -> bool:
+        """Whether the signal is evaluated at ``layer`` (1-based): every ``check_every``-th layer from
+        min_layer on, and always at max_layer."""
+        return layer == max_layer or (layer >= self.min_layer and (layer - self.min_layer) % self.check_every == 0)
+
+    def state_scores(self, h: Tensor, previous: Tensor, layer: int, memory: Memory) -> Tensor:
+        """The per-row score (B,) from hˡ and hˡ⁻¹ of the last position, each (B, D) (``reads_logits`` False)."""
+        raise NotImplementedError
+
+    def exits(self, score: Tensor) -> Tensor:
+        """(B,) bool: the score reaches τ (from above or below, ``exit_above``)."""
+        return score >= self.threshold if self.exit_above else score <= self.threshold
+
+    def check_decoder(self, stack) -> None:
+        """Refuse (``LayerwiseError``) a decoder this policy cannot run on (per-token exit)."""
+
     def check(self, stack) -> tuple[int, int]:
         """Validate against a classifier's stack; returns the resolved (min_layer, max_layer)."""
         L = stack.num_layers
+        if not self.reads_logits:
+            raise LayerwiseError(f"the {self.name} policy decides per-token exit of language models only: use "
+                                 "confidence, entropy or patience for a classifier")
         if stack.task == "regression":
             raise LayerwiseError(f"the {self.name} policy needs class probabilities, but this model has a regression "
                                  "head (one output, no confidence to exit on): truncate it to a fixed depth instead")
@@ -106,9 +140,7 @@ class ExitPolicy:
     def decide(self, logits: Tensor, memory: Memory) -> Decision:
         """Who exits at this layer (score against τ), with the argmax and max softmax probability."""
         confidence, prediction = probabilities(logits).max(-1)
-        score = self.scores(logits, memory)
-        return Decision(score >= self.threshold if self.exit_above else score <= self.threshold, prediction,
-                        confidence)
+        return Decision(self.exits(self.scores(logits, memory)), prediction, confidence)
 
     def grid(self, scores: Tensor, points: int = 201) -> list[float]:
         """Candidate thresholds from the (L, N) scores of every layer, safest first: the distinct quantiles that
@@ -126,7 +158,11 @@ class ExitPolicy:
 
     def with_threshold(self, threshold: float) -> ExitPolicy:
         """The same policy with another threshold (sweeps, calibration)."""
-        return type(self)(threshold, self.min_layer, self.max_layer)
+        return type(self)(threshold, self.min_layer, self.max_layer, **self.options())
+
+    def options(self) -> dict:
+        """The constructor's keyword options besides threshold and layers (``with_threshold`` keeps them)."""
+        return {"check_every": self.check_every}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threshold={self.threshold}, layers={self.min_layer}..{self.max_layer or 'L'})"
@@ -143,11 +179,13 @@ def register_policy(policy: type[ExitPolicy]) -> type[ExitPolicy]:
     return policy
 
 
-def make_policy(name: str, threshold: float, min_layer: int = 1, max_layer: int | None = None) -> ExitPolicy:
-    """Build a registered policy by name (``POLICIES``: confidence | entropy | patience | ...)."""
+def make_policy(name: str, threshold: float, min_layer: int = 1, max_layer: int | None = None,
+                **options) -> ExitPolicy:
+    """Build a registered policy by name (``POLICIES``: confidence | entropy | patience | saturation |
+    classifier | ...); ``options``: ``check_every``, and ``classifier`` for the classifier policy."""
     if name not in POLICIES:
         raise LayerwiseError(f"unknown exit policy {name!r}: choose one of {', '.join(POLICIES)}")
-    return POLICIES[name](threshold, min_layer, max_layer)
+    return POLICIES[name](threshold, min_layer, max_layer, **options)
 
 
 @register_policy
@@ -197,9 +235,10 @@ class PatiencePolicy(ExitPolicy):
         return lo, hi
 
     def check_window(self, lo: int, hi: int) -> None:
-        if self.threshold > hi - lo + 1:
-            raise LayerwiseError(f"patience k={self.threshold} can never trigger between layers {lo} and {hi}: "
-                                 f"pass k ≤ {hi - lo + 1}")
+        evaluated = sum(self.evaluates(ell, hi) for ell in range(lo, hi + 1))
+        if self.threshold > evaluated:
+            raise LayerwiseError(f"patience k={self.threshold} can never trigger on the {evaluated} layers evaluated "
+                                 f"between layers {lo} and {hi}: pass k ≤ {evaluated}")
 
     def start(self, batch_size: int, device: torch.device) -> Memory:
         return {"last": torch.full((batch_size,), -1, dtype=torch.long, device=device),
@@ -217,5 +256,48 @@ class PatiencePolicy(ExitPolicy):
         return [float(k) for k in range(scores.shape[0], 0, -1)]
 
 
-__all__ = ["Decision", "ExitPolicy", "ConfidencePolicy", "EntropyPolicy", "PatiencePolicy", "POLICIES", "Memory",
+@register_policy
+class SaturationPolicy(ExitPolicy):
+    """Exit when cos(hˡ, hˡ⁻¹) ≥ τ: the block changed the state too little to matter (CALM's saturation)."""
+
+    name, never_early, reads_logits = "saturation", 1.0, False
+
+    def check_threshold(self) -> None:
+        if not -1.0 <= self.threshold <= 1.0:
+            raise LayerwiseError(f"saturation threshold {self.threshold} out of range: pass −1 ≤ τ ≤ 1 (a cosine)")
+
+    def state_scores(self, h: Tensor, previous: Tensor, layer: int, memory: Memory) -> Tensor:
+        return F.cosine_similarity(h.float(), previous.float(), dim=-1)
+
+
+@register_policy
+class ClassifierPolicy(ExitPolicy):
+    """Exit when the trained exit classifier's σ(wₗ·hˡ + bₗ) ≥ τ (``inference.exit_classifier``)."""
+
+    name, never_early, reads_logits, needs_classifier = "classifier", 1.0, False, True
+
+    def __init__(self, threshold: float, min_layer: int = 1, max_layer: int | None = None, check_every: int = 1,
+                 classifier=None):
+        self.classifier = classifier
+        super().__init__(threshold, min_layer, max_layer, check_every)  # the threshold and layers first
+        if classifier is None:
+            raise LayerwiseError("the classifier policy needs a trained exit classifier: make one with "
+                                 "inference.exit_classifier.train_exit_classifier")
+
+    def check_threshold(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise LayerwiseError(f"classifier threshold {self.threshold} out of range: pass 0 ≤ τ ≤ 1 (a probability)")
+
+    def check_decoder(self, stack) -> None:
+        self.classifier.check(stack)
+
+    def state_scores(self, h: Tensor, previous: Tensor, layer: int, memory: Memory) -> Tensor:
+        return self.classifier.probability(h, layer)
+
+    def options(self) -> dict:
+        return {**super().options(), "classifier": self.classifier}
+
+
+__all__ = ["Decision", "ExitPolicy", "ConfidencePolicy", "EntropyPolicy", "PatiencePolicy", "SaturationPolicy",
+           "ClassifierPolicy", "POLICIES", "Memory",
            "register_policy", "make_policy", "probabilities", "entropy"]

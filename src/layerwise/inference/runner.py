@@ -93,7 +93,7 @@ class EarlyExitRunner:
         parts: list[tuple[Tensor, Tensor, Tensor, int]] = []  # (rows, prediction, confidence, layer) per exit
         for i in range(hi):
             state = stack.block(i, state)
-            if i + 1 < self.lo:
+            if i + 1 < self.lo or not policy.evaluates(i + 1, hi):
                 continue
             d = policy.decide(heads[i](state.h, state.mask), memory)
             rows = state.h.shape[0]
@@ -132,7 +132,7 @@ class EarlyExitRunner:
         first = FirstExit(state.h.shape[0], self.hi, state.h.device)
         for i in range(self.hi):
             state = self.stack.block(i, state)
-            if i + 1 >= self.lo:
+            if i + 1 >= self.lo and self.policy.evaluates(i + 1, self.hi):
                 first.update(i + 1, self.policy.decide(self.heads[i](state.h, state.mask), memory))
         return first.result
 

@@ -26,7 +26,8 @@ def simulate(policy: ExitPolicy, logits: Tensor, lo: int = 1, hi: int | None = N
     memory = policy.start(logits.shape[1], logits.device)
     first = FirstExit(logits.shape[1], hi)
     for ell in range(lo, hi + 1):
-        first.update(ell, policy.decide(logits[ell - 1], memory))
+        if policy.evaluates(ell, hi):
+            first.update(ell, policy.decide(logits[ell - 1], memory))
     return first.result
 
 

@@ -12,6 +12,19 @@ Round (per row, with the full model's last token x not yet fed):
 Rows accept different lengths: every block's cache is cropped to the longest acceptance, and a row that
 accepted fewer keeps holes there, masked out (positions count real tokens only, so a hole changes nothing).
 Greedy output is therefore the full model's greedy output, token for token.
+
+Reduced-vocabulary draft (``draft_vocab``, ``inference.draft_vocab``): the draft reads out only the head rows of a
+token set S (the V′ most frequent tokens of the training corpus), so its distribution q is zero outside S;
+verification keeps the full head. Greedy: the output is the verifier's argmax whatever was drafted, so it is
+unchanged. Sampling stays exact. With p the full model's distribution at a position, a drafted d ~ q is
+accepted with probability min(1, p(d)/q(d)) (q(d) > 0 for every d that can be drafted), and on rejection the
+token is drawn from r(x) = (p(x) − q(x))⁺ / Z, Z = Σ_y (p(y) − q(y))⁺ = 1 − Σ_y min(p(y), q(y)). So
+
+    P(x) = q(x)·min(1, p(x)/q(x)) + Z·r(x) = min(p(x), q(x)) + (p(x) − q(x))⁺ = p(x)   for every x,
+
+and for x ∉ S (q(x) = 0) the first term is 0 and the second is p(x): tokens outside the draft vocabulary are
+reached through the residual alone, with exactly their probability. Nothing needs q > 0 where p > 0 (Z = 0
+only when p = q, where nothing is ever rejected).
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from torch import Tensor
 
 from layerwise.errors import LayerwiseError
 from layerwise.inference.decoding import Greedy, Sampling
+from layerwise.inference.draft_vocab import DraftHead
 from layerwise.inference.generation import Generated, check_generation, generate, left_pad, positions
 from layerwise.stack import LayerStack, StackState
 
@@ -40,11 +54,31 @@ class SpeculativeStats:
         return self.accepted / self.drafted if self.drafted else float("nan")
 
 
+def predicted_speedup(weights: dict[str, int], depth: int, exit_layer: int, num_draft: int, acceptance: float,
+                      draft_rows: int | None = None) -> float | None:
+    """Full over speculative weights touched per generated token (batch 1, each matrix read once per pass):
+
+        (1 + n·α)(L·W_block + W_head) / ((n + 1)·E·W_block + n·W_draft + (L − E)·W_block + W_head),
+
+    a round drafting n tokens (n + 1 one-position passes through blocks 1..E, n draft heads of V′ rows, W_draft =
+    W_head·V′/V) and verifying them in one pass through blocks E+1..L and the full head, yielding 1 + n·α tokens
+    at acceptance rate α. ``weights``: ``token_exit.weights_per_token``; ``draft_rows``: V′/V·W_head when given
+    as V′ (None: the full head)."""
+    if acceptance != acceptance:  # NaN: nothing drafted
+        return None
+    wb, wh = weights["block"], weights["head"]
+    wd = wh if draft_rows is None else wh * draft_rows // weights["vocab"]
+    n, e = num_draft, exit_layer
+    return (1 + n * acceptance) * (depth * wb + wh) / ((n + 1) * e * wb + n * wd + (depth - e) * wb + wh)
+
+
 class _Model:
     """The stack run over block ranges against one shared cache."""
 
-    def __init__(self, stack: LayerStack):
+    def __init__(self, stack: LayerStack, draft_vocab: Tensor | None = None):
         self.stack, self.cache = stack, stack.new_cache()
+        self.vocab = draft_vocab
+        self.draft_head = None if draft_vocab is None else DraftHead(stack.readout, draft_vocab)
 
     def embed(self, ids: Tensor, mask: Tensor) -> StackState:
         """h⁰ of ``ids`` (the last ids.shape[1] positions of ``mask``) and the blocks' masks and positions.
@@ -60,6 +94,19 @@ class _Model:
 
     def logits(self, h: Tensor) -> Tensor:
         return self.stack.readout(h).float()
+
+    def draft_logits(self, h: Tensor) -> Tensor:
+        """Logits over the draft vocabulary (every token without one)."""
+        return self.logits(h) if self.draft_head is None else self.draft_head(h).float()
+
+    def full_vocab(self, draft: Tensor, probs: Tensor | None = None) -> Tensor:
+        """Draft-vocabulary indices as token ids, or (with ``probs`` (B, V′)) q over the full vocabulary, 0 off S."""
+        if self.vocab is None:
+            return draft if probs is None else probs
+        if probs is None:
+            return self.vocab[draft]
+        full = probs.new_zeros((probs.shape[0], self.stack.readout.head.out_features))
+        return full.index_copy_(1, self.vocab, probs)
 
 
 def _probs(decoding: Greedy | Sampling, logits: Tensor) -> Tensor:
@@ -91,10 +138,11 @@ def _accept(decoding: Greedy | Sampling, drafts: Tensor, q: Tensor | None, logit
 @torch.no_grad()
 def speculative_generate(stack: LayerStack, prompts: list[list[int]], exit_layer: int, num_draft: int, *,
                          decoding: Greedy | Sampling | None = None, max_new_tokens: int = 32,
-                         eos_token_id: int | None = None, pad_token_id: int = 0,
-                         seed: int = 0) -> tuple[Generated, SpeculativeStats]:
+                         eos_token_id: int | None = None, pad_token_id: int = 0, seed: int = 0,
+                         draft_vocab: Tensor | None = None) -> tuple[Generated, SpeculativeStats]:
     """Generate like ``generate(stack, prompts)`` from the full model, drafting ``num_draft`` tokens a round
-    with blocks 1..``exit_layer``; returns the tokens and the acceptance statistics."""
+    with blocks 1..``exit_layer`` (and only the head rows of ``draft_vocab``, token ids, when given: see the
+    module docstring); returns the tokens and the acceptance statistics."""
     decoding = decoding or Greedy()
     if not isinstance(decoding, (Greedy, Sampling)):
         raise LayerwiseError(f"self-speculative decoding takes greedy or sampled decoding, not {decoding.name}")
@@ -109,7 +157,7 @@ def speculative_generate(stack: LayerStack, prompts: list[list[int]], exit_layer
             full = generate(stack, prompts, decoding=decoding, max_new_tokens=max_new_tokens,
                             eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed)
             return full, SpeculativeStats()
-    model, depth, e, n = _Model(stack), stack.num_layers, exit_layer, num_draft
+    model, depth, e, n = _Model(stack, draft_vocab), stack.num_layers, exit_layer, num_draft
     device = next(stack.model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     choose = (lambda z: z.argmax(-1)) if isinstance(decoding, Greedy) else None
@@ -132,12 +180,13 @@ def speculative_generate(stack: LayerStack, prompts: list[list[int]], exit_layer
                 states.append(st.h)
                 if i == n:
                     break
-                z = model.logits(st.h[:, -1])
+                z = model.draft_logits(st.h[:, -1])
                 if choose:
-                    token = choose(z)
+                    token = model.full_vocab(choose(z))
                 else:
-                    q.append(_probs(decoding, z))
-                    token = torch.multinomial(q[-1], 1, generator=generator).squeeze(-1)
+                    small = _probs(decoding, z)
+                    q.append(model.full_vocab(None, small))
+                    token = model.full_vocab(torch.multinomial(small, 1, generator=generator).squeeze(-1))
                 drafts.append(token)
             verify.h = torch.cat(states, 1)
             full = model.logits(model.run(verify, e, depth).h)  # (B, n + 1, V)
@@ -182,7 +231,8 @@ def speculative_text(stack: LayerStack, tokenizer, texts: list[str], exit_layer:
 
 
 def sweep(stack: LayerStack, prompts: list[list[int]], exit_layers: list[int], num_drafts: list[int], *,
-          max_new_tokens: int = 32, pad_token_id: int = 0, repeats: int = 1) -> dict:
+          max_new_tokens: int = 32, pad_token_id: int = 0, repeats: int = 1, draft_vocab: Tensor | None = None
+          ) -> dict:
     """Greedy tokens/s of full decoding and of self-speculative decoding at every (E, n), on held-out prompts;
     ``best`` is the fastest (E, n) whose output is identical to full decoding (greedy always should be)."""
     from layerwise.inference.timing import timed
@@ -202,7 +252,7 @@ def sweep(stack: LayerStack, prompts: list[list[int]], exit_layers: list[int], n
         for n in num_drafts:
             def run(e=e, n=n):
                 holder["spec"] = speculative_generate(stack, prompts, e, n, max_new_tokens=max_new_tokens,
-                                                      pad_token_id=pad_token_id)
+                                                      pad_token_id=pad_token_id, draft_vocab=draft_vocab)
 
             seconds = timed(run, repeats)
             out, stats = holder["spec"]

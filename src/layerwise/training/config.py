@@ -100,6 +100,7 @@ class TrainConfig(Options):
     label_column: str | None = None
     seq_len: Positive = 128  # language models: tokens per block
     lm_loss: LMLoss = "chunked"  # language models: chunked (training/lm_loss.py) or naive per-layer logits
+    aligned_layers: Positive | None = None  # language models, aligned loss: k layers drawn per step besides the last
     lp_cv: Annotated[int, Field(ge=2)] = 3  # cross-validation folds of the probe's C
     checkpoint_every: Positive | None = None  # optimizer steps; None = epoch ends only
     resume: bool = False
@@ -131,7 +132,7 @@ KEYS = frozenset(TrainConfig.model_fields)
 # Changing these between a checkpoint and its resumption would silently break the run.
 RESUME_KEYS = ("model", "data", "train_split", "objective", "ft_objective", "batch_size", "grad_accum", "seed", "data_seed",
                "limit", "depth", "augment", "lr", "schedule", "milestones", "warmup_steps", "layer_weights", "pooling",
-               "text_column", "text_pair_column", "label_column")
+               "text_column", "text_pair_column", "label_column", "aligned_layers")
 # The run's own settings, not the model's: left out of the saved model's ``layerwise.json``.
 RUN_ONLY_KEYS = ("out", "resume", "overwrite", "progress", "cpu")
 

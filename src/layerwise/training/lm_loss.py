@@ -18,6 +18,14 @@ one), so the readout costs the same three matrix products per layer as the naive
 ``FusedLinearCrossEntropy``), written with torch's autograd so any token-wise readout (LayerNorm or
 RMSNorm, tied or untied head, bias or none) works unchanged.
 
+Layer sampling (``sampled_layer_weights``, LayerSkip's rotating early exits made unbiased): a step computes the
+loss at the last layer and at k layers drawn uniformly without replacement from 1..L−1, weighted
+
+    w̃_L = λ_L,   w̃_ℓ = λ_ℓ·(L−1)/k for each drawn ℓ,   w̃_ℓ = 0 otherwise,
+
+so P(ℓ drawn) = k/(L−1) and E[w̃_ℓ] = λ_ℓ for every ℓ: E[Σ_ℓ w̃_ℓ CE_ℓ] = Σ_ℓ λ_ℓ CE_ℓ exactly, loss and gradient
+alike. Layers of weight 0 cost nothing here, so a step pays k + 1 readouts instead of L.
+
 Limits: the result cannot be differentiated twice; parameters are taken from ``readout.parameters()``,
 which FSDP's flattened parameters hide (use the naive loss there).
 """
@@ -144,6 +152,20 @@ def chunked_lm_loss(readouts: Sequence[nn.Module], hs: Sequence[Tensor], mask: T
     return _value(plan, layer_hs)
 
 
+def sampled_layer_weights(weights: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """The importance weights w̃ of one step (module docstring): λ_L at the last layer, λ_ℓ·(L−1)/k at k layers
+    drawn uniformly without replacement from 1..L−1 with ``generator``, 0 elsewhere; k = L − 1 gives λ itself."""
+    depth = weights.numel()
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= depth - 1:
+        raise LayerwiseError(f"`aligned_layers` {k!r}: draw 1..{depth - 1} of the layers below the last "
+                             f"(this model has {depth})", option="aligned_layers")
+    drawn = torch.randperm(depth - 1, generator=generator)[:k].to(weights.device)
+    out = torch.zeros_like(weights)
+    out[drawn] = weights[drawn] * ((depth - 1) / k)
+    out[-1] = weights[-1]
+    return out
+
+
 def _value(plan: _Plan, hs: Sequence[Tensor]) -> Tensor:
     """The loss alone (no gradient wanted), chunk by chunk."""
     b, t, y = plan.rows
@@ -161,4 +183,4 @@ def _vocab_size(readout: nn.Module) -> int:
     return int(getattr(getattr(readout, "head", None), "out_features", None) or 2**15)
 
 
-__all__ = ["IGNORE_INDEX", "chunked_lm_loss", "default_chunk", "next_token_rows"]
+__all__ = ["IGNORE_INDEX", "chunked_lm_loss", "default_chunk", "next_token_rows", "sampled_layer_weights"]

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from layerwise.errors import LayerwiseError
 from layerwise.training.losses import layer_losses
 from layerwise.stack import LayerStack
-from layerwise.training.lm_loss import chunked_lm_loss
+from layerwise.training.lm_loss import chunked_lm_loss, sampled_layer_weights
 
 LM_LOSSES = ("chunked", "naive")  # how language models compute Σ_ℓ w_ℓ CE_ℓ (training/lm_loss.py)
 
@@ -225,6 +225,8 @@ class StackLosses:
         if exit_heads and m.exit_heads is None:
             raise LayerwiseError("this objective reads per-layer exit heads and the model has none")
         readouts = list(m.exit_heads)[-n:] if exit_heads else [m.stack.readout] * n
+        if m.aligned_layers is not None and n == len(self.hs) > 1:  # an unbiased draw of k layers + the last
+            weights = sampled_layer_weights(weights, m.aligned_layers, m.layer_draws)
         if m.chunked:
             return chunked_lm_loss(readouts, self.hs[-n:], self.mask, self.labels, weights)
         return aligned(layer_losses(readouts, self.hs[-n:], self.mask, self.labels, m.stack.task), weights)
@@ -239,16 +241,26 @@ class ObjectiveModule(nn.Module):
     Computing the loss inside ``forward`` lets DDP/FSDP see every parameter use. For language models,
     ``lm_loss="chunked"`` computes Σ_ℓ w_ℓ CE_ℓ with ``training.lm_loss.chunked_lm_loss`` (no layer's full
     logits are kept); ``"naive"`` goes through ``layer_losses`` like every other task.
+    ``aligned_layers`` k: every loss over all L layers reads out only the last layer and k drawn ones, with the
+    unbiased weights of ``training.lm_loss.sampled_layer_weights``. The draws of optimizer step s come from a
+    generator seeded with (``seed``, s) (``draw_for_step``), so a resumed run draws what the killed one would have.
     """
 
     def __init__(self, stack: LayerStack, exit_heads: nn.ModuleList | None, weights: Tensor, beta: float,
-                 lm_loss: str = "chunked"):
+                 lm_loss: str = "chunked", aligned_layers: int | None = None, seed: int = 0):
         super().__init__()
         if lm_loss not in LM_LOSSES:
             raise LayerwiseError(f"unknown LM loss {lm_loss!r}: use one of {', '.join(LM_LOSSES)}")
+        if aligned_layers is not None:
+            sampled_layer_weights(weights.float(), aligned_layers)  # refuses a k out of range before training
+        self.aligned_layers, self.seed, self.layer_draws = aligned_layers, seed, torch.Generator().manual_seed(seed)
         self.stack, self.exit_heads, self.beta = stack, exit_heads, beta
         self.chunked = lm_loss == "chunked" and stack.task == "lm"
         self.register_buffer("weights", weights.float(), persistent=False)
+
+    def draw_for_step(self, step: int) -> None:
+        """Reseed the layer draws for optimizer step ``step``: no state to checkpoint, bitwise on resume."""
+        self.layer_draws.manual_seed(self.seed * 2**32 + step)
 
     def forward(self, batch: dict[str, Tensor], phase: Phase | str) -> Tensor:
         return get_phase(phase).loss(StackLosses(self, batch))

@@ -41,6 +41,7 @@ from layerwise.checkpoints import save_model
 from layerwise.checkpoints.save import MODEL_FILES
 from layerwise.data import load_dataset, make_loader, to_device
 from layerwise.errors import LayerwiseError
+from layerwise.inference.draft_vocab import FILES as COUNT_FILES, copy_token_counts
 from layerwise.training.scores import evaluate_layers, task_metric_name
 from layerwise.report.serialize import atomic_write_text, jsonable
 from layerwise.run_folder import RunFolder, open_run_folder
@@ -55,7 +56,7 @@ from layerwise.training.schedules import epoch_order, make_optimizer, make_sched
 from layerwise.training.setup import build_bundle, make_accelerator
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-OUTPUTS = (LOG, METRICS, CHECKPOINTS, *MODEL_FILES)  # every top-level entry a training run writes
+OUTPUTS = (LOG, METRICS, CHECKPOINTS, *MODEL_FILES, *COUNT_FILES)  # every top-level entry a training run writes
 
 
 def open_train_folder(cfg: TrainConfig) -> RunFolder:
@@ -75,6 +76,10 @@ class Trainer:
 
         self.cfg = cfg
         self.objective = O.get_objective(cfg.objective)
+        if cfg.aligned_layers is not None and O.ALIGNED not in O.get_objective(cfg.stage2).schedule:
+            raise LayerwiseError(f"`aligned_layers` draws the layers of the aligned loss, and objective "
+                                 f"{cfg.stage2!r} has none: use an aligned objective or drop `aligned_layers`",
+                                 option="aligned_layers")
         self.out = Path(cfg.out)
         self.folder = open_train_folder(cfg)
         self.accelerator = acc = make_accelerator(cfg)
@@ -95,6 +100,10 @@ class Trainer:
         self.train_ds, self.eval_ds = train_ds, eval_ds
         self.bundle = build_bundle(cfg, self.train_ds.num_classes)
         self.stack = self.bundle.stack
+        if cfg.aligned_layers is not None and self.stack.task != "lm":
+            raise LayerwiseError(f"`aligned_layers` samples the layers of a language model's aligned loss, and "
+                                 f"{cfg.model} is a {self.stack.task} model: drop `aligned_layers`",
+                                 option="aligned_layers")
         for ds in (train_ds, eval_ds):  # before any step: out-of-range labels would crash inside the loss
             ds.check_labels(self.stack.num_classes, cfg.model)
         self.pos = Position()
@@ -109,7 +118,8 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
         weights = O.layer_weights(self.stack.num_layers, cfg.layer_weights)
-        self.module = ObjectiveModule(self.stack, self.bundle.exit_heads, weights, cfg.cos_beta, cfg.lm_loss)
+        self.module = ObjectiveModule(self.stack, self.bundle.exit_heads, weights, cfg.cos_beta, cfg.lm_loss,
+                                      aligned_layers=cfg.aligned_layers, seed=cfg.seed)
         self.optimizer = make_optimizer(self.module, cfg.lr, cfg.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, self.total_steps, cfg.warmup_steps,
                                         [m * self.steps_per_epoch for m in cfg.milestones], cfg.gamma)
@@ -154,6 +164,7 @@ class Trainer:
     def step(self, micro_batches: Sequence[dict[str, Tensor]]) -> float:
         """One optimizer step over ``grad_accum`` micro-batches; returns their mean loss."""
         acc, phase = self.accelerator, O.get_objective(self.cfg.stage2).phase(self.pos.step)
+        self.module.draw_for_step(self.pos.step)  # the aligned-layers draws of this step, whatever came before
         total = 0.0
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
@@ -233,6 +244,7 @@ class Trainer:
             self.bundle.meta["training"] = {k: v for k, v in jsonable(cfg.model_dump()).items()
                                             if k not in RUN_ONLY_KEYS}
             save_model(self.bundle, self.out)
+            copy_token_counts(cfg.model, self.out)  # the draft vocabulary of `generate`'s `draft_vocab`
             atomic_write_text(json.dumps({"command": "train", **record}, indent=2), self.out / METRICS)
             self.folder.record()
         acc.wait_for_everyone()
