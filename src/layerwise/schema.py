@@ -46,7 +46,7 @@ def describe(e: ValidationError, source: str = "options", option_keys: bool = Tr
     for err in e.errors():
         key = ".".join(str(p) if str(p).isprintable() else repr(p) for p in err["loc"]) or "value"
         key = f"`{key}`" if option_keys and err["loc"] else key
-        given = f" (got {_short(err['input'])})" if err["type"] != "missing" and "input" in err else ""
+        given = f" (got {short_repr(err['input'])})" if err["type"] != "missing" and "input" in err else ""
         problems.append(f"{key}: {' '.join(err['msg'].removeprefix('Value error, ').split())}{given}")
     return f"bad {source}: {'; '.join(problems)}"
 
@@ -60,10 +60,10 @@ def validate(model: type[M], values: dict[str, Any], source: str = "options", *,
         raise LayerwiseError(describe(e, source, option_keys)) from None
 
 
-def _short(value: Any) -> str:
-    """``repr(value)``, at most 80 characters: an error names the value, it does not print a whole file."""
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, at most ``limit`` characters: an error names the value, it does not print a whole file."""
     try:
         text = repr(value)
     except ValueError:  # an int of more digits than Python prints
         return "a number too long to print"
-    return text if len(text) <= 80 else text[:77] + "…"
+    return text if len(text) <= limit else text[:limit - 3] + "…"

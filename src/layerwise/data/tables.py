@@ -25,6 +25,7 @@ import torch
 from layerwise.data.dataset import LayerwiseDataset, stratified_indices
 from layerwise.errors import LayerwiseError
 from layerwise.files import LIMITS, csv_fields, read_text
+from layerwise.schema import short_repr
 
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl")
 # Usual column names, most specific first: sentence pairs, single texts, labels.
@@ -171,7 +172,7 @@ def label_ids(values: Sequence[tuple[int, Any]], source: str, *, label_set: Sequ
         for number, value in values:
             key = _text(value)
             if key not in index:
-                raise LayerwiseError(f"{source} line {number} has label {_shown(key)}, outside the task's labels "
+                raise LayerwiseError(f"{source} line {number} has label {short_repr(key, 60)}, outside the task's labels "
                                      f"{', '.join(label_set)}: fix or remove that row")
             out.append(index[key])
         return torch.tensor(out, dtype=torch.long)
@@ -186,21 +187,13 @@ def _real(value: Any, source: str, number: int) -> float:
     except OverflowError:  # an integer too large for a float
         x = math.inf
     if not math.isfinite(x):
-        raise LayerwiseError(f"{source} line {number} has no real-valued score ({_shown(value)}): a regression "
+        raise LayerwiseError(f"{source} line {number} has no real-valued score ({short_repr(value, 60)}): a regression "
                              "target must be a finite number; fix or remove that row")
     if abs(x) > MAX_TARGET:
         raise LayerwiseError(f"{source} line {number} has score {x:g}, beyond ±{MAX_TARGET:g}: rescale the "
                              "targets, or fix or remove that row")
     return x
 
-
-def _shown(value: Any) -> str:
-    """``repr(value)`` cut to 60 characters (a row's whole text does not belong in an error line)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int of more digits than Python prints
-        return "a number too long to print"
-    return text if len(text) <= 60 else text[:57] + "…"
 
 
 def _index(value: Any, source: str, number: int) -> int:
@@ -214,7 +207,7 @@ def _index(value: Any, source: str, number: int) -> int:
     if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
         raise LayerwiseError(f"{source} line {number} has label {text}: labels are class indices counted from 0; "
                              "fix or remove that row")
-    raise LayerwiseError(f"{source} line {number} has no integer label ({_shown(text)}): fix or remove that row; a "
+    raise LayerwiseError(f"{source} line {number} has no integer label ({short_repr(text, 60)}): fix or remove that row; a "
                          "classifier takes class indices, so a real-valued target belongs in a column named score")
 
 

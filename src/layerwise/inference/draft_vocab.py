@@ -11,7 +11,6 @@ V′ is chosen at decoding time (``draft_vocabulary``). Verification keeps the f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from layerwise.errors import LayerwiseError
+from layerwise.report.serialize import load_beside_model, save_beside_model
 
 COUNTS, META = "token_counts.safetensors", "token_counts.json"
 FILES = (COUNTS, META)  # the run-folder patterns of a command that saves or copies counts
@@ -45,18 +45,10 @@ def draft_vocabulary(counts: Tensor, size: int) -> Tensor:
 
 
 def save_token_counts(folder: str | Path, counts: Tensor, corpus: str = "", overwrite: bool = False) -> list[Path]:
-    """Write the counts beside a model; refuses to replace them unless ``overwrite``."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    paths = [folder / COUNTS, folder / META]
-    if not overwrite and any(p.exists() for p in paths):
-        raise LayerwiseError(f"{folder} already holds token counts: pass `overwrite` to replace them",
-                             option="overwrite")
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({"counts": counts.long().contiguous()}, str(paths[0]))
-    paths[1].write_text(json.dumps({"corpus": corpus, "tokens": int(counts.sum()), "vocab_size": counts.numel()}))
-    return paths
+    """Write the counts beside a model (atomically); refuses to replace them unless ``overwrite``."""
+    meta = {"corpus": corpus, "tokens": int(counts.sum()), "vocab_size": counts.numel()}
+    return save_beside_model(Path(folder), (COUNTS, {"counts": counts.long()}), (META, meta), "token counts",
+                             overwrite)
 
 
 def copy_token_counts(source: str | Path, folder: str | Path) -> list[Path]:
@@ -72,13 +64,11 @@ def copy_token_counts(source: str | Path, folder: str | Path) -> list[Path]:
 
 def load_token_counts(folder: str | Path) -> Tensor:
     """The (V,) counts saved beside a model (``save_token_counts``)."""
-    from safetensors.torch import load_file
-
     path = Path(folder) / COUNTS
     if not path.is_file():
         raise LayerwiseError(f"{folder} holds no {COUNTS}: count the training corpus with token_counts and "
                              "save_token_counts first")
-    return load_file(str(path))["counts"]
+    return load_beside_model(path, ("counts",))["counts"]
 
 
 class DraftHead(nn.Module):

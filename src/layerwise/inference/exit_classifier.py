@@ -14,7 +14,6 @@ training accuracy).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from layerwise.errors import LayerwiseError
+from layerwise.files import read_json
+from layerwise.report.serialize import load_beside_model, save_beside_model
 
 WEIGHTS, META = "exit_classifier.safetensors", "exit_classifier.json"
 
@@ -53,30 +54,22 @@ class ExitClassifier:
                                  f"{stack.hidden_size}: train one on this model")
 
     def save(self, folder: str | Path, overwrite: bool = False) -> list[Path]:
-        """Write the weights and the JSON beside a model; refuses to replace them unless ``overwrite``."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        paths = [folder / WEIGHTS, folder / META]
-        if not overwrite and any(p.exists() for p in paths):
-            raise LayerwiseError(f"{folder} already holds an exit classifier: pass `overwrite` to replace it",
-                                 option="overwrite")
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({"weight": self.weight.float().contiguous(), "bias": self.bias.float().contiguous()}, str(paths[0]))
-        paths[1].write_text(json.dumps({"layers": self.num_layers, "hidden_size": self.weight.shape[1],
-                                        "formula": "sigmoid(weight[l-1] . h^l + bias[l-1])", **self.meta}, indent=2))
-        return paths
+        """Write the weights and the JSON beside a model (atomically); refuses to replace them unless ``overwrite``."""
+        meta = {"layers": self.num_layers, "hidden_size": self.weight.shape[1],
+                "formula": "sigmoid(weight[l-1] . h^l + bias[l-1])", **self.meta}
+        return save_beside_model(Path(folder), (WEIGHTS, {"weight": self.weight.float(), "bias": self.bias.float()}),
+                                 (META, meta), "an exit classifier", overwrite)
 
 
 def load_exit_classifier(folder: str | Path) -> ExitClassifier:
     """The classifier saved beside a model (``ExitClassifier.save``)."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise LayerwiseError(f"{folder} holds no {WEIGHTS}: train one with train_exit_classifier first")
-    tensors = load_file(str(folder / WEIGHTS))
-    meta = json.loads((folder / META).read_text()) if (folder / META).is_file() else {}
+    tensors = load_beside_model(folder / WEIGHTS, ("weight", "bias"))
+    meta = read_json(folder / META) if (folder / META).is_file() else {}
+    if not isinstance(meta, dict):
+        raise LayerwiseError(f"{folder / META} holds a JSON {type(meta).__name__}, not an object: write it again")
     return ExitClassifier(tensors["weight"], tensors["bias"], meta)
 
 

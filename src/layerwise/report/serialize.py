@@ -68,6 +68,42 @@ def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: 
     atomic_write(path, lambda tmp: save_file(data, tmp, metadata=metadata))
 
 
+def save_beside_model(folder: Path, tensors: tuple[str, dict[str, torch.Tensor]], meta: tuple[str, dict],
+                      what: str, overwrite: bool = False) -> list[Path]:
+    """A safetensors file and its JSON written beside a model, each atomically; ``what`` (e.g. "an exit
+    classifier") already there is replaced only with ``overwrite``. Returns the two paths."""
+    from layerwise.errors import LayerwiseError
+
+    folder = Path(folder)
+    paths = [folder / tensors[0], folder / meta[0]]
+    if not overwrite and any(p.exists() for p in paths):
+        raise LayerwiseError(f"{folder} already holds {what}: pass `overwrite` to replace it", option="overwrite")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save_tensors(tensors[1], paths[0])
+    write_json(meta[1], paths[1])
+    return paths
+
+
+def load_beside_model(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The tensors ``keys`` of a safetensors file beside a model (``save_beside_model``), read as untrusted data:
+    a regular file of bounded size, a valid safetensors file holding those keys, else one ``LayerwiseError``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from layerwise.errors import LayerwiseError
+    from layerwise.files import check_regular
+
+    check_regular(path, "weights")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LayerwiseError(f"{path} is not a readable safetensors file ({e}): write it again") from e
+    missing = [k for k in keys if k not in tensors]
+    if missing:
+        raise LayerwiseError(f"{path} lacks {', '.join(missing)}: write it again")
+    return tensors
+
+
 def warning_messages(caught) -> list[str]:
     """Our own warnings (undefined layers, subsampling), once each; third-party chatter is dropped."""
     seen: list[str] = []
