@@ -123,12 +123,28 @@ class ReproduceStep(Record):
     seconds: Number = None
 
 
+class Verdict(Record):
+    """One claim tested in ``reproduce.json``: the measured quantity once per seed, its mean and 95 % interval.
+
+    ``verdict`` is "holds" or "does not hold" only when the interval excludes the opposite sign, otherwise
+    "not resolved at this budget"."""
+
+    quantity: str                       # what is measured, e.g. "aligned − standard mean accuracy, layers 1..L−1"
+    values: list[Number] = []           # one per seed (or one for a bootstrap over test samples)
+    mean: Number = None
+    interval: list[Number] | None = None  # [low, high], 95 %
+    method: str | None = None           # "t over seeds" | "bootstrap over test samples"
+    verdict: str | None = None          # "holds" | "does not hold" | "not resolved at this budget"
+
+
 class ReproduceFigure(Record):
     """One figure's entry in ``reproduce.json``: its header, steps and the files that make it."""
 
     steps: list[ReproduceStep] = []
     warnings: list[Any] = []
     shows: list[str] = []
+    seeds: int | None = None
+    verdicts: list[Verdict] = []
 
 
 class ReproduceRecord(Record):
