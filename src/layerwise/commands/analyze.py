@@ -15,7 +15,7 @@ from pydantic import PositiveInt
 
 from layerwise.commands.common import DTYPES, CommandOptions, Folder, only_with, with_warnings
 from layerwise.errors import LayerwiseError
-from layerwise.run_folder import open_run_folder
+from layerwise.parallel import open_folder, rank0
 
 DEFAULT_MEASURES = "cos,cka_linear,cka_linear_debiased"
 OUTPUTS = ("results.json", "layers.csv", "heatmap_*.png", "similarity_vs_last.png", "cos_boxplot.png", "probe_nc1.png",
@@ -100,15 +100,16 @@ def run(options: AnalyzeOptions) -> dict:
     """Measure ``options.model`` layer by layer on ``options.data``; write and return the results."""
     o = options
     only_with(o, o.probe, "`probe`", "probe_limit")
-    folder = open_run_folder(Path(o.out), "analyze", overwrite=o.overwrite, outputs=OUTPUTS)
+    folder = open_folder(Path(o.out), "analyze", overwrite=o.overwrite, outputs=OUTPUTS)
     from layerwise.data import Columns, load_dataset  # after the checks: a bad option is answered without torch
     from layerwise.device import pick_device
+    from layerwise.parallel import local_device
     from layerwise.evaluation import analyze
     from layerwise.measures import parse_measures
     from layerwise.report import warning_messages
     from layerwise.report.writers import write_analysis
 
-    names, dev = parse_measures(o.measures), pick_device(o.device)
+    names, dev = parse_measures(o.measures), local_device(pick_device(o.device))
     columns = Columns(o.text_column, o.text_pair_column, o.label_column)
     ds = load_dataset(o.data, split=o.split, limit=o.limit, seed=o.seed, data_dir=o.data_dir, columns=columns)
     with warnings.catch_warnings(record=True) as caught:
@@ -128,6 +129,6 @@ def run(options: AnalyzeOptions) -> dict:
                              sample_cap=o.sample_cap, device=str(dev), seed=o.seed, task=bundle.stack.task,
                              dtype=o.dtype, probe=train is not None,
                              probe_limit=o.probe_limit if train is not None else None)
-    write_analysis(results, Path(o.out))
-    folder.record()
+    rank0(write_analysis, results, Path(o.out))  # rank 0 alone writes; every process holds the same results
+    rank0(folder.record)
     return results

@@ -10,7 +10,7 @@ from pydantic import PositiveInt
 
 from layerwise.commands.analyze import DEFAULT_MEASURES, check_labels, check_pooling, load
 from layerwise.commands.common import DTYPES, CommandOptions, Folder, with_warnings
-from layerwise.run_folder import open_run_folder
+from layerwise.parallel import open_folder, rank0
 
 OUTPUTS = ("results.json", "heatmap_*.png")
 
@@ -38,14 +38,15 @@ class CompareOptions(CommandOptions):
 def run(options: CompareOptions) -> dict:
     """Measure every layer of ``model_a`` against every layer of ``model_b``; write and return the results."""
     o = options
-    folder = open_run_folder(Path(o.out), "compare", overwrite=o.overwrite, outputs=OUTPUTS)
+    folder = open_folder(Path(o.out), "compare", overwrite=o.overwrite, outputs=OUTPUTS)
     from layerwise.data import load_dataset  # after the checks: a bad option is answered without loading torch
     from layerwise.device import pick_device
+    from layerwise.parallel import local_device
     from layerwise.evaluation import compare
     from layerwise.measures import parse_measures
     from layerwise.report.writers import write_compare
 
-    names, dev = parse_measures(o.measures), pick_device(o.device)
+    names, dev = parse_measures(o.measures), local_device(pick_device(o.device))
     a = load(o.model_a, dev, o.dtype)
     ds = load_dataset(o.data, split=o.split, limit=o.limit, seed=o.seed, data_dir=o.data_dir)
     b = load(o.model_b, dev, o.dtype)
@@ -58,6 +59,6 @@ def run(options: CompareOptions) -> dict:
     results["config"] = dict(model_a=o.model_a, model_b=o.model_b, data=o.data, split=o.split, limit=o.limit,
                              batch_size=o.batch_size, pooling=o.pooling, measures=names, sample_cap=o.sample_cap,
                              device=str(dev), seed=o.seed, dtype=o.dtype)
-    write_compare(results, Path(o.out))
-    folder.record()
+    rank0(write_compare, results, Path(o.out))  # rank 0 alone writes; every process holds the same results
+    rank0(folder.record)
     return results

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Sequence
 from pydantic import Field, PositiveInt
 
 from layerwise.commands.common import CommandOptions, Folder, only_with
-from layerwise.run_folder import open_run_folder
+from layerwise.parallel import open_folder, rank0
 from layerwise.errors import LayerwiseError
 
 OUTPUTS = ("results.json", "exit_histogram.png", "sweep.png", "per_layer_accuracy.png")
@@ -77,7 +77,7 @@ def run(options: ExitOptions) -> dict[str, Any]:
     o = options
     splits = two_splits(o.transfer_splits)
     only_with(o, o.transfer_data is not None, "`transfer_data`", "transfer_splits", "transfer_limit")
-    folder = open_run_folder(Path(o.out), "exit", overwrite=o.overwrite, outputs=OUTPUTS)
+    folder = open_folder(Path(o.out), "exit", overwrite=o.overwrite, outputs=OUTPUTS)
     out = folder.path
     from layerwise.checkpoints import BUILTIN, load_model  # after the checks: a bad option is answered without torch
     from layerwise.data import load_dataset, make_loader, materialize
@@ -86,7 +86,9 @@ def run(options: ExitOptions) -> dict[str, Any]:
     from layerwise.inference import make_policy
     from layerwise.report.writers import write_exit
 
-    dev = pick_device(o.device)
+    from layerwise.parallel import local_device
+
+    dev = local_device(pick_device(o.device))
     pol = make_policy(o.policy, o.threshold, o.min_layer, o.max_layer, check_every=o.check_every)  # validates the threshold before any work
     ds = load_dataset(o.data, o.split, limit=o.limit, seed=o.seed, data_dir=o.data_dir)
     if ds.kind == "corpus" or ds.labels is None:
@@ -126,9 +128,9 @@ def run(options: ExitOptions) -> dict[str, Any]:
         reports.append(report)
     results = {"data": o.data, "split": o.split, "val_split": o.val_split, "batch_size": o.batch_size,
                "device": str(dev), "policy": o.policy, "threshold": o.threshold, "check_every": o.check_every,
-               "models": reports}
-    write_exit(results, out)
-    folder.record()
+               "models": reports, "world_size": reports[0]["world_size"], "rank_samples": reports[0]["rank_samples"]}
+    rank0(write_exit, results, out)  # rank 0 alone writes; every process holds the same results
+    rank0(folder.record)
     return results
 
 
@@ -140,27 +142,36 @@ def exit_report(bundle, policy, test: list, val: list | None, *,
 
     Wall-clock speedup = t(the model's own forward) / t(runner), same batches and device, median of
     ``repeats``; layer-count speedup = Σ L·mᵢ / Σ i·mᵢ.
+
+    Data-parallel under a launcher (``layerwise.parallel``): each process runs its contiguous shard of ``test``
+    and ``val``; logits and each sample's exit (prediction, layer, confidence) are gathered in data-set order
+    before anything is counted or calibrated, and a time is the slowest process's.
     """
     import torch
+
+    from layerwise.parallel import gather_rows, reduce_max, rows, shard_list, split_record
 
     from layerwise.data.batches import labels_of
     from layerwise.data.metrics import layer_task_metrics
     from layerwise.evaluation.depth import minimal_depth
-    from layerwise.evaluation.per_layer import layer_logits
+    from layerwise.evaluation.per_layer import gathered_layer_logits
     from layerwise.inference import (EarlyExitRunner, accuracy, calibrate, calibration_grid, layer_speedup,
                                      median_seconds, plain_forward, timed)
+    from layerwise.inference.runner import ExitResult
 
     stack, heads = bundle.stack, bundle.exit_heads
     runner = EarlyExitRunner(stack, policy, heads)
     L = stack.num_layers
-    labels = labels_of(test)
-    logits = layer_logits(stack, test, heads)
+    labels, local = labels_of(test), shard_list(test)
+    logits = gathered_layer_logits(stack, test, heads)
     per_layer = [accuracy(x.argmax(-1), labels) for x in logits]
-    t_full = timed(plain_forward(bundle.model, test), repeats)
+    t_full = reduce_max(timed(plain_forward(bundle.model, local), repeats))
 
     def point(p) -> dict[str, Any]:
         r = EarlyExitRunner(stack, p, heads)
-        t, result = median_seconds(lambda: r.run(test), repeats)  # the plain-forward timing warmed up
+        t, mine = median_seconds(lambda: r.run(local), repeats)  # the plain-forward timing warmed up
+        t, result = reduce_max(t), ExitResult(*(gather_rows(getattr(mine, f).cpu())
+                                                for f in ("prediction", "layer", "confidence")))
         hist = result.histogram(L)
         return {"threshold": p.threshold, "accuracy": accuracy(result.prediction, labels), "histogram": hist,
                 "layer_speedup": layer_speedup(hist), "wall_speedup": t_full / t, "seconds": t}
@@ -179,9 +190,10 @@ def exit_report(bundle, policy, test: list, val: list | None, *,
         "metric": (metrics or ("accuracy",))[0],
         "per_layer_metrics": layer_task_metrics(torch.stack([x.argmax(-1) for x in logits]).numpy(), labels.numpy(),
                                                 metrics or ("accuracy",)),
+        **split_record(rows(local)),
     }
     if val is not None:
-        cal = calibrate(policy, layer_logits(stack, val, heads), labels_of(val), eps,
+        cal = calibrate(policy, gathered_layer_logits(stack, val, heads), labels_of(val), eps,
                         runner.lo, runner.hi)
         at = point(policy.with_threshold(cal["threshold"]))
         report["calibration"] = {"eps": eps, **cal, "test_accuracy": at["accuracy"],

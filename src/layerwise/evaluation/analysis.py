@@ -73,6 +73,14 @@ class FeatureStore:
         else:
             self.complete, self.kept = False, []
 
+    def gather(self) -> None:
+        """The subset rows of every process, in data-set order (``layerwise.parallel``; a process may hold none)."""
+        from layerwise.parallel import gather_list
+
+        mine = [torch.cat(layer) for layer in zip(*self.subset)] if self.subset else None
+        parts = [p for p in gather_list([mine]) if p is not None]
+        self.subset = [[torch.cat(layer) for layer in zip(*parts)]] if parts else []
+
     def subset_features(self) -> list[Tensor]:
         return [torch.cat(layer) for layer in zip(*self.subset)] if self.subset else []
 
@@ -105,21 +113,35 @@ def layer_measures(
     """Capture every model's layers over the data and compute the requested measures over all of them
     stacked (models' layers concatenated), plus per-model readout evaluation and residual statistics.
     With ``skip_inapplicable`` (``measures="all"``) a measure that cannot run on this data (e.g. CCA with
-    fewer samples than features) is skipped with a warning instead of failing the run."""
+    fewer samples than features) is skipped with a warning instead of failing the run.
+
+    Data-parallel (``layerwise.parallel``): ``make_loaders`` gives this process's shard; the sums are reduced and
+    the per-sample outputs gathered in data-set order before any measure is computed, so every process computes
+    the results of the whole data set."""
+    from layerwise.parallel import all_true, split_record
+
     stats = LinearStats()
     evals = [LayerScores(b.stack.task, metrics) for b in bundles]
     residuals = [ResidualStats() for _ in bundles]
     store = FeatureStore(n_total, sample_cap, seed, feature_budget_bytes)
-    for captured, feats in _batches_of(bundles, make_loaders(), device, pooling):
+    loaders = make_loaders()
+    store.offset = getattr(loaders[0], "first_sample", 0)  # the subset is drawn over the whole data set
+    for captured, feats in _batches_of(bundles, loaders, device, pooling):
         flat = [f for model_feats in feats for f in model_feats]
         stats.update(flat)
         store.add(flat)
         for ev, res, c, f in zip(evals, residuals, captured, feats):
             ev.update(c.stack, c.states, c.labels)
             res.update(f)
+    split = split_record(getattr(loaders[0], "n_local", stats.n))
+    stats.all_reduce()
+    for acc in (*evals, *residuals):
+        acc.all_reduce()
+    store.gather()
+    store.complete = all_true(store.complete)
     if stats.n < 2:
         raise LayerwiseError(f"only {stats.n} sample(s): the measures need at least 2 (debiased CKA needs 4)")
-    out: dict = {"n_samples": int(stats.n)}
+    out: dict = {"n_samples": int(stats.n), **split}
     for name in measures:
         if name == "cka":
             out[name] = stats.cka()
@@ -154,7 +176,7 @@ def _cosine(stats, store, bundles, make_loaders, device, pooling):
     else:  # over budget: a second pass, now that the global means are known
         for _, feats in _batches_of(bundles, make_loaders(), device, pooling):
             acc.update([f for model_feats in feats for f in model_feats])
-    return acc.result()
+    return acc.all_reduce().result()
 
 
 def _check_pooling(pooling: str | None) -> None:
@@ -175,7 +197,7 @@ def analyze(bundle: ModelBundle, ds: LayerwiseDataset, measures: list[str], *, b
     if len(ds) == 0:
         raise LayerwiseError("the data set is empty: check the data path, split and `limit`")
     device = device or next(bundle.model.parameters()).device
-    res = layer_measures([bundle], lambda: [model_loader(bundle, ds, batch_size)], measures, device=device,
+    res = layer_measures([bundle], lambda: [model_loader(bundle, ds, batch_size, shard=True)], measures, device=device,
                          pooling=pooling, n_total=len(ds), sample_cap=sample_cap, seed=seed,
                          skip_inapplicable=skip_inapplicable, metrics=ds.metrics)
     results = {
@@ -183,7 +205,7 @@ def analyze(bundle: ModelBundle, ds: LayerwiseDataset, measures: list[str], *, b
         **{json_name(n): res[n] for n in measures if n in res},
         **res["evaluation"][0],
         "residual": res["residual"][0],
-        "n_samples": res["n_samples"],
+        "n_samples": res["n_samples"], "world_size": res["world_size"], "rank_samples": res["rank_samples"],
     }
     if "cos" in measures:
         results["cos_per_sample_to_last"] = res["cos_per_sample_to_last"]
@@ -211,12 +233,12 @@ def compare(a: ModelBundle, b: ModelBundle, ds: LayerwiseDataset, measures: list
                              "drop 'cos' from `measures`; CKA and the others compare any widths", option="measures")
     device = device or next(a.model.parameters()).device
     la = a.stack.num_layers + 1
-    res = layer_measures([a, b], lambda: [model_loader(m, ds, batch_size) for m in (a, b)], measures,
+    res = layer_measures([a, b], lambda: [model_loader(m, ds, batch_size, shard=True) for m in (a, b)], measures,
                          device=device, pooling=pooling, n_total=len(ds), sample_cap=sample_cap, seed=seed,
                          skip_inapplicable=skip_inapplicable)
     return {
         "layers_a": list(range(la)), "layers_b": list(range(b.stack.num_layers + 1)),
         **{json_name(n): np.asarray(res[n])[:la, la:] for n in measures if n in res},
         "evaluation_a": res["evaluation"][0], "evaluation_b": res["evaluation"][1],
-        "n_samples": res["n_samples"],
+        "n_samples": res["n_samples"], "world_size": res["world_size"], "rank_samples": res["rank_samples"],
     }

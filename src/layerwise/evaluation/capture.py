@@ -68,14 +68,21 @@ class _CastInputs:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def __getattr__(self, name: str):  # the wrapped loader's shard record (n_local, first_sample)
+        return getattr(self.__dict__["loader"], name)
+
     def __iter__(self):
         for batch in self.loader:
             yield {k: v.to(self.dtype) if k != "labels" and isinstance(v, Tensor) and v.is_floating_point() else v
                    for k, v in batch.items()}
 
 
-def model_loader(bundle: ModelBundle, ds: LayerwiseDataset, batch_size: int):
-    """The data as ``bundle`` consumes it, floating inputs in the dtype of its weights."""
+def model_loader(bundle: ModelBundle, ds: LayerwiseDataset, batch_size: int, *, shard: bool = False):
+    """The data as ``bundle`` consumes it, floating inputs in the dtype of its weights; with ``shard``, only this
+    process's contiguous run of batches (``parallel.shard_loader``; all of them in one process)."""
+    from layerwise.parallel import shard_loader
+
     loader = make_loader(ds, bundle.inputs, batch_size)
+    loader = shard_loader(loader) if shard else loader
     dtype = next(bundle.model.parameters()).dtype
     return loader if dtype == torch.float32 else _CastInputs(loader, dtype)

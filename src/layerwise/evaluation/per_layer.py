@@ -36,6 +36,19 @@ class LayerScores:
             self.preds[-1] = self.preds[-1].cpu()
             self.targets.append(labels.double().cpu())
 
+    def all_reduce(self) -> "LayerScores":
+        """Sum every process's loss and count sums and gather its predictions and targets in rank order, the data
+        set's for contiguous shards (``layerwise.parallel``; a no-op in one process)."""
+        from layerwise.parallel import gather_rows, reduce_sum
+
+        if self.sums is not None:
+            self.sums = reduce_sum(self.sums)
+        if self.preds:
+            self.preds = [gather_rows(torch.cat(self.preds, dim=1), dim=1)]
+        if self.targets:
+            self.targets = [gather_rows(torch.cat(self.targets))]
+        return self
+
     def result(self) -> dict[str, list[float]]:
         if self.sums is None:
             return {}
@@ -70,3 +83,11 @@ def layer_logits(stack: LayerStack, batches: Iterable[Batch], exit_heads: nn.Mod
     if not per_batch:
         raise LayerwiseError("the data set is empty: check the data path, split and `limit`")
     return torch.cat(per_batch, dim=1)
+
+
+def gathered_layer_logits(stack: LayerStack, batches: list[Batch], exit_heads: nn.ModuleList | None = None) -> Tensor:
+    """``layer_logits`` of a data-parallel pass: each process scores its contiguous shard of ``batches`` and the
+    (L, N, C) logits of all of them are gathered in data-set order (``layerwise.parallel``; one process: all)."""
+    from layerwise.parallel import gather_rows, shard_list
+
+    return gather_rows(layer_logits(stack, shard_list(batches), exit_heads), dim=1)

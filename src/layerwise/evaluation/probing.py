@@ -69,14 +69,20 @@ def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 @torch.no_grad()
 def layer_features(bundle: ModelBundle, ds: LayerwiseDataset, *, pooling: str | None, batch_size: int,
                    device: torch.device) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per-layer (N, D) pooled features (the model's own token unless ``pooling``) and the (N,) labels."""
+    """Per-layer (N, D) pooled features (the model's own token unless ``pooling``) and the (N,) labels. Under a
+    launcher each process captures its shard and the features are gathered in data-set order
+    (``layerwise.parallel``), so every process fits the same probes on the same features."""
+    from layerwise.parallel import gather_list
+
     dtype = next(bundle.model.parameters()).dtype
     feats: list[list[np.ndarray]] = []
-    for batch in capture(bundle.stack, model_loader(bundle, ds, batch_size), device=device, progress=False):
+    loader = model_loader(bundle, ds, batch_size, shard=True)
+    for batch in capture(bundle.stack, loader, device=device, progress=False):
         for i, f in enumerate(batch.features(pooling)):
             (feats.append([]) if len(feats) <= i else None)
             feats[i].append(f.to(torch.float64 if dtype == torch.float64 else torch.float32).cpu().numpy())
-    return [np.concatenate(f) for f in feats], ds.labels.numpy()
+    parts = gather_list([[np.concatenate(f) for f in feats]])
+    return [np.concatenate(layer) for layer in zip(*parts)], ds.labels.numpy()
 
 
 def probe_layers(bundle: ModelBundle, train: LayerwiseDataset, test: LayerwiseDataset, *, pooling: str | None = None,

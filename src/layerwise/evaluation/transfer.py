@@ -19,7 +19,7 @@ from torch import Tensor
 from layerwise.checkpoints import ModelBundle
 from layerwise.data import LayerwiseDataset, labels_of, load_dataset, make_loader, materialize, model_inputs
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.per_layer import layer_logits
+from layerwise.evaluation.per_layer import gathered_layer_logits
 
 Relabel = Callable[[Tensor], Tensor]
 
@@ -45,17 +45,20 @@ def layerwise_accuracy(bundle, data, split: str = "test", *, limit: int | None =
     batches = _batches(bundle, data, split, limit=limit, batch_size=batch_size, seed=seed, data_dir=data_dir,
                        augment=augment)
     labels = labels_of(batches)
-    logits = layer_logits(bundle.stack, batches, bundle.exit_heads)
+    logits = gathered_layer_logits(bundle.stack, batches, bundle.exit_heads)  # data-parallel under a launcher
     return (logits.argmax(-1) == labels).double().mean(1).tolist()
 
 
 @torch.inference_mode()
 def readout_inputs(bundle, batches) -> tuple[Tensor, Tensor]:
-    """(L+1, N, D) features norm(pool(hˡ)) for ℓ = 0..L — what the head sees — and the (N,) labels."""
+    """(L+1, N, D) features norm(pool(hˡ)) for ℓ = 0..L — what the head sees — and the (N,) labels; under a
+    launcher each process takes its shard of ``batches`` and the features are gathered in data-set order."""
+    from layerwise.parallel import gather_rows, shard_list
+
     features = bundle.stack.readout.without_head()
     per_batch = [torch.stack([features(s.h, s.mask).float().cpu() for s in bundle.stack.states(model_inputs(b))])
-                 for b in batches]
-    return torch.cat(per_batch, dim=1), labels_of(batches)
+                 for b in shard_list(batches)]
+    return gather_rows(torch.cat(per_batch, dim=1), dim=1), labels_of(batches)
 
 
 def transfer_accuracy(bundle, train, test, *, train_split: str = "train", test_split: str = "test",

@@ -33,6 +33,15 @@ class ResidualStats:
         self.sums = batch if self.sums is None else self.sums + batch
         self.n += feats[0].shape[0]
 
+    def all_reduce(self) -> "ResidualStats":
+        """Sum the sums and counts of every process (``layerwise.parallel``; a no-op in one process)."""
+        from layerwise.parallel import reduce_sum
+
+        n = torch.tensor([self.n], dtype=torch.float64)
+        n, self.sums = reduce_sum([n, self.sums])
+        self.n = int(n.item())
+        return self
+
     def result(self) -> dict[str, list[float]]:
         mean = (self.sums / self.n).T.tolist()
         return {"norm_ratio": mean[0], "cos_update": mean[1], "cos_adjacent": mean[2]}

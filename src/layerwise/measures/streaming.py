@@ -69,6 +69,17 @@ class LinearStats:
         self.ss.addmm_(s.T, s)
         self.s += s.sum(0)
 
+    def all_reduce(self) -> "LinearStats":
+        """Sum the statistics of every process (``layerwise.parallel``; a no-op in one process): all of them are
+        additive float64 sums over samples, so the reduced statistics are those of the whole data set."""
+        from layerwise.parallel import reduce_sum
+
+        n = torch.tensor([self.n], dtype=torch.float64, device=self.sums.device)
+        n, self.sums, self.gram, self.zs, self.ss, self.s = reduce_sum([n, self.sums, self.gram, self.zs, self.ss,
+                                                                         self.s])
+        self.n = int(n.item())
+        return self
+
     def means(self) -> list[torch.Tensor]:
         """Per-layer mean feature vectors (e.g. the global means for a second cosine pass)."""
         o = self.offsets
@@ -177,6 +188,18 @@ class CosineAccumulator:
         self.n += u.shape[1]
         per = (u * u[-1]).sum(-1).T  # (B, L) cosine of each layer vs the last
         self.vs_last.append(torch.where((valid * valid[-1]).T > 0, per, torch.nan).cpu())
+
+    def all_reduce(self) -> "CosineAccumulator":
+        """Sum the cosine sums and counts of every process and gather the per-sample cosines in rank order (the
+        data set's order for contiguous shards; ``layerwise.parallel``)."""
+        from layerwise.parallel import gather_rows, reduce_sum
+
+        n = torch.tensor([self.n], dtype=torch.float64, device=self.sums.device)
+        n, self.sums, self.counts = reduce_sum([n, self.sums, self.counts])
+        self.n = int(n.item())
+        if self.vs_last:
+            self.vs_last = [gather_rows(torch.cat(self.vs_last))]
+        return self
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean COS matrix (L, L), per-sample COS vs the last layer (N, L))."""
