@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import Field, PositiveInt
 
 from layerwise.commands.common import CommandOptions, Folder
-from layerwise.run_folder import open_run_folder
+from layerwise.parallel import open_folder, rank0
 from layerwise.errors import LayerwiseError
 
 OUTPUTS = ("results.json", "excess.png", "barriers.png", "cumulative.png", "matched_excess.png",
@@ -81,7 +81,7 @@ def run(options: ConnectOptions) -> dict[str, Any]:
 
     modes = check_modes(list(o.mode))
     grid = parse_alphas(o.alphas)
-    folder = open_run_folder(Path(o.out), "connect", overwrite=o.overwrite, outputs=OUTPUTS)
+    folder = open_folder(Path(o.out), "connect", overwrite=o.overwrite, outputs=OUTPUTS)
     out = folder.path
     from layerwise.checkpoints import BUILTIN, load_model  # after the checks: a bad option is answered without torch
     from layerwise.data import load_dataset, make_loader, materialize
@@ -90,7 +90,9 @@ def run(options: ConnectOptions) -> dict[str, Any]:
     from layerwise.report.writers import write_connect
     from layerwise.stack.surgery import batchnorms
 
-    dev = pick_device(o.device)
+    from layerwise.parallel import local_device, rows, shard_list, split_record
+
+    dev = local_device(pick_device(o.device))
     ds = load_dataset(o.data, o.split, limit=o.limit, seed=o.seed, data_dir=o.data_dir)
     classes = ds.num_classes if ds.kind != "corpus" else None
     a, b = (load_model(s, num_classes=classes if s in BUILTIN else None) for s in (o.model_a, o.model_b))
@@ -112,7 +114,8 @@ def run(options: ConnectOptions) -> dict[str, Any]:
                       match=o.match, readout_from_b=o.readout_from_b, random_seeds=o.random_seeds,
                       filter_normalised=o.filter_norm, seed=o.seed, progress=o.progress)
     results = {"model_a": o.model_a, "model_b": o.model_b, "data": o.data, "split": o.split, "limit": o.limit,
-               "device": str(dev), "alphas": grid, **results}
-    write_connect(results, out)
-    folder.record()
+               "device": str(dev), "alphas": grid, **results,
+               **split_record(rows(shard_list(batches)))}  # the batches each process scored (Scorer's shard)
+    rank0(write_connect, results, out)  # rank 0 alone writes; every process holds the same results
+    rank0(folder.record)
     return results

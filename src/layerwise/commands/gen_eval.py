@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, NonNegativeInt, PositiveInt
 
 from layerwise.commands.common import CommandOptions, Folder
-from layerwise.run_folder import open_run_folder
+from layerwise.parallel import open_folder, rank0
 from layerwise.errors import LayerwiseError
 
 if TYPE_CHECKING:
@@ -73,13 +73,15 @@ def check_model(bundle: ModelBundle, settings: GenEvalSettings) -> int:
 def generate_layer(bundle: ModelBundle, prompts: Prompts, layer: int, decoding,
                    settings: GenEvalSettings, bar=None) -> list[list[int]]:
     """Continuations (token ids, up to and including EOS) of every prompt from ``layer``, in batches; batch i is
-    sampled with seed + i, so a run is reproducible whatever else runs."""
+    sampled with seed + i, so a run is reproducible whatever else runs. Under a launcher each process generates
+    its contiguous run of batches (the same batches and seeds) and the rows are gathered in prompt order."""
     from layerwise.inference.generation import generate
+    from layerwise.parallel import gather_list, shard_list
 
     tok = bundle.inputs.tokenizer
     eos, pad = getattr(tok, "eos_token_id", None), getattr(tok, "pad_token_id", None)
     out: list[list[int]] = []
-    for i in range(0, len(prompts.prefix_ids), settings.batch_size):
+    for i in shard_list(range(0, len(prompts.prefix_ids), settings.batch_size), what="prompt batches"):
         batch = prompts.prefix_ids[i:i + settings.batch_size]
         generated = generate(bundle.stack, batch, layer, decoding=decoding, max_new_tokens=settings.max_new_tokens,
                              eos_token_id=eos, pad_token_id=pad if pad is not None else 0,
@@ -87,21 +89,23 @@ def generate_layer(bundle: ModelBundle, prompts: Prompts, layer: int, decoding,
         out.extend(generated.rows())
         if bar is not None:
             bar.update(len(batch))
-    return out
+    return gather_list(out)
 
 
 def lm_scores(bundle: ModelBundle, ds: LayerwiseDataset, seq_len: int, batch_size: int,
               device) -> dict[str, list[float]]:
     """Per-layer next-token accuracy and perplexity of readout(hˡ), ℓ = 0..L, on the corpus cut into blocks of
-    ``seq_len`` (``training.scores.evaluate_layers``)."""
+    ``seq_len`` (``training.scores.evaluate_layers``: under a launcher, batches dealt round-robin to the processes
+    and the float64 sums reduced)."""
     from tqdm.auto import tqdm
 
     from layerwise.data import make_loader
+    from layerwise.parallel import rank, reduce_sum, world_size
     from layerwise.training.scores import evaluate_layers
 
     loader = make_loader(ds, bundle.inputs, batch_size, seq_len=seq_len)
     bar = tqdm(loader, desc=f"scoring {bundle.name}", unit="batch", leave=False)
-    return evaluate_layers(bundle.stack, bar, device=device)
+    return evaluate_layers(bundle.stack, bar, device=device, rank=rank(), world=world_size(), reduce=reduce_sum)
 
 
 def model_report(bundle: ModelBundle, ds: LayerwiseDataset, offsets: Sequence[int], embedder: Embedder,
@@ -153,7 +157,15 @@ def evaluate_generation(bundles: Sequence[ModelBundle], ds: LayerwiseDataset, em
     with tqdm(total=total, desc="generating", unit="prompt", leave=False) as bar:
         models = [model_report(b, ds, offsets, embedder, decoding, settings, device, bar) for b in bundles]
     return {"models": models, "prompt_offsets": list(offsets), "embedder": embedder.describe(),
-            "diversity_convention": settings.diversity}
+            "diversity_convention": settings.diversity, **prompt_split(len(offsets), settings.batch_size)}
+
+
+def prompt_split(n: int, batch_size: int) -> dict:
+    """``world_size`` and the prompts each process generated from (``generate_layer``'s contiguous batches)."""
+    from layerwise.parallel import rank, shard_bounds, split_record, world_size
+
+    first, last = shard_bounds(-(-n // batch_size), rank(), world_size())
+    return split_record(min(last * batch_size, n) - first * batch_size)
 
 
 def run(options: GenEvalOptions) -> dict[str, Any]:
@@ -162,7 +174,7 @@ def run(options: GenEvalOptions) -> dict[str, Any]:
     Checked before any model is run: the options, ``out``, the decoding, the corpus and the number of prompts
     it allows, the embedder, and every model (a language model whose context holds prefix + continuation)."""
     o = options
-    folder = open_run_folder(Path(o.out), "gen-eval", overwrite=o.overwrite, outputs=OUTPUTS)
+    folder = open_folder(Path(o.out), "gen-eval", overwrite=o.overwrite, outputs=OUTPUTS)
     out = folder.path
     from layerwise.checkpoints import load_model  # after the checks: a bad option is answered without torch
     from layerwise.data import load_dataset
@@ -175,7 +187,9 @@ def run(options: GenEvalOptions) -> dict[str, Any]:
     strategy = make_decoding(o.decoding, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, alpha=o.alpha)
     ds = load_dataset(o.data, split=o.split, limit=o.limit, seed=o.seed, data_dir=o.data_dir)
     check_corpus(ds, o.num_prompts)
-    dev = pick_device(o.device)
+    from layerwise.parallel import local_device
+
+    dev = local_device(pick_device(o.device))
     scorer = Embedder(o.embedder, device=str(dev))
     bundles = []
     for name in o.model:
@@ -194,6 +208,6 @@ def run(options: GenEvalOptions) -> dict[str, Any]:
                              batch_size=o.batch_size, eval_batch_size=o.eval_batch_size, seq_len=o.seq_len,
                              limit=o.limit, layer_zero=o.layer_zero, embedder=o.embedder, diversity=o.diversity,
                              samples=o.samples, seed=o.seed, device=str(dev))
-    write_gen_eval(results, out)
-    folder.record()
+    rank0(write_gen_eval, results, out)  # rank 0 alone writes; every process holds the same results
+    rank0(folder.record)
     return results

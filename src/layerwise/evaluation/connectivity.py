@@ -197,13 +197,19 @@ def detached(model: torch.nn.Module) -> State:
 
 
 class Scorer:
-    """Score points θ(α) on fixed batches with one working copy of model A."""
+    """Score points θ(α) on fixed batches with one working copy of model A.
+
+    Data-parallel under a launcher (``layerwise.parallel``): each process scores its contiguous shard of
+    ``batches`` and the float64 sums [Σ CE, Σ correct, count] are summed over the processes, so every loss curve is
+    the whole data set's; BatchNorm statistics are re-estimated on all of ``bn_batches`` by every process alike."""
 
     def __init__(self, bundle: ModelBundle, batches: Sequence[Batch], bn_batches: Sequence[Batch] | None):
+        from layerwise.parallel import shard_list
+
         self.model = copy.deepcopy(bundle.model).eval()
         self.stack = LayerStack(self.model)
         self.target = named_tensors(self.model)
-        self.batches, self.bn_batches = batches, bn_batches
+        self.batches, self.bn_batches = shard_list(batches), bn_batches
         self.has_bn = bool(batchnorms(self.model))
         self.evaluations = 0
 
@@ -212,7 +218,9 @@ class Scorer:
         write_mix(self.target, a, b, alpha)
         if reestimate and self.has_bn and self.bn_batches:
             reestimate_batchnorm(self.model, self.stack, self.bn_batches)
-        s = output_sums(self.stack, self.batches)
+        from layerwise.parallel import reduce_sum
+
+        s = reduce_sum(output_sums(self.stack, self.batches))
         self.evaluations, self.targets = self.evaluations + 1, int(s[2])
         return float(s[0] / s[2]), float(1.0 - s[1] / s[2])
 

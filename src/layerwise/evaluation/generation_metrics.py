@@ -186,9 +186,14 @@ def _dimension(model: Any) -> int | None:
 
 def score_texts(embedder: Embedder, prefixes: Sequence[str], texts: Sequence[str],
                 ids: Sequence[Sequence[int]]) -> dict:
-    """Coherence (mean cos(e(prefix), e(continuation))) and the diversity of every convention."""
-    return {"coherence": nan_mean(coherence_values(embedder, prefixes, texts)),
-            "diversity": all_diversities(texts, ids)}
+    """Coherence (mean cos(e(prefix), e(continuation))) and the diversity of every convention. Under a launcher
+    each process embeds its contiguous share of the pairs and the cosines are gathered in data-set order
+    (``layerwise.parallel``); the diversity counts n-grams over all the texts, which every process holds."""
+    from layerwise.parallel import gather_list, shard_bounds, rank, world_size
+
+    start, stop = shard_bounds(len(texts), rank(), world_size())
+    cosines = gather_list(coherence_values(embedder, prefixes[start:stop], texts[start:stop]))
+    return {"coherence": nan_mean(cosines), "diversity": all_diversities(texts, ids)}
 
 
 @torch.no_grad()
