@@ -10,7 +10,8 @@ process takes one shard of the data, computes what it can alone, and then
 Shards are contiguous runs of whole batches, cut as ``PartialState.split_between_processes`` cuts a list (the
 first ``n mod N`` ranks take one more; a ragged last shard is fine): every batch is exactly the batch the
 one-process run makes, so its forward is the same computation, and gathering in rank order is data-set order.
-A pass with fewer batches than processes is refused (a process with nothing would have nothing to reduce).
+A list of batches may leave a process nothing (its outputs are then ``None``, skipped when gathering); a
+loader pass (``shard_loader``: analyze, compare, the probe) with fewer batches than processes is refused.
 ``strided`` shards (rank r takes items r, r + N, …) are offered for lists whose items are independent; their
 gathered outputs are put back in order by ``gather_list(…, strided=True)``.
 
@@ -78,12 +79,11 @@ def _check_enough(n: int, what: str) -> None:
                              "lower `batch_size`", option="batch_size")
 
 
-def shard_list(items: Sequence[T], *, strided: bool = False, what: str = "batches") -> list[T]:
+def shard_list(items: Sequence[T], *, strided: bool = False) -> list[T]:
     """This rank's share of ``items`` (materialised batches, prompt batches): contiguous, or every ``world``-th
-    from ``rank`` if ``strided``."""
+    from ``rank`` if ``strided``; empty for the last ranks when there are fewer items than processes."""
     if not launched():
         return list(items)
-    _check_enough(len(items), what)
     if strided:
         return list(items[rank()::world_size()])
     with state().split_between_processes(list(items)) as mine:
@@ -154,12 +154,14 @@ def gather_list(items: Sequence[T], *, strided: bool = False) -> list[T]:
 
 
 def gather_rows(t, dim: int = 0):
-    """A tensor's shards concatenated along ``dim`` in rank order (ragged shards welcome), on the CPU."""
+    """A tensor's shards concatenated along ``dim`` in rank order (ragged shards welcome), on the CPU; a rank
+    whose shard was empty passes None (None back if every shard was)."""
     if not launched():
         return t
     import torch
 
-    return torch.cat(gather_list([t.detach().cpu()]), dim=dim)
+    parts = [p for p in gather_list([None if t is None else t.detach().cpu()]) if p is not None]
+    return torch.cat(parts, dim=dim) if parts else None
 
 
 def split_record(n_local: int) -> dict[str, Any]:
@@ -196,11 +198,14 @@ class _Follower:
 
 def open_folder(out: Path, command: str, *, overwrite: bool, outputs: Sequence[str]):
     """``run_folder.open_run_folder`` on rank 0; every rank first makes its check without writing, so a bad
-    ``out`` is the same one-line error on every rank, and none sees rank 0's folder half made."""
+    ``out`` is the same one-line error on every rank, and none sees rank 0's folder half made; all return once it
+    exists."""
     from layerwise.run_folder import check_run_folder, open_run_folder
 
     if not launched():
         return open_run_folder(out, command, overwrite=overwrite, outputs=outputs)
     check_run_folder(out, command, overwrite=overwrite, outputs=outputs)  # on every rank, before rank 0 writes
     state().wait_for_everyone()
-    return open_run_folder(out, command, overwrite=overwrite, outputs=outputs) if is_main() else _Follower(out)
+    folder = open_run_folder(out, command, overwrite=overwrite, outputs=outputs) if is_main() else _Follower(out)
+    state().wait_for_everyone()  # the folder exists before any rank writes below it (lpft's training runs)
+    return folder

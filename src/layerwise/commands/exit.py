@@ -169,8 +169,8 @@ def exit_report(bundle, policy, test: list, val: list | None, *,
 
     def point(p) -> dict[str, Any]:
         r = EarlyExitRunner(stack, p, heads)
-        t, mine = median_seconds(lambda: r.run(local), repeats)  # the plain-forward timing warmed up
-        t, result = reduce_max(t), ExitResult(*(gather_rows(getattr(mine, f).cpu())
+        t, mine = median_seconds(lambda: r.run(local) if local else None, repeats)  # plain forward warmed up
+        t, result = reduce_max(t), ExitResult(*(gather_rows(None if mine is None else getattr(mine, f).cpu())
                                                 for f in ("prediction", "layer", "confidence")))
         hist = result.histogram(L)
         return {"threshold": p.threshold, "accuracy": accuracy(result.prediction, labels), "histogram": hist,

@@ -81,7 +81,7 @@ def generate_layer(bundle: ModelBundle, prompts: Prompts, layer: int, decoding,
     tok = bundle.inputs.tokenizer
     eos, pad = getattr(tok, "eos_token_id", None), getattr(tok, "pad_token_id", None)
     out: list[list[int]] = []
-    for i in shard_list(range(0, len(prompts.prefix_ids), settings.batch_size), what="prompt batches"):
+    for i in shard_list(range(0, len(prompts.prefix_ids), settings.batch_size)):
         batch = prompts.prefix_ids[i:i + settings.batch_size]
         generated = generate(bundle.stack, batch, layer, decoding=decoding, max_new_tokens=settings.max_new_tokens,
                              eos_token_id=eos, pad_token_id=pad if pad is not None else 0,

@@ -32,9 +32,10 @@ from layerwise.data.load import holdout
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.calibration import calibration, layer_calibration, temperature_scaling
 from layerwise.evaluation.lpft import check_classifier, check_ntk_memory, feature_change, head_norms, ntk_at_start
-from layerwise.evaluation.per_layer import layer_logits
+from layerwise.evaluation.per_layer import gathered_layer_logits
 from layerwise.report.serialize import atomic_write_text, jsonable
-from layerwise.run_folder import check_run_folder, open_run_folder
+from layerwise.parallel import local_device, open_folder, rank0, rows, shard_list, split_record
+from layerwise.run_folder import check_run_folder
 from layerwise.schema import Finite
 from layerwise.stack import LayerStack
 from layerwise.training import objectives as O
@@ -82,8 +83,9 @@ class LpftOptions(CommandOptions):
 
 
 def _logits(stack: LayerStack, batches: Sequence[Batch]) -> tuple[Tensor, Tensor]:
-    """(L, N, C) readout logits after every layer 1..L, and the (N,) labels."""
-    return layer_logits(stack, batches), labels_of(batches)
+    """(L, N, C) readout logits after every layer 1..L, and the (N,) labels (data-parallel under a launcher:
+    each process scores its shard, the logits are gathered in data-set order)."""
+    return gathered_layer_logits(stack, batches), labels_of(batches)
 
 
 def evaluate_recipe(bundle: ModelBundle, pre: LayerStack, data: dict[str, LayerwiseDataset | None], *,
@@ -110,7 +112,7 @@ def evaluate_recipe(bundle: ModelBundle, pre: LayerStack, data: dict[str, Layerw
         out["shift"] = {"accuracy": before["accuracy"], "ece": before["ece"], "ece_temperature_scaled": after["ece"],
                         "n": int(shift_labels.numel())}
     out["feature_change"] = feature_change(pre.to(device), stack, test, device=device, progress=progress)
-    return out
+    return {**out, **split_record(rows(shard_list(test)))}  # the test samples each process scored
 
 
 class HeadNormLog:
@@ -209,7 +211,7 @@ def run(options: LpftOptions) -> dict[str, Any]:
     opts = options
     out = Path(opts.out)
     check_run_folder(out, "lpft", overwrite=opts.overwrite, outputs=OUTPUTS)  # opened below, after the data checks
-    device = pick_device(opts.device)
+    device = local_device(pick_device(opts.device))
     data = load_data(opts)  # every check on the data, the model and the NTK before any training
     set_seed(opts.seed)  # as the Trainer does before building the model: the same fresh head as FT's
     start = build_bundle(train_config(opts, out / "ft", "standard", 1.0), data["train"].num_classes)
@@ -222,7 +224,7 @@ def run(options: LpftOptions) -> dict[str, Any]:
         opts.seed))[:opts.ntk_subset])
 
     # created only now, so that bad sizes found above leave nothing behind
-    folder = open_run_folder(out, "lpft", overwrite=opts.overwrite, outputs=OUTPUTS)
+    folder = open_folder(out, "lpft", overwrite=opts.overwrite, outputs=OUTPUTS)
     lp_run = run_one(opts, data, out / "lp" / "run", "lp", 1.0)
     trained = {"ft": fit_recipe(opts, data, "ft", opts.ft_objective, opts.ft_lrs),
                "lp": {"objective": "lp", "lr": None, "run": lp_run["run"], "val_accuracy": lp_run["val_accuracy"],
@@ -242,6 +244,7 @@ def run(options: LpftOptions) -> dict[str, Any]:
         bundle.inputs = start.inputs  # the tokenizer and length the runs trained with
         diag = evaluate_recipe(bundle, pre, data, batch_size=64, device=device, progress=opts.progress)
         final = diag.pop("head_norm_final")
+        split = {k: diag.pop(k) for k in ("world_size", "rank_samples")}
         recipes[name] = {**run, **diag, "ntk": {"ft": ntk_ft, "lp": ntk_lpft, "lpft": ntk_lpft}[name],
                          "head_norm": {"start": starts[name]["frobenius"], "final": final["frobenius"],
                                        "start_rows": starts[name]["rows"], "final_rows": final["rows"]}}
@@ -249,6 +252,7 @@ def run(options: LpftOptions) -> dict[str, Any]:
                "sizes": {k: (len(v) if v is not None else None) for k, v in data.items()},
                "options": jsonable(opts.model_dump(mode="json")), "ntk_memory": ntk_memory, "recipes": recipes}
     results["claims"] = claims(recipes)
-    write_lpft(results, out)
-    folder.record()
+    results.update(split)
+    rank0(write_lpft, results, out)  # rank 0 alone writes; every process holds the same results
+    rank0(folder.record)
     return results

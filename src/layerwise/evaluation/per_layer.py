@@ -90,4 +90,5 @@ def gathered_layer_logits(stack: LayerStack, batches: list[Batch], exit_heads: n
     (L, N, C) logits of all of them are gathered in data-set order (``layerwise.parallel``; one process: all)."""
     from layerwise.parallel import gather_rows, shard_list
 
-    return gather_rows(layer_logits(stack, shard_list(batches), exit_heads), dim=1)
+    mine = shard_list(batches)
+    return gather_rows(layer_logits(stack, mine, exit_heads) if mine else None, dim=1)

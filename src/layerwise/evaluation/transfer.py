@@ -58,7 +58,7 @@ def readout_inputs(bundle, batches) -> tuple[Tensor, Tensor]:
     features = bundle.stack.readout.without_head()
     per_batch = [torch.stack([features(s.h, s.mask).float().cpu() for s in bundle.stack.states(model_inputs(b))])
                  for b in shard_list(batches)]
-    return gather_rows(torch.cat(per_batch, dim=1), dim=1), labels_of(batches)
+    return gather_rows(torch.cat(per_batch, dim=1) if per_batch else None, dim=1), labels_of(batches)
 
 
 def transfer_accuracy(bundle, train, test, *, train_split: str = "train", test_split: str = "test",

@@ -31,8 +31,12 @@ def feature_change(pre: LayerStack, tuned: LayerStack, loader: Iterable[dict[str
     """Per layer 0..L: ``relative`` (mean relative change) and ``cos`` (COS against the pretrained layer).
 
     ``loader`` is iterated twice (once per model) and must yield the same batches each time (no shuffling).
-    Features are kept in memory (N × D per layer, float32) for COS, which centres by the global mean.
+    Features are kept in memory (N × D per layer, float32) for COS, which centres by the global mean. Under a
+    launcher each process captures its contiguous shard of the batches and the features are gathered in data-set
+    order (``layerwise.parallel``) before either measure.
     """
+    from layerwise.parallel import gather_rows, shard_list
+
     if pre.num_layers != tuned.num_layers or pre.hidden_size != tuned.hidden_size:
         raise LayerwiseError(f"the fine-tuned model ({tuned.num_layers} layers of {tuned.hidden_size}) does not "
                              f"match the pretrained one ({pre.num_layers} of {pre.hidden_size}): compare a model with "
@@ -40,13 +44,15 @@ def feature_change(pre: LayerStack, tuned: LayerStack, loader: Iterable[dict[str
     pooling = pre.feature_pooling
     feats: dict[str, list[list[Tensor]]] = {"pre": [[] for _ in range(pre.num_layers + 1)],
                                            "ft": [[] for _ in range(pre.num_layers + 1)]}
+    loader = shard_list(list(loader))
     for key, stack in (("pre", pre), ("ft", tuned)):
-        for batch in capture(stack, loader, device=device, progress=progress, desc=f"features ({key})"):
+        for batch in capture(stack, loader, device=device, progress=progress, desc=f"features ({key})") if loader \
+                else ():
             for ell, f in enumerate(batch.features(pooling)):
                 feats[key][ell].append(f.float().cpu())
     out: dict[str, list[float]] = {"relative": [], "cos": []}
     for ell in range(pre.num_layers + 1):
-        h_pre, h_ft = torch.cat(feats["pre"][ell]), torch.cat(feats["ft"][ell])
+        h_pre, h_ft = (gather_rows(torch.cat(feats[k][ell]) if loader else None) for k in ("pre", "ft"))
         if h_pre.shape != h_ft.shape:
             raise LayerwiseError("the two passes over the data gave different batches: pass a loader without "
                                  "shuffling")
