@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures import ROOT, free_port, subprocess_env
+from fixtures import ROOT, free_port, real_data_dir, subprocess_env
 
 sys.path.insert(0, str(Path(__file__).parent))
 import data_parallel_script as script  # noqa: E402
@@ -82,22 +82,23 @@ def assert_same(one, two, path: str = "") -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, shared_data):
-    """(one process, two processes): each case's results, and the folders they wrote."""
+def runs(tmp_path_factory):
+    """(one process, two processes): each case's results, and the folders they wrote. This process runs on one
+    thread (conftest), as each launched process does: the same float32 kernels."""
+    root = real_data_dir()
+    if root is None:
+        pytest.skip("real data absent: set LAYERWISE_DATA to the shared data root")
     work, one, two = (tmp_path_factory.mktemp(n) for n in ("work", "one", "two"))
-    script.make_models(work)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each launched process runs: the same float32 kernels
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAYERWISE_DATA", str(root))
+        script.make_models(work)
         script.run_cases(work, one, list(script.CASES))
-    finally:
-        torch.set_num_threads(threads)
     # torchrun; ``accelerate launch --multi_gpu --num_processes 2`` starts the same two processes on a CPU machine,
     # while ``accelerate launch --cpu --num_processes 2`` starts one (Accelerate 1.16's launcher for --cpu).
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
               "--master_port", str(free_port())]
     done = subprocess.run([*launch, str(ROOT / "tests" / "data_parallel_script.py"), str(work), str(two),
-                           *script.CASES], env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           *script.CASES], env=subprocess_env(LAYERWISE_DATA=str(root)), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
     def load(folder: Path) -> dict:
