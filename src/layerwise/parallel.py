@@ -73,10 +73,10 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     return start, start + per + (rank < extra)
 
 
-def _check_enough(n: int, what: str) -> None:
+def _check_enough(n: int) -> None:
     if n < world_size():
-        raise LayerwiseError(f"{n} {what} cannot be split over {world_size()} processes: launch fewer processes or "
-                             "lower `batch_size`", option="batch_size")
+        raise LayerwiseError(f"{n} batch{'es' if n != 1 else ''} cannot be split over {world_size()} processes: "
+                             "launch fewer processes or lower `batch_size`", option="batch_size")
 
 
 def shard_list(items: Sequence[T], *, strided: bool = False) -> list[T]:
@@ -101,7 +101,7 @@ def shard_loader(loader):
     if not isinstance(loader, DataLoader) or not isinstance(loader.sampler, SequentialSampler) or not loader.batch_size:
         raise LayerwiseError("a data-parallel pass needs a plain loader in order (no shuffling, fixed batch size)")
     n, size = len(loader.dataset), loader.batch_size
-    _check_enough(len(loader), "batches")
+    _check_enough(len(loader))
     first, last = shard_bounds(len(loader), rank(), world_size())
     part = Subset(loader.dataset, range(first * size, min(last * size, n)))
     mine = DataLoader(part, batch_size=size, collate_fn=loader.collate_fn, num_workers=loader.num_workers,
