@@ -13,13 +13,13 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from layerwise.commands.common import DTYPES, CommandOptions, Folder, only_with, with_warnings
+from layerwise.commands.common import DTYPES, CommandOptions, Folder, LogWith, only_with, with_warnings
 from layerwise.errors import LayerwiseError
 from layerwise.run_folder import open_run_folder
 
 DEFAULT_MEASURES = "cos,cka_linear,cka_linear_debiased"
 OUTPUTS = ("results.json", "layers.csv", "heatmap_*.png", "similarity_vs_last.png", "cos_boxplot.png", "probe_nc1.png",
-           "residual.png")
+           "residual.png", "trackers")
 
 
 class AnalyzeOptions(CommandOptions):
@@ -44,6 +44,7 @@ class AnalyzeOptions(CommandOptions):
     text_pair_column: str | None = None
     label_column: str | None = None
     overwrite: bool = False
+    log_with: LogWith = None  # experiment trackers: the per-layer table and the figures (docs/scaling.md)
 
 
 def load(model: str, device, dtype: str):
@@ -100,6 +101,10 @@ def run(options: AnalyzeOptions) -> dict:
     """Measure ``options.model`` layer by layer on ``options.data``; write and return the results."""
     o = options
     only_with(o, o.probe, "`probe`", "probe_limit")
+    if o.log_with:
+        from layerwise.training.log import tracker_names
+
+        tracker_names(o.log_with)  # a missing tracker package is refused before any work
     folder = open_run_folder(Path(o.out), "analyze", overwrite=o.overwrite, outputs=OUTPUTS)
     from layerwise.data import Columns, load_dataset  # after the checks: a bad option is answered without torch
     from layerwise.device import pick_device
@@ -129,5 +134,19 @@ def run(options: AnalyzeOptions) -> dict:
                              dtype=o.dtype, probe=train is not None,
                              probe_limit=o.probe_limit if train is not None else None)
     write_analysis(results, Path(o.out))
+    if o.log_with:
+        log_analysis(o, results)
     folder.record()
     return results
+
+
+def log_analysis(o: AnalyzeOptions, results: dict) -> None:
+    """``log_with``: layers.csv's rows as scalars named by layer (``analyze/cka_linear_to_last/layer_03``), the
+    configuration as hyperparameters, and the figures."""
+    from layerwise.report.writers import _matrix_keys, layer_rows
+    from layerwise.training.log import log_run
+
+    scalars = {f"analyze/{key}/layer_{row['layer']:02d}": float(value)
+               for row in layer_rows(results, _matrix_keys(results)) for key, value in row.items()
+               if key != "layer" and isinstance(value, (int, float)) and not isinstance(value, bool)}
+    log_run(o.log_with, "analyze", Path(o.out), results["config"], scalars, sorted(Path(o.out).glob("*.png")))

@@ -4,6 +4,7 @@ Accelerator it runs on (both refuse what they cannot do, before any work)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from layerwise.checkpoints import ModelBundle, load_model, make_exit_heads, set_readout_pooling
 from layerwise.errors import LayerwiseError
@@ -39,9 +40,13 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate.utils import DistributedDataParallelKwargs
 
     # Alternating objectives leave some parameters unused on half the steps (multi-exit heads).
+    from layerwise.training.log import TRACKER_DIR, tracker_names
+
+    trackers = tracker_names(cfg.log_with)  # a missing tracker package is refused before any work
     ddp = DistributedDataParallelKwargs(find_unused_parameters=get_objective(cfg.stage2).leaves_parameters_unused)
     try:  # mixed precision is ours (autocast + scaler), so in-process runs may differ in it
-        acc = Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp])
+        acc = Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp], log_with=trackers or None,
+                          project_dir=str(Path(cfg.out) / TRACKER_DIR))
     except ValueError as e:
         raise LayerwiseError(f"Accelerate was already set up differently in this process ({e}): "
                              "train in a new process") from e
