@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from layerwise.commands.common import DTYPES, CommandOptions, Folder, LogWith, only_with, with_warnings
+from layerwise.commands.common import DTYPES, CommandOptions, DeviceMap, Folder, LogWith, only_with, with_warnings
 from layerwise.errors import LayerwiseError
 from layerwise.run_folder import open_run_folder
 
@@ -45,14 +45,22 @@ class AnalyzeOptions(CommandOptions):
     label_column: str | None = None
     overwrite: bool = False
     log_with: LogWith = None  # experiment trackers: the per-layer table and the figures (docs/scaling.md)
+    device_map: DeviceMap = None  # place the blocks across devices, CPU and disk (docs/scaling.md)
+    offload_folder: Folder | None = None  # where a device map's disk offload goes [a temporary folder]
 
 
-def load(model: str, device, dtype: str):
+def load(model: str, device, dtype: str, device_map: str | None = None, offload_folder=None):
     """The model on ``device``, cast to ``dtype``: a checkpoint saved in half precision is analysed in float32
-    unless asked otherwise, since bf16 features shift the similarities (CKA(1, L) 0.65 against 0.96)."""
+    unless asked otherwise, since bf16 features shift the similarities (CKA(1, L) 0.65 against 0.96). With
+    ``device_map`` its blocks are placed by the map instead (``checkpoints.dispatch``) and the features come
+    to ``device``."""
     import torch
 
     from layerwise.checkpoints import load_model
+
+    if device_map is not None:
+        bundle = load_model(model, device_map=device_map, offload_folder=offload_folder, dtype=getattr(torch, dtype))
+        return bundle
 
     bundle = load_model(model)
     bundle.model.to(device=device, dtype=getattr(torch, dtype)).eval()
@@ -101,6 +109,11 @@ def run(options: AnalyzeOptions) -> dict:
     """Measure ``options.model`` layer by layer on ``options.data``; write and return the results."""
     o = options
     only_with(o, o.probe, "`probe`", "probe_limit")
+    only_with(o, o.device_map is not None, "`device_map`", "offload_folder")
+    if o.device_map is not None:
+        from layerwise.checkpoints.dispatch import read_device_map
+
+        read_device_map(o.device_map)  # a bad map is refused before any work
     if o.log_with:
         from layerwise.training.log import tracker_names
 
@@ -119,7 +132,7 @@ def run(options: AnalyzeOptions) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train = _probe_data(o, ds, columns)
-    bundle = load(o.model, dev, o.dtype)
+    bundle = load(o.model, dev, o.dtype, o.device_map, o.offload_folder)
     check_pooling(o.pooling, bundle, o.model)
     check_labels(ds, bundle, o.model)
     if train is not None:
@@ -131,7 +144,7 @@ def run(options: AnalyzeOptions) -> dict:
     results["config"] = dict(model=o.model, data=o.data, split=o.split, limit=o.limit, batch_size=o.batch_size,
                              pooling=o.pooling or bundle.stack.feature_pooling, measures=names,
                              sample_cap=o.sample_cap, device=str(dev), seed=o.seed, task=bundle.stack.task,
-                             dtype=o.dtype, probe=train is not None,
+                             dtype=o.dtype, probe=train is not None, device_map=o.device_map,
                              probe_limit=o.probe_limit if train is not None else None)
     write_analysis(results, Path(o.out))
     if o.log_with:
