@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from layerwise.commands.common import DTYPES, CommandOptions, DeviceMap, Folder, LogWith, only_with, with_warnings
+from layerwise.commands.common import DTYPES, HALF_DTYPES, CommandOptions, DeviceMap, Folder, LogWith, only_with, with_warnings
 from layerwise.errors import LayerwiseError
 from layerwise.run_folder import open_run_folder
 
@@ -58,9 +58,9 @@ def load(model: str, device, dtype: str, device_map: str | None = None, offload_
 
     from layerwise.checkpoints import load_model
 
+    dtype = HALF_DTYPES.get(dtype, dtype)
     if device_map is not None:
-        bundle = load_model(model, device_map=device_map, offload_folder=offload_folder, dtype=getattr(torch, dtype))
-        return bundle
+        return load_model(model, device_map=device_map, offload_folder=offload_folder, dtype=getattr(torch, dtype))
 
     bundle = load_model(model)
     bundle.model.to(device=device, dtype=getattr(torch, dtype)).eval()
@@ -84,6 +84,31 @@ def check_labels(ds, bundle, model: str) -> None:
     stack = bundle.stack
     if stack.task in ("classification", "regression") and stack.num_classes:
         ds.check_labels(stack.num_classes, model)
+
+
+def load_checked(model: str, device, o, ds):
+    """``load``, and with a half-precision ``dtype`` (and no device map) the gap of the half-precision features
+    and linear CKA to float32 on the first batch (at most 64 samples; ``evaluation.precision``): the model loads
+    in float32 and is cast after a float32 copy measured the batch. (model bundle, gap or None); ``o``: AnalyzeOptions or CompareOptions."""
+    device_map = getattr(o, "device_map", None)
+    if o.dtype not in HALF_DTYPES or device_map is not None:
+        return load(model, device, o.dtype, device_map, getattr(o, "offload_folder", None)), None
+    import copy
+
+    import torch
+
+    from layerwise.evaluation.capture import model_loader
+    from layerwise.evaluation.precision import precision_gap
+
+    from layerwise.stack import LayerStack
+
+    bundle = load(model, device, "float32")
+    batch = next(iter(model_loader(bundle, ds, min(o.batch_size, 64))))
+    reference = LayerStack(copy.deepcopy(bundle.model))  # float32; a new stack (adapters close over their model)
+    dtype = getattr(torch, HALF_DTYPES[o.dtype])
+    bundle.model.to(dtype)
+    pooling = o.pooling or bundle.stack.feature_pooling
+    return bundle, precision_gap(reference, bundle.stack, batch, dtype, pooling, device)
 
 
 def _probe_data(o: AnalyzeOptions, ds, columns):
@@ -132,7 +157,7 @@ def run(options: AnalyzeOptions) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train = _probe_data(o, ds, columns)
-    bundle = load(o.model, dev, o.dtype, o.device_map, o.offload_folder)
+    bundle, gap = load_checked(o.model, dev, o, ds)
     check_pooling(o.pooling, bundle, o.model)
     check_labels(ds, bundle, o.model)
     if train is not None:
@@ -141,6 +166,11 @@ def run(options: AnalyzeOptions) -> dict:
                             sample_cap=o.sample_cap, seed=o.seed, device=dev,
                             skip_inapplicable=o.measures.strip() == "all", probe_train=train)
     results["warnings"] = warning_messages(caught) + results["warnings"]
+    if gap is not None:
+        from layerwise.evaluation.precision import precision_message
+
+        results["precision"] = gap
+        results["warnings"].append(precision_message(o.dtype, gap))
     results["config"] = dict(model=o.model, data=o.data, split=o.split, limit=o.limit, batch_size=o.batch_size,
                              pooling=o.pooling or bundle.stack.feature_pooling, measures=names,
                              sample_cap=o.sample_cap, device=str(dev), seed=o.seed, task=bundle.stack.task,

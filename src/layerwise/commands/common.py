@@ -13,7 +13,10 @@ from layerwise.errors import LayerwiseError
 from layerwise.schema import Options, describe
 
 Folder = Annotated[Path, Field(strict=False)]  # a path given as str or Path
-DTYPES = ("float32", "float64", "bfloat16", "float16")
+DTYPES = ("float32", "float64", "bfloat16", "float16", "bf16", "fp16")  # bf16, fp16: see HALF_DTYPES
+# The half-precision forward passes: features measured against float32 on a small subset, with a warning
+# naming the largest difference (``evaluation.precision``); the accumulators stay float64.
+HALF_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "bfloat16": "bfloat16", "float16": "float16"}
 
 # Scaling out (docs/scaling.md): the option types every command that offers them shares, one field line each.
 # ``log_with``: experiment trackers (checked against the installed packages by ``training.log.tracker_names``);
