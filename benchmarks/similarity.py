@@ -1,8 +1,15 @@
 """Benchmark of the layer-similarity engine on random transformer-shaped features; prints one table.
 
-    python benchmarks/similarity.py [--n 10000] [--quick] [--json] [--torch-cka-batches K]
+    python benchmarks/similarity.py [--part all|engine|scale] [--n 10000] [--quick] [--json] [--torch-cka-batches K]
 
---quick: N=2000 (memory at 2000 and 8000), a smoke test of about a minute on 2 cores.
+--part engine (1-4): the engine at width 768 against the dense floor, torch-cka and the naive reference.
+--part scale (5-6, docs/scaling.md): streamed exact linear CKA over N = 1,000,000 samples of 13 layers at
+  d = 128 (statistics 1,664 wide), generated chunk by chunk and never held, with peak memory at N = 10k and
+  1M (``memory_ratio_1m_vs_10k``) and samples/s; then 13 layers at d = 768, N = 20,000 split over 2 processes
+  (torch.distributed all_reduce of the accumulators, gloo) against 1 process, 1 thread each
+  (``two_process_speedup``); the load average before and after, since other work on the machine slows both.
+--quick: small N everywhere (engine N=2000; scale 2k/20k and N=2000 for the 2-process case), still printing
+  both keys: a smoke test of a few minutes on 2 cores.
 --json: after the table, print the figures as one JSON object on the last line of stdout.
 
 torch-cka recomputes every Gram and two N³ products per layer pair, ~45 s per 1024-sample batch here;
@@ -16,6 +23,7 @@ they can be streamed without being held.
 import argparse
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 import warnings
@@ -29,15 +37,21 @@ from layerwise.measures.streaming import LinearStats
 L, D, CHUNK = 13, 768, 1000
 
 
-def make_batch(start: int, size: int, seed: int = 0) -> list[torch.Tensor]:
-    """Rows [start, start+size) of every layer; depends only on (seed, start) so batches are reproducible."""
+def make_batch(start: int, size: int, seed: int = 0, d: int = D) -> list[torch.Tensor]:
+    """Rows [start, start+size) of every layer, width d; depends only on (seed, start, d) so batches are
+    reproducible and any process can generate its own share."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + start)
-    x = torch.randn(size, D, generator=g) + 0.5
+    x = torch.randn(size, d, generator=g) + 0.5
     out = []
     for _ in range(L):
         out.append(x)
-        x = x + 0.6 * torch.randn(size, D, generator=g)
+        x = x + 0.6 * torch.randn(size, d, generator=g)
     return out
+
+
+def stat_tensors(stats: LinearStats) -> list[torch.Tensor]:
+    """The accumulators of a LinearStats (all additive over samples)."""
+    return [stats.sums, *stats.gram, stats.zs, stats.ss, stats.s]
 
 
 def make_features(n: int) -> list[torch.Tensor]:
@@ -99,7 +113,7 @@ def _stream(n: int, q) -> None:
         spent += timed(lambda: stats.update(batch))[0]
     t_final, (m, _) = timed(lambda: (stats.cka(), stats.cka_debiased()))
     peak = _peak_rss_mb()
-    q.put((spent + t_final, peak, peak - base, sum(x.nbytes for x in stats._tensors()) / 2**20, m))
+    q.put((spent + t_final, peak, peak - base, sum(x.nbytes for x in stat_tensors(stats)) / 2**20, m))
 
 
 def stream(n: int) -> tuple:
@@ -112,16 +126,109 @@ def stream(n: int) -> tuple:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=10_000)
-    ap.add_argument("--quick", action="store_true", help="N=2000 (memory at 2000 and 8000): smoke test")
-    ap.add_argument("--batch", type=int, default=1024, help="minibatch CKA batch size")
-    ap.add_argument("--torch-cka-batches", type=int, default=1,
-                    help="run torch-cka on the first K batches only and extrapolate (0: full run; "
-                         "it takes ~45 s per 1024-sample batch on 2 cores)")
-    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last on stdout")
-    args = ap.parse_args()
+# ---------------------------------------------------------------- scaling out (docs/scaling.md)
+
+SCALE_D, WIDE_D = 128, 768  # N = 1M at 13 × 128 (statistics 1,664 wide); the 2-process case at 13 × 768
+
+
+def _stream_scale(n: int, d: int, threads: int, q) -> None:
+    """Child process: stream n rows of width d, generated chunk by chunk and never held, into LinearStats;
+    (seconds including generation, peak RSS MB, growth over start MB, statistics MB, CKA[0, L-1])."""
+    torch.set_num_threads(threads)
+    base, t0 = _peak_rss_mb(), time.perf_counter()
+    stats = LinearStats()
+    for s in range(0, n, CHUNK):
+        stats.update(make_batch(s, min(CHUNK, n - s), d=d))
+    m = stats.cka()
+    seconds, peak = time.perf_counter() - t0, _peak_rss_mb()
+    q.put((seconds, peak, peak - base, sum(x.nbytes for x in stat_tensors(stats)) / 2**20, float(m[0, -1])))
+
+
+def _data_parallel(rank: int, world: int, n: int, d: int, port: int, q) -> None:
+    """One of ``world`` processes (1 thread each): its share of the chunks (chunk k goes to rank k mod world),
+    the accumulators summed by torch.distributed's all_reduce (gloo), then CKA; rank 0 reports
+    (seconds from the start of the stream to the reduced matrix, the matrix)."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.barrier()
+    t0 = time.perf_counter()
+    stats = LinearStats()
+    for s in range(rank * CHUNK, n, world * CHUNK):
+        stats.update(make_batch(s, min(CHUNK, n - s), d=d))
+    for t in stat_tensors(stats):
+        dist.all_reduce(t)
+    count = torch.tensor([float(stats.n)], dtype=torch.float64)
+    dist.all_reduce(count)
+    stats.n = int(count.item())
+    m = stats.cka()
+    seconds = time.perf_counter() - t0
+    if rank == 0:
+        q.put((seconds, m))
+    dist.destroy_process_group()
+
+
+def data_parallel(world: int, n: int, d: int) -> tuple[float, np.ndarray]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_data_parallel, args=(r, world, n, d, port, q)) for r in range(world)]
+    for p in procs:
+        p.start()
+    out = q.get()
+    for p in procs:
+        p.join()
+    return out
+
+
+def run_child(target, *args):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def scale_out(quick: bool, threads: int) -> dict:
+    """Streamed exact CKA at N = 10k and 1M (d = 128, fresh processes: peak memory must not grow with N), and the
+    d = 768, N = 20,000 case split over 2 processes against 1 (1 thread each)."""
+    n_small, n_large = (2_000, 20_000) if quick else (10_000, 1_000_000)
+    n_dp = 2_000 if quick else 20_000
+    load_before = os.getloadavg()
+    small = run_child(_stream_scale, n_small, SCALE_D, threads)
+    large = run_child(_stream_scale, n_large, SCALE_D, threads)
+    t1, m1 = data_parallel(1, n_dp, WIDE_D)
+    t2, m2 = data_parallel(2, n_dp, WIDE_D)
+    load_after = os.getloadavg()
+    rows = [(f"5 streamed exact CKA, 13×{SCALE_D}, N={m:,} (fresh process, {threads} thread)",
+             f"{r[0]:.1f} s", f"{m / r[0]:,.0f} samples/s, peak RSS {r[1]:.0f} MB (+{r[2]:.0f} MB), stats {r[3]:.1f} MB")
+            for m, r in ((n_small, small), (n_large, large))]
+    rows += [(f"5 peak memory N={n_large:,} / N={n_small:,}", f"{large[1] / small[1]:.3f}", "target ≤ 1.05"),
+             (f"6 13×{WIDE_D}, N={n_dp:,}: 1 process / 2 processes (1 thread each, gloo all_reduce)",
+              f"{t1:.1f} / {t2:.1f} s", f"speed-up {t1 / t2:.2f}× (target ≥ 1.7×; load average "
+              f"{load_before[0]:.1f} → {load_after[0]:.1f} on {os.cpu_count()} cores)"),
+             ("6 max |CKA 2 processes - CKA 1 process|", f"{float(np.abs(m1 - m2).max()):.1e}", "")]
+    return {"rows": rows, "json": {
+        "memory_ratio_1m_vs_10k": large[1] / small[1], "two_process_speedup": t1 / t2,
+        "stream": {"d": SCALE_D, "layers": L, "stats_width": L * SCALE_D, "threads": threads, "chunk": CHUNK,
+                   **{str(m): {"seconds": r[0], "samples_per_s": m / r[0], "peak_rss_mb": r[1], "growth_mb": r[2],
+                               "stats_mb": r[3], "cka_0_last": r[4]} for m, r in ((n_small, small), (n_large, large))}},
+        "two_process": {"d": WIDE_D, "n": n_dp, "seconds_1": t1, "seconds_2": t2,
+                        "max_diff": float(np.abs(m1 - m2).max())},
+        "load_average_before": list(load_before), "load_average_after": list(load_after), "cpu_count": os.cpu_count(),
+    }}
+
+
+def engine(args) -> dict:
+    """The similarity engine at width 768: exact streamed CKA against the dense floor, minibatch CKA against
+    torch-cka, the naive per-pair reference, memory at N and 4N."""
     n = 2000 if args.quick else args.n
     rows = []
     print(f"threads={torch.get_num_threads()}  layers={L}  width={D}  N={n}  float64", file=sys.stderr)
@@ -163,20 +270,45 @@ def main() -> None:
         rows.append((f"4 streamed exact CKA stats, N={m:,} (fresh process)",
                      f"{stat_mb:.0f} MB stats", f"peak RSS {peak:.0f} MB (+{grow:.0f} MB over start)"))
 
+    print(f"\nlinear CKA[0, 12] = {m_cka[0, 12]:.4f}, CKA[5, 6] = {m_cka[5, 6]:.4f}; "
+          f"minibatch CKA[0, 12] = {m_mb[0, 12]:.4f}", file=sys.stderr)
+    return {"rows": rows, "json": {
+        "n": n, "threads": torch.get_num_threads(), "batch": args.batch, "batches": nb, "torch_cka_batches": k,
+        "floor_s": t_floor, "ours_exact_s": t_ours, "ours_over_floor": t_ours / t_floor,
+        "ours_minibatch_s": t_mb, "torch_cka_s": est, "torch_cka_over_ours": est / t_mb, "max_diff_torch_cka": d_tc,
+        "naive_s": t_naive, "naive_over_ours": t_naive / t_ours, "max_diff_naive": d_naive,
+        "memory": {str(m): {"stats_mb": r[3], "peak_rss_mb": r[1], "growth_mb": r[2]} for m, r in runs.items()},
+    }}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--quick", action="store_true", help="small N everywhere: smoke test of a few minutes")
+    ap.add_argument("--part", choices=("all", "engine", "scale"), default="all",
+                    help="engine: the 768-wide engine comparisons; scale: N = 1M streaming and 2 processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the streaming runs of the scale part")
+    ap.add_argument("--batch", type=int, default=1024, help="minibatch CKA batch size")
+    ap.add_argument("--torch-cka-batches", type=int, default=1,
+                    help="run torch-cka on the first K batches only and extrapolate (0: full run; "
+                         "it takes ~45 s per 1024-sample batch on 2 cores)")
+    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last on stdout")
+    args = ap.parse_args()
+    parts = {}
+    if args.part in ("all", "engine"):
+        parts["engine"] = engine(args)
+    if args.part in ("all", "scale"):
+        parts["scale"] = scale_out(args.quick, args.threads)
+    rows = [r for part in parts.values() for r in part["rows"]]
     w = max(len(r[0]) for r in rows)
     print(f"{'measurement'.ljust(w)}  {'value':>14}  note")
     for name, val, note in rows:
         print(f"{name.ljust(w)}  {val:>14}  {note}")
-    print(f"\nlinear CKA[0, 12] = {m_cka[0, 12]:.4f}, CKA[5, 6] = {m_cka[5, 6]:.4f}; "
-          f"minibatch CKA[0, 12] = {m_mb[0, 12]:.4f}")
     if args.json:
-        print(json.dumps({
-            "n": n, "threads": torch.get_num_threads(), "batch": args.batch, "batches": nb, "torch_cka_batches": k,
-            "floor_s": t_floor, "ours_exact_s": t_ours, "ours_over_floor": t_ours / t_floor,
-            "ours_minibatch_s": t_mb, "torch_cka_s": est, "torch_cka_over_ours": est / t_mb, "max_diff_torch_cka": d_tc,
-            "naive_s": t_naive, "naive_over_ours": t_naive / t_ours, "max_diff_naive": d_naive,
-            "memory": {str(m): {"stats_mb": r[3], "peak_rss_mb": r[1], "growth_mb": r[2]} for m, r in runs.items()},
-        }))
+        figures = {"quick": args.quick, **parts.get("engine", {}).get("json", {})}
+        if "scale" in parts:
+            figures.update(parts["scale"]["json"])
+        print(json.dumps(figures, allow_nan=False))
 
 
 if __name__ == "__main__":

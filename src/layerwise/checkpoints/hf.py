@@ -79,8 +79,17 @@ def _head_args(cls: type, config: dict, num_classes: int | None) -> dict:
     return extra
 
 
-def load_hf_dir(path: Path, name: str, num_classes: int | None) -> ModelBundle:
-    """A ``save_pretrained`` directory (``num_classes`` adds or resizes a classification head)."""
+def _placement_args(placement: dict | None) -> dict:
+    """``from_pretrained``'s big-model arguments (``checkpoints.dispatch``): the device map, the offload folder
+    and the dtype to load in."""
+    if not placement:
+        return {}
+    return {k: v for k, v in placement.items() if v is not None}
+
+
+def load_hf_dir(path: Path, name: str, num_classes: int | None, placement: dict | None = None) -> ModelBundle:
+    """A ``save_pretrained`` directory (``num_classes`` adds or resizes a classification head; ``placement``:
+    ``device_map``, ``offload_folder`` and ``dtype`` for ``from_pretrained``, Accelerate's big-model loading)."""
     config, meta = read_json(path / "config.json"), read_meta(path)  # both checked before the weights load
     validate(HFSizes, config, str(path / "config.json"))
     for entry in path.iterdir():  # transformers opens what it finds: a FIFO among them would block it
@@ -89,21 +98,22 @@ def load_hf_dir(path: Path, name: str, num_classes: int | None) -> ModelBundle:
     cls = hf_class(config, num_classes, str(path / "config.json"))
     try:
         with quiet_transformers():
-            model = cls.from_pretrained(str(path), **_head_args(cls, config, num_classes))
+            model = cls.from_pretrained(str(path), **{**_head_args(cls, config, num_classes),
+                                                       **_placement_args(placement)})
     except _BAD_FOLDER as e:
         raise LayerwiseError(f"cannot load {path} ({' '.join(str(e).split())}): fix its config.json or "
                              "re-save the model") from e
     return hf_bundle(name, model, path, meta)
 
 
-def load_hub(spec: str, num_classes: int | None) -> ModelBundle:
+def load_hub(spec: str, num_classes: int | None, placement: dict | None = None) -> ModelBundle:
     """A hub model by name (needs the network)."""
     import transformers as T
 
     try:
         config = T.AutoConfig.from_pretrained(spec).to_dict()
         cls = hf_class(config, num_classes)
-        model = cls.from_pretrained(spec, **_head_args(cls, {}, num_classes))
+        model = cls.from_pretrained(spec, **{**_head_args(cls, {}, num_classes), **_placement_args(placement)})
     except OSError as e:
         raise LayerwiseError(f"unknown model {spec!r}: not a built-in name (see `layerwise models`), not a "
                              "directory, and not loadable from the Hugging Face hub (offline?)") from e

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+import torch
 
 from layerwise.checkpoints.builtin import BUILTIN
 from layerwise.checkpoints.bundle import ModelBundle, make_bundle, set_readout_pooling
@@ -17,8 +20,15 @@ from layerwise.models import StackModel, ViT, build_own
 from layerwise.stack import make_exit_heads
 
 
-def load_model(spec: str, num_classes: int | None = None) -> ModelBundle:
-    """Load a model by short name, directory or hub name; ``num_classes`` adds/resizes a classifier head."""
+def load_model(spec: str, num_classes: int | None = None, *, device_map: str | dict | None = None,
+               offload_folder: str | Path | None = None, dtype: torch.dtype | None = None) -> ModelBundle:
+    """Load a model by short name, directory or hub name; ``num_classes`` adds/resizes a classifier head.
+
+    ``device_map`` (auto | balanced | a JSON file | a dict of module → device) places the blocks across devices,
+    CPU memory and disk (``checkpoints.dispatch``; ``offload_folder`` holds what goes to disk), loaded in
+    ``dtype`` (default: as saved); the stack then carries each state to its block's device."""
+    if device_map is not None:
+        return _load_placed(spec, num_classes, device_map, offload_folder, dtype)
     if spec in BUILTIN:
         return BUILTIN[spec][1](spec, num_classes)
     path = Path(spec)
@@ -28,15 +38,47 @@ def load_model(spec: str, num_classes: int | None = None) -> ModelBundle:
                                  "or save_pretrained")
         config = read_json(path / "config.json")
         bundle = _load_own_dir(path, config) if "layerwise_arch" in config else load_hf_dir(path, spec, num_classes)
-        if bundle.meta.get("readout_pooling") and bundle.stack.task in ("classification", "regression"):
-            set_readout_pooling(bundle, bundle.meta["readout_pooling"])
-        _load_exit_heads(bundle, path)
-        check_fits(bundle.inputs.tokenizer, bundle.model, path)
-        return bundle
+        return _finish_dir(path, bundle)
     if path.suffix or os.sep in spec or spec.startswith("."):
         raise LayerwiseError(f"model path {spec} not found: pass an existing directory or one of "
                              f"{', '.join(BUILTIN)}")
     return load_hub(spec, num_classes)
+
+
+def _load_placed(spec: str, num_classes: int | None, device_map: str | dict, offload_folder: str | Path | None,
+                 dtype: torch.dtype | None) -> ModelBundle:
+    """``load_model`` with a device map: Hugging Face folders through ``from_pretrained(device_map=…)``, the
+    others loaded, cast, then dispatched (``dispatch_model``)."""
+    from layerwise.checkpoints.dispatch import check_device_map, dispatch, read_device_map
+
+    placement = read_device_map(device_map) if isinstance(device_map, str) else device_map
+    path = Path(spec)
+    folder = path.is_dir() and (path / "config.json").exists()
+    if spec not in BUILTIN and (folder and "layerwise_arch" not in read_json(path / "config.json")
+                                or not path.is_dir() and not (path.suffix or os.sep in spec)):
+        args = {"device_map": placement, "dtype": dtype,
+                "offload_folder": str(offload_folder or tempfile.mkdtemp(prefix="layerwise-offload-"))}
+        if folder:
+            bundle = _finish_dir(path, load_hf_dir(path, spec, num_classes, args))
+        else:
+            bundle = load_hub(spec, num_classes, args)
+        check_device_map(bundle.model, bundle.stack.blocks, getattr(bundle.model, "hf_device_map", {"": "cpu"}))
+    else:
+        bundle = load_model(spec, num_classes)
+        if dtype is not None:
+            bundle.model.to(dtype)
+        dispatch(bundle.model, bundle.stack.blocks, placement, offload_folder)
+    bundle.stack.carry_devices()
+    return bundle
+
+
+def _finish_dir(path: Path, bundle: ModelBundle) -> ModelBundle:
+    """What ``load_model`` does after loading a folder: the readout pooling, exit heads, the tokenizer check."""
+    if bundle.meta.get("readout_pooling") and bundle.stack.task in ("classification", "regression"):
+        set_readout_pooling(bundle, bundle.meta["readout_pooling"])
+    _load_exit_heads(bundle, path)
+    check_fits(bundle.inputs.tokenizer, bundle.model, path)
+    return bundle
 
 
 def _own_default_inputs(model: StackModel, arch: str, path: Path) -> InputSpec:

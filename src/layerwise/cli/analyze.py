@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from layerwise.cli.app import app, options, report_warnings
+from layerwise.cli.scale import device_map_option, log_with_option, offload_option
 from layerwise.commands import analyze, compare
 from layerwise.commands.analyze import DEFAULT_MEASURES
 from layerwise.commands.common import DTYPES
@@ -38,6 +39,9 @@ def analyze_command(
     text_pair_column: Optional[str] = typer.Option(None, help="table files: second text of a pair [sentence2, …]"),
     label_column: Optional[str] = typer.Option(None, help="table files: label column [label; score = regression]"),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    log_with: Optional[str] = log_with_option(),
+    device_map: Optional[str] = device_map_option(),
+    offload_folder: Optional[Path] = offload_option(),
 ) -> None:
     """Per-layer similarity, readout metrics, probe accuracy, NC1 and residual analysis; writes results.json,
     CSV and figures."""

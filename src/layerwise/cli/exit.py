@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from layerwise.cli.app import app, options
+from layerwise.cli.scale import log_with_option
 from layerwise.commands import exit as exit_
 
 
@@ -39,6 +40,7 @@ def exit_command(
     device: str = typer.Option("auto"),
     seed: int = typer.Option(0),
     overwrite: bool = typer.Option(False, "--overwrite", help="write into a folder that holds other files"),
+    log_with: Optional[str] = log_with_option(),
 ) -> None:
     """Early-exit evaluation: accuracy, exit histogram, speedups, threshold sweep, calibration, minimal depth."""
     exit_.run(options(exit_.ExitOptions, locals()))

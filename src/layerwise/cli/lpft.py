@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from layerwise.cli.app import app, options
+from layerwise.cli.scale import log_with_option
 from layerwise.errors import LayerwiseError
 
 
@@ -45,6 +46,7 @@ def lpft_command(
     data_dir: Optional[Path] = typer.Option(None, help="real-data root (default: $LAYERWISE_DATA)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="write into a folder holding other files (kept)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    log_with: Optional[str] = log_with_option(),
 ) -> None:
     """Compare FT, LP and LP-FT: head norm, feature change per layer, eNTK parts, calibration, accuracy."""
     params = dict(locals(), ft_lrs=_rates(ft_lrs, "--ft-lrs"), lpft_lrs=_rates(lpft_lrs, "--lpft-lrs"))

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from layerwise.cli.app import app, options
+from layerwise.cli.scale import log_with_option
 from layerwise.commands import reproduce
 from layerwise.errors import LayerwiseError
 
@@ -22,6 +23,7 @@ def reproduce_command(
     list_: bool = typer.Option(False, "--list", help="list the figures, what each runs and its expected time"),
     report: bool = typer.Option(True, "--report/--no-report", help="write OUT/report.html at the end"),
     overwrite: bool = typer.Option(False, "--overwrite", help="write into a folder that holds other files"),
+    log_with: Optional[str] = log_with_option(),
 ) -> None:
     """Reproduce one of the paper's figures start to finish (resumes where it stopped), then write its report."""
     if list_:

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from layerwise.cli.app import app, options
+from layerwise.cli.scale import log_with_option
 from layerwise.commands import train
 
 
@@ -61,6 +62,7 @@ def train_command(
     data_dir: Optional[Path] = typer.Option(None, help="real-data root (default: $LAYERWISE_DATA)"),
     cpu: Optional[bool] = typer.Option(None, "--cpu", help="force CPU"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+    log_with: Optional[str] = log_with_option(),
 ) -> None:
     """Train with a layer-wise objective (Accelerate: CPU, GPU, `accelerate launch` for several)."""
     options_ = options(train.TrainOptions, locals())

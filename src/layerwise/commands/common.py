@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import Field, ValidationError
 
@@ -13,7 +13,18 @@ from layerwise.errors import LayerwiseError
 from layerwise.schema import Options, describe
 
 Folder = Annotated[Path, Field(strict=False)]  # a path given as str or Path
-DTYPES = ("float32", "float64", "bfloat16", "float16")
+DTYPES = ("float32", "float64", "bfloat16", "float16", "bf16", "fp16")  # bf16, fp16: see HALF_DTYPES
+# The half-precision forward passes: features measured against float32 on a small subset, with a warning
+# naming the largest difference (``evaluation.precision``); the accumulators stay float64.
+HALF_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "bfloat16": "bfloat16", "float16": "float16"}
+
+# Scaling out (docs/scaling.md): the option types every command that offers them shares, one field line each.
+# ``log_with``: experiment trackers (checked against the installed packages by ``training.log.tracker_names``);
+# ``device_map``: auto | balanced | a JSON file mapping module names to devices (``checkpoints.dispatch``);
+# ``forward_dtype``: the forward pass in bf16 / fp16 with float64 accumulators (``checkpoints.dispatch``).
+LogWith = str | None
+DeviceMap = str | None
+ForwardDtype = Literal["float32", "bf16", "fp16"]
 
 
 class CommandOptions(Options):

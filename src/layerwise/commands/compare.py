@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from layerwise.commands.analyze import DEFAULT_MEASURES, check_labels, check_pooling, load
+from layerwise.commands.analyze import DEFAULT_MEASURES, check_labels, check_pooling, load_checked
 from layerwise.commands.common import DTYPES, CommandOptions, Folder, with_warnings
 from layerwise.parallel import open_folder, rank0
 
@@ -47,9 +47,8 @@ def run(options: CompareOptions) -> dict:
     from layerwise.report.writers import write_compare
 
     names, dev = parse_measures(o.measures), local_device(pick_device(o.device))
-    a = load(o.model_a, dev, o.dtype)
     ds = load_dataset(o.data, split=o.split, limit=o.limit, seed=o.seed, data_dir=o.data_dir)
-    b = load(o.model_b, dev, o.dtype)
+    (a, gap_a), (b, gap_b) = load_checked(o.model_a, dev, o, ds), load_checked(o.model_b, dev, o, ds)
     for bundle, name in ((a, o.model_a), (b, o.model_b)):
         check_pooling(o.pooling, bundle, name)
         check_labels(ds, bundle, name)
@@ -59,6 +58,12 @@ def run(options: CompareOptions) -> dict:
     results["config"] = dict(model_a=o.model_a, model_b=o.model_b, data=o.data, split=o.split, limit=o.limit,
                              batch_size=o.batch_size, pooling=o.pooling, measures=names, sample_cap=o.sample_cap,
                              device=str(dev), seed=o.seed, dtype=o.dtype)
+    gaps = {"model_a": gap_a, "model_b": gap_b}
+    if gap_a is not None:
+        from layerwise.evaluation.precision import precision_message
+
+        results["precision"] = gaps
+        results["warnings"] += [f"{key}: {precision_message(o.dtype, gap)}" for key, gap in gaps.items()]
     rank0(write_compare, results, Path(o.out))  # rank 0 alone writes; every process holds the same results
     rank0(folder.record)
     return results

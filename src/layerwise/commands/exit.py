@@ -10,11 +10,11 @@ from typing import Annotated, Any, Sequence
 
 from pydantic import Field, PositiveInt
 
-from layerwise.commands.common import CommandOptions, Folder, only_with
+from layerwise.commands.common import CommandOptions, Folder, LogWith, only_with
 from layerwise.parallel import open_folder, rank0
 from layerwise.errors import LayerwiseError
 
-OUTPUTS = ("results.json", "exit_histogram.png", "sweep.png", "per_layer_accuracy.png")
+OUTPUTS = ("results.json", "exit_histogram.png", "sweep.png", "per_layer_accuracy.png", "trackers")
 AccuracyDifference = Annotated[float, Field(ge=0.0, lt=1.0)]  # also rejects NaN
 
 
@@ -46,6 +46,7 @@ class ExitOptions(CommandOptions):
     device: str = "auto"
     seed: int = 0
     overwrite: bool = False
+    log_with: LogWith = None  # experiment trackers: per-layer results and the figures (docs/scaling.md)
 
 
 def two_splits(text: str) -> tuple[str, str]:
@@ -77,6 +78,10 @@ def run(options: ExitOptions) -> dict[str, Any]:
     o = options
     splits = two_splits(o.transfer_splits)
     only_with(o, o.transfer_data is not None, "`transfer_data`", "transfer_splits", "transfer_limit")
+    if o.log_with:
+        from layerwise.training.log import tracker_names
+
+        tracker_names(o.log_with)  # a missing tracker package is refused before any work
     folder = open_folder(Path(o.out), "exit", overwrite=o.overwrite, outputs=OUTPUTS)
     out = folder.path
     from layerwise.checkpoints import BUILTIN, load_model  # after the checks: a bad option is answered without torch
@@ -130,8 +135,21 @@ def run(options: ExitOptions) -> dict[str, Any]:
                "device": str(dev), "policy": o.policy, "threshold": o.threshold, "check_every": o.check_every,
                "models": reports, "world_size": reports[0]["world_size"], "rank_samples": reports[0]["rank_samples"]}
     rank0(write_exit, results, out)  # rank 0 alone writes; every process holds the same results
+    if o.log_with:
+        rank0(log_exit, o, results, out)
     rank0(folder.record)
     return results
+
+
+def log_exit(o: ExitOptions, results: dict, out: Path) -> None:
+    """``log_with``: each model's per-layer accuracy, exit histogram and metrics as scalars named by layer
+    (``exit/model_<i>/<key>/layer_LL``), the configuration as hyperparameters, and the figures."""
+    from layerwise.training.log import layer_scalars, log_run
+
+    scalars = {k: v for i, r in enumerate(results["models"]) for k, v in layer_scalars(
+        {k: v for k, v in r.items() if k != "sweep"}, r["num_layers"], f"exit/model_{i}").items()}
+    config = {**{k: v for k, v in results.items() if k != "models"}, "models": ", ".join(o.model)}
+    log_run(o.log_with, "exit", out, config, scalars, [out / p for p in OUTPUTS if p.endswith(".png")])
 
 
 def exit_report(bundle, policy, test: list, val: list | None, *,

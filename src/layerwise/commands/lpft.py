@@ -25,7 +25,7 @@ from pydantic import Field
 from torch import Tensor
 
 from layerwise.checkpoints import ModelBundle, load_model
-from layerwise.commands.common import CommandOptions, Folder
+from layerwise.commands.common import CommandOptions, Folder, LogWith
 from layerwise.data import LayerwiseDataset, load_dataset, make_loader, materialize
 from layerwise.data.batches import Batch, labels_of
 from layerwise.data.load import holdout
@@ -41,7 +41,7 @@ from layerwise.stack import LayerStack
 from layerwise.training import objectives as O
 from layerwise.training.config import FtObjectiveName, resolve_config
 from layerwise.training.probe import readout_linear
-from layerwise.training.log import append_log, read_log
+from layerwise.training.log import append_log, read_log, tracker_names
 from layerwise.training.setup import build_bundle
 from layerwise.training.trainer import Trainer
 
@@ -80,6 +80,7 @@ class LpftOptions(CommandOptions):
     data_dir: Folder | None = None
     overwrite: bool = False
     progress: bool = True
+    log_with: LogWith = None  # experiment trackers of each training run (docs/scaling.md)
 
 
 def _logits(stack: LayerStack, batches: Sequence[Batch]) -> tuple[Tensor, Tensor]:
@@ -162,7 +163,8 @@ def train_config(opts: LpftOptions, out: Path, objective: str, lr: float):
         epochs=opts.epochs, batch_size=opts.batch_size, lr=lr, weight_decay=opts.weight_decay, seed=opts.seed,
         limit=opts.limit, max_length=opts.max_length, lp_cv=opts.lp_cv,
         data_dir=str(opts.data_dir) if opts.data_dir is not None else None,
-        progress=opts.progress, cpu=opts.device == "cpu", schedule="constant", eval_batch_size=64)
+        progress=opts.progress, cpu=opts.device == "cpu", schedule="constant", eval_batch_size=64,
+        log_with=opts.log_with)
 
 
 def run_one(opts: LpftOptions, data: dict, out: Path, objective: str, lr: float) -> dict[str, Any]:
@@ -210,6 +212,7 @@ def run(options: LpftOptions) -> dict[str, Any]:
 
     opts = options
     out = Path(opts.out)
+    tracker_names(opts.log_with)  # a missing tracker package is refused before any work
     check_run_folder(out, "lpft", overwrite=opts.overwrite, outputs=OUTPUTS)  # opened below, after the data checks
     device = local_device(pick_device(opts.device))
     data = load_data(opts)  # every check on the data, the model and the NTK before any training

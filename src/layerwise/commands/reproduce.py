@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
-from layerwise.commands.common import CommandOptions, Folder
+from layerwise.commands.common import CommandOptions, Folder, LogWith
 from layerwise.errors import LayerwiseError
 
 
@@ -21,6 +21,7 @@ class ReproduceOptions(CommandOptions):
     data_dir: Folder | None = None
     report: bool = True  # write OUT/report.html at the end
     overwrite: bool = False
+    log_with: LogWith = None  # experiment trackers of the steps that take them (train, lpft, analyze, exit)
 
 
 
@@ -54,10 +55,14 @@ def run(options: ReproduceOptions, echo: Callable[[str], None] = print) -> dict[
 
     if o.budget not in BUDGETS:
         raise LayerwiseError(f"`budget` {o.budget!r}: pass {' or '.join(BUDGETS)}")
+    from layerwise.training.log import tracker_names
+
+    tracker_names(o.log_with)  # a missing tracker package is refused before any step runs
     recipe = find_recipe(o.figure)
     out = Path(o.out or Path("runs/reproduce") / recipe.figure)
     # reproduce opens OUT as its run folder (reproduce.runner.outputs) before any step runs
-    entry = reproduce(recipe, o.budget, out, data_dir=o.data_dir, echo=echo, overwrite=o.overwrite)  # type: ignore[arg-type]
+    entry = reproduce(recipe, o.budget, out, data_dir=o.data_dir, echo=echo, overwrite=o.overwrite,
+                      log_with=o.log_with)  # type: ignore[arg-type]
     entry["expected"] = minutes(recipe.minutes[o.budget])
     entry["report"] = None
     if o.report:

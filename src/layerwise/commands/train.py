@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from layerwise.commands.common import CommandOptions, Folder
+from layerwise.commands.common import CommandOptions, Folder, LogWith
 from layerwise.errors import LayerwiseError
 
 
@@ -57,6 +57,7 @@ class TrainOptions(CommandOptions):
     data_dir: Folder | None = None
     cpu: bool | None = None
     progress: bool | None = None
+    log_with: LogWith = None  # experiment trackers (docs/scaling.md)
 
 
 def _numbers(text: str | list, key: str, kind: type) -> list:
@@ -84,6 +85,9 @@ def config(options: TrainOptions):
 def run(options: TrainOptions) -> dict:
     """Train as configured; returns the final evaluation record (per-layer metrics, ``metric``)."""
     cfg = config(options)
+    from layerwise.training.log import tracker_names
+
+    tracker_names(cfg.log_with)  # a missing tracker package is refused before any work
     from layerwise.training import train  # the Trainer opens its run folder (``open_train_folder``) before any work
 
     return train(cfg)

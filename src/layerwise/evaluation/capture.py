@@ -51,7 +51,10 @@ def capture(
         for batch in tqdm(loader, total=total, desc=desc, disable=not progress, leave=False):
             batch = to_device(batch, device)
             seen += 1
-            yield CapturedBatch(stack, list(stack.states(batch)), batch.get("labels"))
+            states = list(stack.states(batch))
+            if stack.carry:  # a model placed across devices: every layer's state on the one device asked for
+                states = [s.to(torch.device(device)) for s in states]
+            yield CapturedBatch(stack, states, batch.get("labels"))
     finally:
         stack.train(was_training)
     if seen == 0:

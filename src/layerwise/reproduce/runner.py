@@ -68,9 +68,15 @@ def check_resumable(recipe: Recipe, budget: Budget, out: Path) -> list[dict | No
     return [finished(out, step, budget) for step in recipe.steps]
 
 
-def run_step(step: Step, budget: Budget, out: Path, env: dict[str, str]) -> float:
-    """One step as ``python -m layerwise.cli …``: its own process, so its memory is returned and its output is live."""
+TRACKED = ("train", "lpft", "analyze", "exit")  # the commands that log to experiment trackers (``log_with``)
+
+
+def run_step(step: Step, budget: Budget, out: Path, env: dict[str, str], log_with: str | None = None) -> float:
+    """One step as ``python -m layerwise.cli …``: its own process, so its memory is returned and its output is live.
+    ``log_with``: the experiment trackers, for the steps whose command logs to them (not part of the settings)."""
     argv = [sys.executable, "-m", "layerwise.cli", *command_line(step, budget, out)]
+    if log_with and step.command in TRACKED:
+        argv += ["--log-with", log_with]
     start = time.perf_counter()
     code = subprocess.call(argv, env=env)
     seconds = time.perf_counter() - start
@@ -91,7 +97,8 @@ def update_record(out: Path, entry: dict[str, Any]) -> None:
 
 
 def reproduce(recipe: Recipe, budget: Budget, out: Path, *, data_dir: Path | None = None,
-              echo: Callable[[str], None] = print, overwrite: bool = False) -> dict[str, Any]:
+              echo: Callable[[str], None] = print, overwrite: bool = False,
+              log_with: str | None = None) -> dict[str, Any]:
     """Run every step of ``recipe`` not yet done, record the figure in ``out/reproduce.json``; the entry. The
     run folder ``out`` is checked first (``layerwise.run_folder``; ``overwrite``: write beside a user's files)."""
     folder = open_run_folder(out, "reproduce", overwrite=overwrite, outputs=outputs(recipe))
@@ -104,7 +111,7 @@ def reproduce(recipe: Recipe, budget: Budget, out: Path, *, data_dir: Path | Non
     for i, (step, mark) in enumerate(zip(recipe.steps, done), 1):
         skip = mark is not None
         echo(f"[{i}/{len(recipe.steps)}] {step.name}: layerwise {step.command}" + (" (done before)" if skip else ""))
-        seconds = mark.get("seconds") if skip else run_step(step, budget, out, env)
+        seconds = mark.get("seconds") if skip else run_step(step, budget, out, env, log_with)
         steps.append({"name": step.name, "command": step.command, "folder": step.name,
                       "args": step.flags(budget), "argv": command_line(step, budget, out)[1:], "seconds": seconds,
                       "skipped": skip})

@@ -17,7 +17,7 @@ from layerwise.data.batches import model_inputs
 from layerwise.errors import LayerwiseError
 from layerwise.stack.readout import pool
 from layerwise.stack.registry import Adapter, find_adapter
-from layerwise.stack.state import StackParts, StackState, Task, default_call_block
+from layerwise.stack.state import StackParts, StackState, Task, default_call_block, execution_device
 
 
 class LayerStack(nn.Module):
@@ -46,6 +46,18 @@ class LayerStack(nn.Module):
         self.context_length = p.context_length
         self._fill_kv = p.fill_kv
         self.permutations = p.permutations  # the permutable hidden units, where the adapter declares them
+        self.carry = False  # a model placed across devices: carry states to each block's device (carry_devices)
+        self._readout_hook = None
+
+    def carry_devices(self) -> None:
+        """For a model placed across devices (``checkpoints.dispatch``): from now on each hidden state is carried
+        to its block's device before the block runs, and the readout's input to the readout's device."""
+        from accelerate.hooks import AlignDevicesHook, add_hook_to_module
+
+        self.carry = True
+        if self._readout_hook is None:  # the readout's output goes back to where its input came from
+            self._readout_hook = AlignDevicesHook(execution_device=execution_device(self.readout), io_same_device=True)
+            add_hook_to_module(self.readout, self._readout_hook, append=True)
 
     @property
     def num_layers(self) -> int:
@@ -67,6 +79,8 @@ class LayerStack(nn.Module):
 
     def block(self, index: int, state: StackState) -> StackState:
         """Run block ``index`` (0-based, producing h^{index+1})."""
+        if self.carry:
+            state = state.to(execution_device(self.blocks[index]))
         return replace(state, h=self._call_block(self.blocks[index], state))
 
     @property
@@ -113,3 +127,4 @@ class LayerStack(nn.Module):
     def features(self, state: StackState, pooling: str | None = None) -> Tensor:
         """The feature of the token predictions use (raw residual stream, before the final norm)."""
         return pool(state.h, state.mask, pooling or self.feature_pooling)
+

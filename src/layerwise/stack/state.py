@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
+import torch
 from torch import Tensor, nn
 
 from layerwise.stack.readout import Readout
@@ -45,6 +46,40 @@ class StackState:
             block_kwargs={k: take(v) for k, v in self.block_kwargs.items()},
             cache=self.cache,
         )
+
+
+    def to(self, device: torch.device | None) -> StackState:
+        """The state with its tensors (hidden states, mask, the blocks' tensor inputs) on ``device``; the cache
+        stays where it is (each layer's keys and values live on their block's device). None: unchanged."""
+        if device is None or self.h.device == device:
+            return self
+        return StackState(h=self.h.to(device), mask=move(self.mask, device), block_args=move(self.block_args, device),
+                          block_kwargs=move(self.block_kwargs, device), cache=self.cache)
+
+
+def move(x: Any, device: torch.device) -> Any:
+    """Tensors in ``x`` (nested in tuples, lists and dicts) on ``device``; anything else as it is."""
+    if isinstance(x, Tensor):
+        return x.to(device)
+    if isinstance(x, (tuple, list)):
+        return type(x)(move(v, device) for v in x)
+    if isinstance(x, dict):
+        return {k: move(v, device) for k, v in x.items()}
+    return x
+
+
+def execution_device(module: nn.Module) -> torch.device | None:
+    """Where ``module`` computes: the execution device of the first Accelerate hook in it (a dispatched model:
+    offloaded weights sit on the meta device and are loaded there), else its first real weight's device."""
+    for m in module.modules():
+        hook = getattr(m, "_hf_hook", None)
+        device = getattr(hook, "execution_device", None)
+        if device is not None:
+            return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    for p in module.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return None
 
 
 @dataclass

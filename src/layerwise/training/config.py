@@ -109,6 +109,7 @@ class TrainConfig(Options):
     num_workers: NonNegative = 0
     cpu: bool = False
     progress: bool = True
+    log_with: str | None = None  # experiment trackers: tensorboard | wandb | mlflow | trackio | all (training/log.py)
 
     @property
     def columns(self) -> Columns | None:
@@ -134,7 +135,7 @@ RESUME_KEYS = ("model", "data", "train_split", "objective", "ft_objective", "bat
                "limit", "depth", "augment", "lr", "schedule", "milestones", "warmup_steps", "layer_weights", "pooling",
                "text_column", "text_pair_column", "label_column", "aligned_layers")
 # The run's own settings, not the model's: left out of the saved model's ``layerwise.json``.
-RUN_ONLY_KEYS = ("out", "resume", "overwrite", "progress", "cpu")
+RUN_ONLY_KEYS = ("out", "resume", "overwrite", "progress", "cpu", "log_with")
 
 
 def load_preset(name: str) -> dict[str, Any]:

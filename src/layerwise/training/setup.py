@@ -3,7 +3,9 @@ Accelerator it runs on (both refuse what they cannot do, before any work)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
+from pathlib import Path
 
 from layerwise.checkpoints import ModelBundle, load_model, make_exit_heads, set_readout_pooling
 from layerwise.errors import LayerwiseError
@@ -38,13 +40,25 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    from layerwise.training.log import TRACKER_DIR, tracker_names
+
+    trackers = tracker_names(cfg.log_with)  # a missing tracker package is refused before any work
     # Alternating objectives leave some parameters unused on half the steps (multi-exit heads).
     ddp = DistributedDataParallelKwargs(find_unused_parameters=get_objective(cfg.stage2).leaves_parameters_unused)
     try:  # mixed precision is ours (autocast + scaler), so in-process runs may differ in it
-        acc = Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp])
+        acc = Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp], log_with=trackers or None,
+                          project_dir=str(Path(cfg.out) / TRACKER_DIR))
     except ValueError as e:
         raise LayerwiseError(f"Accelerate was already set up differently in this process ({e}): "
                              "train in a new process") from e
+    except RuntimeError as e:  # e.g. Accelerate's FSDP plugin on a machine without GPUs
+        raise LayerwiseError(f"Accelerate cannot set up this launch ({' '.join(str(e).split())}): FSDP runs on GPUs "
+                             "only; on CPU launch with Accelerate's cpu option (DDP over gloo)") from e
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and acc.num_processes == 1:  # e.g. an FSDP config launched on CPU: each process would run alone
+        raise LayerwiseError(f"launched as {launched} processes, but Accelerate set this one up alone "
+                             f"({acc.distributed_type}): FSDP runs on GPUs only; on CPU launch with Accelerate's cpu "
+                             "option (DDP over gloo)")
     if cfg.mixed_precision == "fp16" and acc.device.type != "cuda":  # elsewhere fp16 used to be ignored silently
         raise LayerwiseError(f"fp16 mixed precision needs a CUDA GPU and this run trains on {acc.device.type}: "
                              "use mixed precision bf16 or no")

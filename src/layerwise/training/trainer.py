@@ -48,7 +48,7 @@ from layerwise.run_folder import RunFolder, open_run_folder
 from layerwise.training import objectives as O
 from layerwise.training.checkpointing import Position, set_rng_state
 from layerwise.training.config import RUN_ONLY_KEYS, TrainConfig
-from layerwise.training.log import LOG, METRICS, TrainLog
+from layerwise.training.log import LOG, METRICS, TRACKER_DIR, TrainLog, init_trackers
 from layerwise.training.objectives import ObjectiveModule
 from layerwise.training.probe import linear_probe
 from layerwise.training.resume import CHECKPOINTS, Checkpoints
@@ -56,7 +56,7 @@ from layerwise.training.schedules import epoch_order, make_optimizer, make_sched
 from layerwise.training.setup import build_bundle, make_accelerator
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-OUTPUTS = (LOG, METRICS, CHECKPOINTS, *MODEL_FILES, *COUNT_FILES)  # every top-level entry a training run writes
+OUTPUTS = (LOG, METRICS, CHECKPOINTS, *MODEL_FILES, *COUNT_FILES, TRACKER_DIR)  # every top-level entry a training run writes
 
 
 def open_train_folder(cfg: TrainConfig) -> RunFolder:
@@ -84,7 +84,7 @@ class Trainer:
         self.folder = open_train_folder(cfg)
         self.accelerator = acc = make_accelerator(cfg)
         self.checkpoints = Checkpoints(self.out / CHECKPOINTS, acc)
-        self.log = TrainLog(self.out / LOG, writer=acc.is_main_process)
+        self.log = TrainLog(self.out / LOG, writer=acc.is_main_process, accelerator=acc)
         self.rank, self.world = acc.process_index, acc.num_processes
         set_seed(cfg.seed)
         dtype = AUTOCAST_DTYPES.get(cfg.mixed_precision)
@@ -100,6 +100,7 @@ class Trainer:
         self.train_ds, self.eval_ds = train_ds, eval_ds
         self.bundle = build_bundle(cfg, self.train_ds.num_classes)
         self.stack = self.bundle.stack
+        self.log.num_layers = self.stack.num_layers  # trackers name per-layer values by layer
         if cfg.aligned_layers is not None and self.stack.task != "lm":
             raise LayerwiseError(f"`aligned_layers` samples the layers of a language model's aligned loss, and "
                                  f"{cfg.model} is a {self.stack.task} model: drop `aligned_layers`",
@@ -224,6 +225,17 @@ class Trainer:
         acc.wait_for_everyone()
         t0 = time.perf_counter()
         self.log.start(self.pos.epoch if self._rng is not None else None)
+        init_trackers(acc, "train", self.out, jsonable(cfg.model_dump()))  # `log_with`: per-layer scalars per epoch
+        try:
+            record = self._fit(t0)
+        except BaseException:
+            self.log.close(failed=True)
+            raise
+        self.log.close()
+        return record
+
+    def _fit(self, t0: float) -> dict[str, Any]:
+        cfg, acc = self.cfg, self.accelerator
         if self._rng is not None:
             acc.wait_for_everyone()  # every rank may read the log back in _final_record
             set_rng_state(self._rng)
