@@ -122,7 +122,7 @@ def exit_histograms(reports: Sequence[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def exit_sweep(reports: Sequence[dict], path: Path) -> None:
+def exit_sweep(reports: Sequence[dict], path: Path) -> Figure:
     """Accuracy against the layer-count and the wall-clock speedup over a threshold sweep, one curve per model,
     its points joined in order of the speed-up (the sweep's threshold order need not be that order: the wall-clock
     speed-up is measured, and a policy's depth need not fall monotonically with its threshold)."""
@@ -136,6 +136,7 @@ def exit_sweep(reports: Sequence[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     _save(fig, path)
+    return fig
 
 
 def layer_accuracy_curves(reports: Sequence[dict], path: Path) -> None:

@@ -85,9 +85,11 @@ def _list(value: Any) -> list:
 
 
 def _line(label: str, x: Any, y: Any) -> Line | None:
-    """A curve from x and y read from a file: numbers of one length, else None."""
+    """A curve from x and y read from a file: numbers of one length, some of them finite; else None."""
     xs, ys = floats(x), floats(y)
-    return Line(label, xs, ys) if xs is not None and ys is not None and len(xs) == len(ys) else None
+    if xs is None or ys is None or len(xs) != len(ys) or not any(map(math.isfinite, ys)):
+        return None
+    return Line(label, xs, ys)
 
 
 def _sorted_curve(label: str, rows: list, xkey: str, ykey: str) -> Line | None:
