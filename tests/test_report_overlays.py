@@ -237,9 +237,15 @@ def test_reproduce_folder_leads_with_claim_verdict_interval_and_seeds(analyze_pa
     assert text.count("data-overlay=") == 1
 
 
-def test_reproduce_folder_without_verdicts_says_so(analyze_pair, tmp_path):
+def test_reproduce_folder_without_verdicts_or_interval_says_so(tmp_path):
     fig = tmp_path / "fig"
     fig.mkdir()
     (fig / "reproduce.json").write_text(json.dumps({"figure": "2", "claim": "c", "steps": []}))
     text = write_report([fig], tmp_path / "r.html").read_text()
     assert "no verdict recorded" in text and "Seeds: not recorded" in text
+    # one seed, no bootstrap: no interval, and the verdict left open
+    one = {"quantity": "q", "values": [0.3], "mean": 0.3, "interval": None, "verdict": None}
+    (fig / "reproduce.json").write_text(json.dumps({"figure": "2", "claim": "c", "seeds": 1, "verdicts": [one]}))
+    text = write_report([fig], tmp_path / "r.html").read_text()
+    assert '<span class="word">not resolved at this budget</span>: q = 0.3, no interval, from 1 value.' in text
+    assert "Seeds: 1." in text

@@ -22,7 +22,6 @@ from layerwise.errors import LayerwiseError
 from layerwise import files
 from layerwise.report.collect import Run, Table, data_uri, detect, flatten, fmt, make_table, present, read_json
 from layerwise.report.kinds import collect_run
-from layerwise.report.overlays import headline, png_uri
 from layerwise.report.schemas import ReproduceFigure, ReproduceRecord
 from layerwise.schema import validate
 from layerwise.report.serialize import atomic_write_text
@@ -124,6 +123,8 @@ def differing(runs: list[Run]) -> list[str]:
 
 def headline_uri(kind: str, runs: list[Run]) -> str | None:
     """The headline figure of ``runs`` as a data URI, or None when none of them holds its quantities."""
+    from layerwise.report.overlays import headline, png_uri  # matplotlib: only once a page is drawn
+
     fig = headline(kind, runs)
     return None if fig is None else png_uri(fig)
 
@@ -232,6 +233,7 @@ def verdict_view(v: dict) -> dict:
     verdict = str(v.get("verdict") or UNRESOLVED)
     return {"quantity": str(v.get("quantity", "")), "verdict": verdict, "resolved": verdict != UNRESOLVED,
             "mean": fmt(v.get("mean")).text, "low": fmt(low).text, "high": fmt(high).text,
+            "has_interval": low is not None and high is not None,
             "method": str(v.get("method") or ""), "n": len(v.get("values") or [])}
 
 

@@ -237,7 +237,8 @@ def headline(kind: str, runs: Sequence[Run]) -> Figure | None:
         if panel.log and ys and min(ys) > 0:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     for ax in axes[len(panels):]:
         ax.set_axis_off()
     fig.tight_layout()
