@@ -159,11 +159,22 @@ def test_numbers_are_shown_to_four_digits_and_missing_as_a_dash(page):
 def test_every_figure_is_embedded_byte_for_byte(page):
     runs, _, p = page
     pngs = {str(f) for folder in runs.values() for f in folder.glob("*.png")}
-    assert {img["data-file"] for img in p.images} == pngs
-    for img in p.images:
-        prefix = "data:image/png;base64,"
+    files = [img for img in p.images if "data-file" in img]
+    assert {img["data-file"] for img in files} == pngs
+    prefix = "data:image/png;base64,"
+    for img in files:
         assert img["src"].startswith(prefix)
         assert base64.b64decode(img["src"][len(prefix):]) == Path(img["data-file"]).read_bytes()
+    # and one headline figure per kind, drawn by the report itself, before the kind's own figures
+    overlays = [img for img in p.images if "data-overlay" in img]
+    assert [img["data-overlay"] for img in overlays] == list(dict.fromkeys(KIND.values()))
+    for img in overlays:
+        assert base64.b64decode(img["src"][len(prefix):])[:8] == b"\x89PNG\r\n\x1a\n"
+    for kind in dict.fromkeys(KIND.values()):
+        first = next(i for i, img in enumerate(p.images) if img.get("data-overlay") == kind)
+        own = [i for i, img in enumerate(p.images) if "data-file" in img
+               and Path(img["data-file"]).parent in [runs[n] for n, k in KIND.items() if k == kind]]
+        assert all(first < i for i in own), kind
 
 
 def test_warnings_and_configuration_are_shown(page):
@@ -183,14 +194,19 @@ def test_warnings_and_configuration_are_shown(page):
 
 def test_runs_of_one_kind_stand_side_by_side(page):
     runs, text, p = page
-    assert re.search(r'<h2>analyze: 2 runs side by side</h2>\s*<div class="grid" style="--n: 2">', text)
+    assert re.search(r'<h2>analyze: 2 runs side by side</h2>\s*<figure class="headline"><img [^>]*'
+                     r'data-overlay="analyze">', text)
+    differ = p.table("options in which the runs differ")
+    assert differ["columns"] == ["option", "analyze-residual", "analyze-plain"]
+    configs = [_results(runs[n])["config"] for n in ("analyze_residual", "analyze_plain")]
+    assert [t for t, _ in p.column(differ, "option")] == [k for k in configs[0] if configs[0][k] != configs[1][k]]
     table = p.table("cos_to_last, every run")
     assert table["columns"] == ["layer", "analyze-residual", "analyze-plain"]
     for name in ("analyze_residual", "analyze_plain"):
         cos = _results(runs[name])["cos"]
         assert [v for _, v in p.column(table, runs[name].name)] == [row[-1] for row in cos]
     # figures of one name in one row: a figure both runs drew is followed at once by the other run's
-    files = [img["data-file"] for img in p.images]
+    files = [img["data-file"] for img in p.images if "data-file" in img]
     shared = {f.name for f in runs["analyze_residual"].glob("*.png")} & {f.name for f in runs["analyze_plain"].glob("*.png")}
     assert "heatmap_cos.png" in shared and "heatmap_rsa.png" not in shared
     for name in shared:
@@ -223,7 +239,11 @@ def test_reproduce_folder_shows_its_figure_then_each_step(report_runs, tmp_path)
     assert [h for h in re.findall(r"<h3>(Step [^<]*)</h3>", text)] == \
         ["Step 1: standard", "Step 2: aligned", "Step 3: never-ran"]
     assert "<code>layerwise analyze --model aligned</code>" in text and "not run yet" in text
-    assert len(_by_run(p, "per layer")) == 2 and len(p.images) == 2 * len(list(runs["analyze_residual"].glob("*.png")))
+    files = [img for img in p.images if "data-file" in img]
+    assert len(_by_run(p, "per layer")) == 2 and len(files) == 2 * len(list(runs["analyze_residual"].glob("*.png")))
+    # the two analyze steps in one plot, once, and not again in each step's section
+    assert [img["data-overlay"] for img in p.images if "data-overlay" in img] == ["analyze"]
+    assert text.index('data-overlay="analyze"') < text.index("<h3>Step 1")
     assert any({r[0][0]: r[1][0] for r in t["rows"]}.get("expected_minutes") == "3" for t in p.tables)
 
 

@@ -6,6 +6,7 @@ the column, ascending and then descending, as Python's ``sorted`` orders the val
 
 from __future__ import annotations
 
+import base64
 import itertools
 import math
 import shutil
@@ -59,9 +60,9 @@ def test_page_loads_without_errors_or_requests(browser_page):
     assert page.title().startswith("layerwise report")
 
 
-def _png_width(path: Path) -> int:
+def _png_width(png: Path | bytes) -> int:
     """Width in pixels from the PNG's IHDR chunk (bytes 16..20, big-endian)."""
-    data = path.read_bytes()
+    data = png.read_bytes() if isinstance(png, Path) else png
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     return struct.unpack(">I", data[16:20])[0]
 
@@ -70,13 +71,41 @@ def test_every_image_decodes(browser_page):
     runs, page, _ = browser_page
     decoded = page.evaluate("""() => Promise.all(Array.from(document.images).map(async img => {
         await img.decode();
-        return [img.dataset.file, img.naturalWidth, img.naturalHeight];
+        return [img.dataset.file || null, img.dataset.overlay || null, img.naturalWidth, img.naturalHeight,
+                img.getAttribute("src")];
     }))""")
     pngs = sorted(str(f) for folder in runs.values() for f in folder.glob("*.png"))
-    assert sorted(f for f, _, _ in decoded) == pngs
-    for file, width, height in decoded:
+    assert sorted(f for f, _, _, _, _ in decoded if f is not None) == pngs
+    for file, overlay, width, height, src in decoded:
         assert width > 0 and height > 0
-        assert width == _png_width(Path(file)), file
+        if file is not None:
+            assert width == _png_width(Path(file)), file
+        else:  # a headline figure the report drew: the width its own PNG header gives
+            assert width == _png_width(base64.b64decode(src.split(",", 1)[1])), overlay
+    overlays = [o for f, o, _, _, _ in decoded if f is None]
+    assert overlays == ["analyze", "compare", "train", "exit", "connect", "lpft", "gen-eval"]
+
+
+def test_headline_figures_load_and_are_shown_before_each_kinds_runs(browser_page):
+    """Each overlay is rendered (not hidden in a closed <details>), wider than a single run's column, and sits
+    above its section's first run; the configuration of each run is collapsed until its summary is clicked."""
+    _, page, _ = browser_page
+    boxes = page.evaluate("""() => Array.from(document.querySelectorAll("section.group")).map(s => {
+        const img = s.querySelector("img[data-overlay]"), run = s.querySelector(".run-name");
+        const details = s.querySelector("details.configuration");
+        return [img.complete && img.naturalWidth > 0, img.getBoundingClientRect().height,
+                img.getBoundingClientRect().bottom <= run.getBoundingClientRect().top,
+                details ? details.open : null];
+    })""")
+    assert len(boxes) == 7
+    for complete, height, above, details_open in boxes:
+        assert complete and height > 100 and above
+        assert details_open is False
+    summary = page.locator("section.group details.configuration > summary").first
+    table = page.locator("section.group details.configuration table.config").first
+    assert not table.is_visible()
+    summary.click()
+    assert table.is_visible()
 
 
 READ_COLUMN = """([t, c]) => Array.from(document.querySelectorAll("table.sortable")[t].tBodies[0].rows)

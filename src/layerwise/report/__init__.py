@@ -3,8 +3,10 @@
 - ``serialize``: JSON with NaN as null, atomic writes (imported here; light, no plotting library);
 - ``figures``: every figure, drawn without pyplot's global state;
 - ``writers``: each command's output folder (results.json, CSV, figures);
-- ``collect`` and ``html``: ``layerwise report``, one self-contained HTML page (Jinja2 template in ``templates/``)
-  from any run folders.
+- ``lpft_figures``: the figures of ``lpft``;
+- ``collect``, ``kinds``, ``overlays`` and ``html``: ``layerwise report``, one self-contained HTML page (Jinja2
+  template in ``templates/``) from any run folders: ``collect`` reads a folder, ``kinds`` holds one collector per
+  command, ``overlays`` draws each kind's headline figure across its runs.
 """
 
 from layerwise.report.serialize import (

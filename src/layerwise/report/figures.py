@@ -122,17 +122,21 @@ def exit_histograms(reports: Sequence[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def exit_sweep(reports: Sequence[dict], path: Path) -> None:
-    """Accuracy against the layer-count and the wall-clock speedup over a threshold sweep, one curve per model."""
+def exit_sweep(reports: Sequence[dict], path: Path) -> Figure:
+    """Accuracy against the layer-count and the wall-clock speedup over a threshold sweep, one curve per model,
+    its points joined in order of the speed-up (the sweep's threshold order need not be that order: the wall-clock
+    speed-up is measured, and a policy's depth need not fall monotonically with its threshold)."""
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
     for key, ax in zip(("layer_speedup", "wall_speedup"), axes):
         for r in reports:
-            ax.plot([p[key] for p in r["sweep"]], [p["accuracy"] for p in r["sweep"]], "o-", label=Path(r["name"]).name)
+            points = sorted(r["sweep"], key=lambda p: p[key])  # noqa: B023 (sorted at once)
+            ax.plot([p[key] for p in points], [p["accuracy"] for p in points], "o-", label=Path(r["name"]).name)
         ax.set(xlabel=f"{key.replace('_', ' ')} (×)", ylabel="accuracy", title=key.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     _save(fig, path)
+    return fig
 
 
 def layer_accuracy_curves(reports: Sequence[dict], path: Path) -> None:
@@ -195,10 +199,11 @@ def token_exit_tradeoff(models: Sequence[dict], path: Path, diversity: str = "wo
 
     for i, m in enumerate(models):
         color, name = f"C{i}", Path(m.get("model", "")).name
+        sweep = sorted(m["sweep"], key=lambda r: r["mean_exit_layer"])  # joined along x, not in threshold order
         for ax, (key, title) in zip(axes, panels):
-            ys = [value(r, key) for r in m["sweep"]]
-            ax.plot([r["mean_exit_layer"] for r in m["sweep"]], ys, "o-", color=color, label=name)
-            for r, y in zip(m["sweep"], ys):
+            ys = [value(r, key) for r in sweep]
+            ax.plot([r["mean_exit_layer"] for r in sweep], ys, "o-", color=color, label=name)
+            for r, y in zip(sweep, ys):
                 ax.annotate(f"{r['threshold']:g}", (r["mean_exit_layer"], y), fontsize=6,
                             color=color, textcoords="offset points", xytext=(3, 3))
             ax.plot([m["num_layers"]], [value(m["full"], key)], "*", color=color, markersize=11,
@@ -270,80 +275,3 @@ def matplotlib_colours(n: int) -> list:
     from matplotlib import colormaps
 
     return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.9, max(n, 1))]
-RECIPE_COLORS = {"ft": "tab:blue", "lp": "tab:gray", "lpft": "tab:red"}
-
-
-def head_norm_curves(recipes: dict[str, dict], path: Path) -> None:
-    """‖W‖_F of the head along fine-tuning (left) and each class row's norm (right), one colour per recipe."""
-    fig = Figure(figsize=(10, 3.8))
-    ax_f, ax_r = fig.subplots(1, 2)
-    for name, r in recipes.items():
-        traj = r.get("head_norm_trajectory") or []
-        color = RECIPE_COLORS.get(name)
-        if traj:
-            steps = [t["step"] for t in traj]
-            ax_f.plot(steps, [t["frobenius"] for t in traj], color=color, label=f"{name} (lr {r['lr']:g})")
-            rows = np.asarray([t["rows"] for t in traj], float)
-            for c in range(rows.shape[1]):
-                ax_r.plot(steps, rows[:, c], color=color, linestyle=("-", "--", ":", "-.")[c % 4],
-                          label=f"{name} class {c}" if rows.shape[1] <= 4 else None)
-        else:
-            ax_f.axhline(r["head_norm"]["final"], color=color, linestyle=":", label=f"{name} (no fine-tuning)")
-    ax_f.set(xlabel="optimizer step", ylabel="‖W‖_F", title="Head norm along fine-tuning")
-    ax_r.set(xlabel="optimizer step", ylabel="‖W_c‖", title="Per-class row norms")
-    for ax in (ax_f, ax_r):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def feature_change_curves(recipes: dict[str, dict], path: Path) -> None:
-    """Per layer: the mean relative feature change against the pretrained model (left) and COS to it (right)."""
-    fig = Figure(figsize=(10, 3.8))
-    ax_c, ax_s = fig.subplots(1, 2)
-    for name, r in recipes.items():
-        fc = r["feature_change"]
-        layers = range(len(fc["relative"]))
-        ax_c.plot(layers, fc["relative"], marker="o", color=RECIPE_COLORS.get(name), label=name)
-        ax_s.plot(layers, fc["cos"], marker="o", color=RECIPE_COLORS.get(name), label=name)
-    ax_c.set(xlabel="layer ℓ", ylabel="mean ‖hˡ_ft − hˡ_pre‖ / ‖hˡ_pre‖", title="Feature change per layer")
-    ax_s.set(xlabel="layer ℓ", ylabel="COS(hˡ_ft, hˡ_pre)", title="Similarity to the pretrained layer")
-    for ax in (ax_c, ax_s):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def reliability_diagrams(recipes: dict[str, dict], path: Path) -> None:
-    """Accuracy against confidence per bin, before and after temperature scaling, one panel per recipe."""
-    fig = Figure(figsize=(4 * len(recipes), 3.8))
-    axes = fig.subplots(1, len(recipes), squeeze=False)[0]
-    for ax, (name, r) in zip(axes, recipes.items()):
-        cal = r["calibration"]
-        for key, color, label in (("before", "tab:red", "before"), ("after", "tab:green", "after TS")):
-            rel = cal[key]["reliability"]
-            edges = np.asarray(rel["edges"], float)
-            acc = np.asarray([np.nan if a is None else a for a in rel["accuracy"]], float)
-            ax.bar(edges[:-1], np.nan_to_num(acc), width=np.diff(edges), align="edge", alpha=0.45, color=color,
-                   edgecolor=color, label=f"{label}: ECE {cal[key]['ece']:.3f}")
-        ax.plot([0, 1], [0, 1], color="black", linewidth=0.8)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
-               title=f"{name} (T = {cal['temperature']:.2f})")
-        ax.legend(fontsize=8, loc="upper left")
-    _save(fig, path)
-
-
-def layer_calibration_curves(recipes: dict[str, dict], path: Path) -> None:
-    """ECE of the readout after every layer, before (solid) and after (dashed) a per-layer temperature."""
-    fig = Figure(figsize=(6, 3.8))
-    ax = fig.subplots()
-    for name, r in recipes.items():
-        lc = r["layer_calibration"]
-        layers = range(1, len(lc["ece"]) + 1)
-        ax.plot(layers, lc["ece"], marker="o", color=RECIPE_COLORS.get(name), label=f"{name}")
-        ax.plot(layers, lc["ece_temperature_scaled"], marker="x", linestyle="--", color=RECIPE_COLORS.get(name),
-                label=f"{name}, TS")
-    ax.set(xlabel="layer ℓ", ylabel="ECE (15 bins)", title="Readout calibration after every layer")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)

@@ -3,8 +3,10 @@
 The folders are read by ``report.collect`` (one collector per command) and laid out by the Jinja2 template
 ``templates/report.html.j2`` (autoescaped): figures embedded as data URIs, CSS and the table-sorting script
 inline, so the page needs no network. Runs of one kind stand side by side, one column per run, figures of one
-name in one row, with a combined table per shared per-layer metric; a ``reproduce`` folder shows its figure's
-claim, budget and data note, then each step's own section.
+name in one row, with a combined table per shared per-layer metric. Each kind's section opens with its headline
+figure (``report.overlays``: one plot across its runs) and the options in which its runs differ; the whole
+configuration is collapsed. A ``reproduce`` folder leads with its figure's claim and verdicts (mean, 95 % interval,
+seed count), then the figure, then its settings and each step's own section.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import jinja2
 
 from layerwise.errors import LayerwiseError
 from layerwise import files
-from layerwise.report.collect import (Run, Table, collect_run, data_uri, detect, flatten, fmt, make_table, present,
-                                     read_json)
+from layerwise.report.collect import Run, Table, data_uri, detect, flatten, fmt, make_table, present, read_json
+from layerwise.report.kinds import collect_run
 from layerwise.report.schemas import ReproduceFigure, ReproduceRecord
 from layerwise.schema import validate
 from layerwise.report.serialize import atomic_write_text
@@ -37,6 +39,9 @@ class Group:
     kind: str
     runs: list[Run]
     is_reproduction = False
+    headline: str | None = None  # data URI of the overlay across the runs (report.overlays)
+    differ: Table | None = None  # the options in which the runs differ: a row per option, a column per run
+    shared: int = 0  # how many options every run has alike
     figure_rows: list[tuple[str, list[str | None]]] = field(default_factory=list)
     table_rows: list[tuple[str, list[Table | None]]] = field(default_factory=list)
     combined: list[Table] = field(default_factory=list)
@@ -66,6 +71,9 @@ class Reproduction:
     warnings: list[str]
     steps: list[Step]
     shows: list[tuple[str, str]]  # (file under the folder, data URI): the files that make the figure
+    verdicts: list[dict] = field(default_factory=list)  # reproduce.json's, as ``schemas.Verdict``
+    seeds: int | None = None
+    overlays: list[tuple[str, str]] = field(default_factory=list)  # (kind, data URI): the steps of a kind, overlaid
 
 
 def check_folder(folder: Path) -> str:
@@ -104,8 +112,36 @@ def combined_tables(runs: list[Run]) -> list[Table]:
     return tables
 
 
-def make_group(kind: str, runs: list[Run]) -> Group:
+def differing(runs: list[Run]) -> list[str]:
+    """The options whose shown value is not the same in every run (absent counts as a value), in order of first
+    appearance; none for a single run."""
+    if len(runs) < 2:
+        return []
+    keys = list(dict.fromkeys(k for r in runs for k, _ in r.config))
+    return [k for k in keys if len({dict(r.config).get(k) for r in runs}) > 1]
+
+
+def headline_uri(kind: str, runs: list[Run]) -> str | None:
+    """The headline figure of ``runs`` as a data URI, or None when none of them holds its quantities."""
+    from layerwise.report.overlays import headline, png_uri  # matplotlib: only once a page is drawn
+
+    fig = headline(kind, runs)
+    return None if fig is None else png_uri(fig)
+
+
+def make_group(kind: str, runs: list[Run], *, overlay: bool = True) -> Group:
+    """Runs of one kind side by side; ``overlay``: with the headline figure across them (a reproduction draws
+    its own, across its steps)."""
     group = Group(kind, runs, combined=combined_tables(runs))
+    group.headline = headline_uri(kind, runs) if overlay else None
+    differ = differing(runs)
+    if differ:
+        values = [dict(r.config) for r in runs]
+        group.differ = Table("options in which the runs differ", ["option", *[r.name for r in runs]],
+                             [[fmt(k)] + [fmt(v.get(k)) for v in values] for k in differ])
+    group.shared = len({k for r in runs for k, _ in r.config} - set(differ))
+    for r in runs:  # each run's own table: the options that differ first
+        r.config = [p for p in r.config if p[0] in differ] + [p for p in r.config if p[0] not in differ]
     names: list[str] = []
     for r in runs:
         names += [n for n, _ in r.figures if n not in names]
@@ -147,7 +183,8 @@ def collect_reproduction(folder: Path) -> list[Reproduction]:
 def _figure(folder: Path, spec: dict) -> Reproduction:
     """One figure's block. Its step folders and ``shows`` files are confined to ``folder``: one that leads
     outside it (an absolute path, ``..``, a symlink) is left out with a warning line."""
-    header = ("figure", "title", "claim", "budget", "data_note", "steps", "warnings", "command", "shows")
+    header = ("figure", "title", "claim", "budget", "data_note", "steps", "warnings", "command", "shows", "seeds",
+              "verdicts")
     warnings = [str(w) for w in spec.get("warnings", [])]
     steps = []
     for i, step in enumerate(spec.get("steps", [])):
@@ -156,7 +193,8 @@ def _figure(folder: Path, spec: dict) -> Reproduction:
         try:
             files.inside(folder, step.get("folder") or f"step-{i + 1}")
             kind = detect(sub) if sub.is_dir() else None
-            group = None if kind in (None, "reproduce") else make_group(kind, [collect_run(sub, kind, name)])
+            group = None if kind in (None, "reproduce") else make_group(kind, [collect_run(sub, kind, name)],
+                                                                         overlay=False)
         except LayerwiseError as e:
             steps.append(Step(name, _command_line(step), sub, None, f"left out: {e}"))
             continue
@@ -169,9 +207,34 @@ def _figure(folder: Path, spec: dict) -> Reproduction:
                 shows.append((name, data_uri(folder, name)))
             except LayerwiseError as e:
                 warnings.append(f"{name} is left out: {e}")
+    by_kind: dict[str, list[Run]] = {}
+    for s in steps:
+        if s.group is not None:
+            by_kind.setdefault(s.group.kind, []).extend(s.group.runs)
+    overlays = [(kind, uri) for kind, runs in by_kind.items() if (uri := headline_uri(kind, runs)) is not None]
+    seeds = spec.get("seeds")
     return Reproduction(folder, str(spec.get("figure", "")), str(spec.get("title", "")), str(spec.get("claim", "")),
                         str(spec.get("budget", "")), str(spec.get("data_note") or ""),
-                        flatten({k: v for k, v in spec.items() if k not in header}), warnings, steps, shows)
+                        flatten({k: v for k, v in spec.items() if k not in header}), warnings, steps, shows,
+                        verdicts=[verdict_view(v) for v in spec.get("verdicts") or []],
+                        seeds=seeds if isinstance(seeds, int) and not isinstance(seeds, bool) else None,
+                        overlays=overlays)
+
+
+UNRESOLVED = "not resolved at this budget"
+
+
+def verdict_view(v: dict) -> dict:
+    """One verdict of reproduce.json (``schemas.Verdict``, already checked) as the page shows it: the verdict in
+    words ("not resolved at this budget" where it is missing), the mean, the 95 % interval, the method and how
+    many values (seeds) it rests on."""
+    interval = v.get("interval")
+    low, high = interval if isinstance(interval, list) and len(interval) == 2 else (None, None)
+    verdict = str(v.get("verdict") or UNRESOLVED)
+    return {"quantity": str(v.get("quantity", "")), "verdict": verdict, "resolved": verdict != UNRESOLVED,
+            "mean": fmt(v.get("mean")).text, "low": fmt(low).text, "high": fmt(high).text,
+            "has_interval": low is not None and high is not None,
+            "method": str(v.get("method") or ""), "n": len(v.get("values") or [])}
 
 
 def collect(folders: Sequence[Path]) -> list[Group | Reproduction]:

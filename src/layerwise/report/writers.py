@@ -13,19 +13,17 @@ from layerwise.report.figures import (
     excess_heatmaps,
     exit_histograms,
     exit_sweep,
-    feature_change_curves,
     generation_panels,
-    head_norm_curves,
     heatmap,
     layer_accuracy_curves,
-    layer_calibration_curves,
     layer_curves,
     path_curves,
     probe_nc1,
-    reliability_diagrams,
     residual_panels,
     token_exit_tradeoff,
 )
+from layerwise.report.lpft_figures import (feature_change_curves, head_norm_curves, layer_calibration_curves,
+                                           reliability_diagrams)
 from layerwise.report.serialize import atomic_write_text, jsonable, write_json
 
 # Per-layer values copied into layers.csv: readout metrics (GLUE's among them), probe accuracy and NC1.
