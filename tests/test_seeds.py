@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -189,6 +190,8 @@ def test_a_verdict_reading_no_step_is_a_recipe_error(tmp_path):
 
 def test_zero_seeds_is_one_line_exit_2():
     result = subprocess.run([sys.executable, "-m", "layerwise.cli", "reproduce", "11", "--seeds", "0"],
-                            capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-    assert result.returncode == 2 and result.stderr.startswith("error: ") and "--seeds" in result.stderr
+                            capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                                                                 "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    assert result.returncode == 2 and result.stderr.startswith("error: ")
+    assert "--seeds: Input should be greater than 0" in result.stderr
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
