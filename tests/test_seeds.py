@@ -160,6 +160,26 @@ def test_seeds_run_each_seeded_step_per_seed_into_its_own_folder(tmp_path, monke
     assert len(again["verdicts"][0]["values"]) == 4
 
 
+def test_a_recipe_plot_draws_the_mean_over_seeds_with_its_t_band(tmp_path, monkeypatch):
+    from layerwise.reproduce.plots import band
+
+    _fake_processes(monkeypatch, [])
+    line = {"file": "analyze-a/results.json", "key": "accuracy", "label": "a"}
+    plot = {"file": "fig-t.png", "title": "t", "panels": [{"title": "p", "lines": [line, {**line, "label": "b",
+                                                                                         "file": "analyze-b/results.json"}]}]}
+    path = _recipe(tmp_path, plots=[plot], shows=["fig-t.png"])
+    entry = reproduce(read_recipe(path), "cpu", tmp_path / "out", seeds=3, echo=lambda _: None)
+    assert entry["plots"] == ["fig-t.png"] and not entry["warnings"]
+    assert (tmp_path / "out" / "fig-t.png").read_bytes().startswith(b"\x89PNG")
+    rows = np.array([ACCURACY[("analyze-a", k)] for k in range(3)])
+    mean, half = band(rows)
+    for j in range(rows.shape[1]):
+        col = rows[:, j]
+        s = math.sqrt(sum((v - col.mean()) ** 2 for v in col) / 2)
+        assert mean[j] == pytest.approx(col.mean()) and half[j] == pytest.approx(stats.t.ppf(0.975, 2) * s / math.sqrt(3))
+    assert band(rows[:1])[1] is None
+
+
 def test_a_verdict_that_cannot_be_read_is_unresolved_with_a_warning(tmp_path, monkeypatch):
     _fake_processes(monkeypatch, [])
     raw = yaml.safe_load(_recipe(tmp_path).read_text())

@@ -10,6 +10,7 @@ A recipe lists the ``layerwise`` commands one figure needs, in order, each with 
     shows: [exit/exit_histogram.png]  # the files (step/file) that make the figure
     seeds: {cpu: 3}                   # seeds per budget (default: 3 at cpu under 15 minutes, else 1)
     verdicts: [...]                   # the quantities the claim rests on (``reproduce.verdicts.Check``)
+    plots: [...]                      # figures drawn across steps and seeds into OUT (``reproduce.plots.Plot``)
     steps:
       - name: exit                    # the step's folder under --out
         command: exit                 # a layerwise command
@@ -31,6 +32,7 @@ from pydantic import Field
 
 from layerwise.errors import LayerwiseError
 from layerwise.files import read_text
+from layerwise.reproduce.plots import Plot
 from layerwise.reproduce.verdicts import Check
 from layerwise.schema import Options, validate
 
@@ -67,6 +69,7 @@ class Recipe(Options):
     shows: list[str] = []
     seeds: dict[Budget, int] = {}
     verdicts: list[Check] = []
+    plots: list[Plot] = []
     steps: list[Step] = Field(min_length=1)
 
     def seed_count(self, budget: Budget) -> int:
@@ -115,10 +118,15 @@ def check_references(recipe: Recipe, path: Path | str) -> None:
         if n < 1:
             raise LayerwiseError(f"recipe {path}: seeds {budget}: {n}: pass a positive number of seeds")
     for check in recipe.verdicts:
-        for term in (check.of, check.minus):
-            if term is not None and term.step not in seen:
+        for term in check.terms():
+            if term.step not in seen:
                 raise LayerwiseError(f"recipe {path}: verdict {check.quantity!r} reads {term.file}, and "
                                      f"{term.step!r} is no step of the recipe")
+    for plot in recipe.plots:
+        for line in (line for panel in plot.panels for line in panel.lines):
+            if line.step not in seen:
+                raise LayerwiseError(f"recipe {path}: plot {plot.file} reads {line.file}, and {line.step!r} is no "
+                                     "step of the recipe")
 
 
 def references(flags: dict[str, Value]) -> list[str]:

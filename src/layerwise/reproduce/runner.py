@@ -41,7 +41,8 @@ REPORT = "report.html"
 
 def outputs(recipe: Recipe, seeds: int = 1, budget: Budget = "cpu") -> tuple[str, ...]:
     """What reproducing ``recipe`` writes into ``out``: its record, report, finish marks and step folders."""
-    return (RECORD, REPORT, MARKS, *(step.name for step, _ in seeded_steps(recipe, budget, seeds)))
+    return (RECORD, REPORT, MARKS, *(step.name for step, _ in seeded_steps(recipe, budget, seeds)),
+            *(plot.file for plot in recipe.plots))
 
 
 def seeded(recipe: Recipe, budget: Budget) -> set[str]:
@@ -140,15 +141,34 @@ def update_record(out: Path, entry: dict[str, Any]) -> None:
     write_json(record, path)
 
 
+def seed_folders(recipe: Recipe, budget: Budget, seeds: int) -> list[dict[str, str]]:
+    """For each seed, every step's folder."""
+    varying = seeded(recipe, budget)
+    return [{s.name: seed_folder(s.name, k, varying) for s in recipe.steps} for k in range(seeds)]
+
+
+def draw_plots(recipe: Recipe, budget: Budget, seeds: int, out: Path) -> tuple[list[str], list[str]]:
+    """The recipe's plots across steps and seeds (``reproduce.plots``): the files drawn, and a warning for each
+    that could not be."""
+    from layerwise.reproduce.plots import draw
+
+    drawn, warnings = [], []
+    for plot in recipe.plots:
+        try:
+            drawn.append(draw(plot, seed_folders(recipe, budget, seeds), out).name)
+        except (LayerwiseError, ValueError) as e:
+            warnings.append(f"plot {plot.file} not drawn: {e}")
+    return drawn, warnings
+
+
 def verdicts(recipe: Recipe, budget: Budget, seeds: int, out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Each check of the recipe over the seeds' folders (``Verdict`` records), and a warning for each that
     could not be read (its verdict then "not resolved at this budget")."""
-    varying = seeded(recipe, budget)
+    folders = seed_folders(recipe, budget, seeds)
     records, warnings = [], []
     for check in recipe.verdicts:
         try:
-            values = [per_seed_value(check, {s.name: seed_folder(s.name, k, varying) for s in recipe.steps}, out)
-                      for k in range(seeds)]
+            values = [per_seed_value(check, folders[k], out) for k in range(seeds)]
             records.append(verdict(check, values))
         except LayerwiseError as e:
             warnings.append(f"verdict {check.quantity!r} not computed: {e}")
@@ -182,6 +202,7 @@ def reproduce(recipe: Recipe, budget: Budget, out: Path, *, data_dir: Path | Non
                       "args": step.flags(budget), "argv": command_line(step, budget, out)[1:], "seconds": seconds,
                       "skipped": skip})
     records, warnings = verdicts(recipe, budget, n, out)
+    plots, plot_warnings = draw_plots(recipe, budget, n, out)
     for record in records:
         interval = record["interval"]
         shown = "no interval" if interval is None else f"95 % [{interval[0]:.4g}, {interval[1]:.4g}]"
@@ -191,7 +212,7 @@ def reproduce(recipe: Recipe, budget: Budget, out: Path, *, data_dir: Path | Non
              "data_note": recipe.data_note, "shows": recipe.shows, "minutes_expected": recipe.minutes[budget],
              "seconds": time.perf_counter() - start,  # this invocation; steps done before cost nothing
              "seconds_all_steps": sum(s["seconds"] or 0.0 for s in steps), "steps": steps, "seeds": n,
-             "verdicts": records, "warnings": warnings}
+             "verdicts": records, "plots": plots, "warnings": warnings + plot_warnings}
     update_record(out, entry)
     folder.record()
     return entry

@@ -50,12 +50,17 @@ class Term(Options):
 
 
 class Check(Options):
-    """A claim's quantity: ``of`` minus ``minus`` (if given), expected positive or negative."""
+    """A claim's quantity: ``of`` minus ``minus`` (if given), expected positive or negative; a list of terms
+    stands for their mean (e.g. over several corruptions)."""
 
     quantity: str
-    of: Term
-    minus: Term | None = None
+    of: Term | list[Term]
+    minus: Term | list[Term] | None = None
     expect: Literal["positive", "negative"] = "positive"
+
+    def terms(self) -> list[Term]:
+        return [t for part in (self.of, self.minus) for t in (part if isinstance(part, list) else [part])
+                if t is not None]
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
@@ -154,12 +159,22 @@ def read_term(term: Term, folder_of: dict[str, str], out: Path) -> float | np.nd
     return reduce_term(value, term, rel)
 
 
+def read_part(part: Term | list[Term], folder_of: dict[str, str], out: Path) -> float | np.ndarray:
+    """A term, or the mean of a list of terms (element-wise for per-sample ones of one size)."""
+    if not isinstance(part, list):
+        return read_term(part, folder_of, out)
+    values = [read_term(t, folder_of, out) for t in part]
+    if len({np.shape(v) for v in values}) > 1:
+        values = [float(np.mean(v)) for v in values]
+    return np.mean(values, axis=0) if isinstance(values[0], np.ndarray) else float(np.mean(values))
+
+
 def per_seed_value(check: Check, folder_of: dict[str, str], out: Path) -> float | np.ndarray:
     """``of − minus`` in one seed's folders: a number, or one value per test sample where both terms are."""
-    a = read_term(check.of, folder_of, out)
+    a = read_part(check.of, folder_of, out)
     if check.minus is None:
         return a
-    b = read_term(check.minus, folder_of, out)
+    b = read_part(check.minus, folder_of, out)
     if isinstance(a, np.ndarray) != isinstance(b, np.ndarray):  # one per sample, one scalar: compare means
         a, b = (float(np.mean(a)), float(np.mean(b)))
     elif isinstance(a, np.ndarray) and a.shape != b.shape:
