@@ -17,12 +17,14 @@ from layerwise.data.images import load_cifar10, load_digits
 from layerwise.data.locate import find_data
 from layerwise.data.tables import TABLE_SUFFIXES, Columns, load_table
 from layerwise.data.text import load_sentences
+from layerwise.data.variants import load_variant, parse_variant
 from layerwise.errors import LayerwiseError
 from layerwise.files import read_text
 
 KNOWN_NAMES = (
     "digits, cifar10, sst2, glue/<TASK> (CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI, RTE, WNLI), tinyshakespeare, "
-    "wikitext2, sentences, a GLUE task folder, a .tsv/.csv/.jsonl table, hf:<name>[/<config>], or a .txt file"
+    "wikitext2, sentences, a GLUE task folder, a .tsv/.csv/.jsonl table, hf:<name>[/<config>], or a .txt file; "
+    "cifar10-c:<corruption>:<severity 1-5> for CIFAR-10-C, and <name>:classes=A-B for a subset of the classes"
 )
 
 
@@ -43,10 +45,14 @@ def load_dataset(
     columns, else the usual names; see ``data.tables.load_table`` for its splits), ``hf:<name>[/<config>]``
     (Hugging Face ``datasets``, when installed and online), ``tinyshakespeare`` (train = first 90% of the text, test/valid = last 10%),
     ``wikitext2`` (valid/test; there is no train split), and a path to any ``.txt`` file (the whole
-    file, whatever the split).
+    file, whatever the split). Variants (``data.variants``): ``cifar10-c:CORRUPTION:SEVERITY`` and
+    ``NAME:classes=A-B``.
     """
     if limit is not None and limit <= 0:
         raise LayerwiseError(f"limit={limit} leaves no examples: pass a positive limit or none")
+    variant = None if Path(spec).expanduser().exists() else parse_variant(spec)
+    if variant is not None and (variant.corruption is not None or variant.classes is not None):
+        return load_variant(variant, spec, _load_full(variant.base, split, data_dir, columns), limit, seed)
     ds = _load_full(spec, split, data_dir, columns)
     if ds.kind == "corpus":
         if not (ds.text or "").strip():

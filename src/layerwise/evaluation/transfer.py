@@ -5,6 +5,8 @@
 - Transfer: freeze the model; fit one shared linear head W (multinomial logistic regression, sklearn) on the
   last layer's readout inputs z_L = norm(pool(hᴸ)) of a new task, then apply it after every layer,
   ŷ_ℓ = argmax W·norm(pool(hˡ)) (the model's own final norm recomputed on each layer), and report acc_ℓ.
+  A split transfer trains on some classes and transfers to the others (``cifar10:classes=0-4`` →
+  ``cifar10:classes=5-9``, ``data.variants``): a new task the features were never trained on, yet learnable.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def transfer_accuracy(bundle, train, test, *, train_split: str = "train", test_s
     head = LogisticRegression(C=C, max_iter=max_iter).fit(z_train[-1].numpy(), y_train.numpy())
     acc = [float(np.mean(head.predict(z.numpy()) == y_test.numpy())) for z in z_test]
     return {"per_layer_accuracy": acc, "train_accuracy": float(head.score(z_train[-1].numpy(), y_train.numpy())),
-            "layers": list(range(len(acc)))}
+            "layers": list(range(len(acc))), "classes": int(len(torch.unique(y_train)))}
 
 
 __all__ = ["layerwise_accuracy", "readout_inputs", "transfer_accuracy"]

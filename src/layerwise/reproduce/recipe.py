@@ -8,6 +8,9 @@ A recipe lists the ``layerwise`` commands one figure needs, in order, each with 
     data_note: …                      # where the paper's data is absent here, which data stands in
     minutes: {cpu: 12, gpu: 240}      # expected wall-clock time of a run from scratch
     shows: [exit/exit_histogram.png]  # the files (step/file) that make the figure
+    seeds: {cpu: 3}                   # seeds per budget (default: 3 at cpu under 15 minutes, else 1)
+    verdicts: [...]                   # the quantities the claim rests on (``reproduce.verdicts.Check``)
+    plots: [...]                      # figures drawn across steps and seeds into OUT (``reproduce.plots.Plot``)
     steps:
       - name: exit                    # the step's folder under --out
         command: exit                 # a layerwise command
@@ -29,6 +32,8 @@ from pydantic import Field
 
 from layerwise.errors import LayerwiseError
 from layerwise.files import read_text
+from layerwise.reproduce.plots import Plot
+from layerwise.reproduce.verdicts import Check
 from layerwise.schema import Options, validate
 
 Budget = Literal["cpu", "gpu"]
@@ -62,7 +67,17 @@ class Recipe(Options):
     data_note: str = ""
     minutes: dict[Budget, float]
     shows: list[str] = []
+    seeds: dict[Budget, int] = {}
+    verdicts: list[Check] = []
+    plots: list[Plot] = []
     steps: list[Step] = Field(min_length=1)
+
+    def seed_count(self, budget: Budget) -> int:
+        """Seeds run by default: the recipe's own count, else 3 at the CPU budget for a figure under 15
+        minutes a seed (differences of 1–2 points are within one seed's noise), else 1."""
+        if budget in self.seeds:
+            return self.seeds[budget]
+        return 3 if budget == "cpu" and self.minutes["cpu"] < 15 else 1
 
 
 def recipe_files() -> list[Path]:
@@ -99,6 +114,19 @@ def check_references(recipe: Recipe, path: Path | str) -> None:
                     raise LayerwiseError(f"recipe {path}: step {step.name!r} refers to @{ref}, which is not an "
                                          "earlier step")
         seen.add(step.name)
+    for budget, n in recipe.seeds.items():
+        if n < 1:
+            raise LayerwiseError(f"recipe {path}: seeds {budget}: {n}: pass a positive number of seeds")
+    for check in recipe.verdicts:
+        for term in check.terms():
+            if term.step not in seen:
+                raise LayerwiseError(f"recipe {path}: verdict {check.quantity!r} reads {term.file}, and "
+                                     f"{term.step!r} is no step of the recipe")
+    for plot in recipe.plots:
+        for line in (line for panel in plot.panels for line in panel.lines):
+            if line.step not in seen:
+                raise LayerwiseError(f"recipe {path}: plot {plot.file} reads {line.file}, and {line.step!r} is no "
+                                     "step of the recipe")
 
 
 def references(flags: dict[str, Value]) -> list[str]:

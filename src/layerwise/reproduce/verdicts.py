@@ -1,0 +1,205 @@
+"""Verdicts of the paper's claims: the quantity a claim rests on, per seed, its mean and 95 % interval.
+
+A recipe declares each quantity as data (``Check``): a term read from a results file of one step, minus an
+optional second term, reduced over a slice of layers, with the sign the claim expects:
+
+    verdicts:
+      - quantity: aligned − standard mean accuracy, layers 1..L−1
+        of: {file: analyze-aligned/results.json, key: accuracy, layers: "1:-1"}
+        minus: {file: analyze-standard/results.json, key: accuracy, layers: "1:-1"}
+        expect: positive
+
+``key`` is a dotted path (``models.1.per_layer_accuracy``; integers index lists). The value there is a number,
+a list (reduced by its mean over ``layers``, a Python slice), or, with ``samples: true``, one row per test
+sample (each row reduced over ``layers``), which allows a bootstrap over test samples when there is one seed.
+
+Interval: with n ≥ 2 seeds the Student-t interval over the per-seed values; with one seed and per-sample terms
+a seeded percentile bootstrap over test samples (paired: both terms score the same samples); otherwise none.
+Verdict: "holds" when the interval lies wholly on the claimed side of 0, "does not hold" when it lies wholly on
+the other side, else "not resolved at this budget".
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+from pydantic import Field
+
+from layerwise.errors import LayerwiseError
+from layerwise.files import read_json
+from layerwise.schema import Options
+
+HOLDS, FAILS, OPEN = "holds", "does not hold", "not resolved at this budget"
+T_METHOD, BOOTSTRAP_METHOD = "t over seeds", "bootstrap over test samples"
+
+
+class Term(Options):
+    """One number per seed (or one per test sample) read from a step's results file."""
+
+    file: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*/[^/].*$")  # <step>/<file>, relative to the step's folder
+    key: str = Field(min_length=1)
+    layers: str | None = None  # a slice over the last axis, e.g. "1:-1" (layers 1..L−1 of 0..L); None: all
+    samples: bool = False  # the value is one row per test sample
+
+    @property
+    def step(self) -> str:
+        return self.file.split("/", 1)[0]
+
+
+class Check(Options):
+    """A claim's quantity: ``of`` minus ``minus`` (if given), expected positive or negative; a list of terms
+    stands for their mean (e.g. over several corruptions)."""
+
+    quantity: str
+    of: Term | list[Term]
+    minus: Term | list[Term] | None = None
+    expect: Literal["positive", "negative"] = "positive"
+
+    def terms(self) -> list[Term]:
+        return [t for part in (self.of, self.minus) for t in (part if isinstance(part, list) else [part])
+                if t is not None]
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): mean ± t_{(1+c)/2, n−1} · s / √n, s the sample standard deviation (ddof 1), n ≥ 2."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        raise ValueError("a t interval needs at least two values")
+    mean = float(x.mean())
+    half = float(stats.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return mean, mean - half, mean + half
+
+
+def bootstrap_interval(samples: Sequence[float], *, seed: int = 0, resamples: int = 2000,
+                       confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the sample mean and the percentile bootstrap interval of the mean — ``resamples``
+    draws of n indices with replacement (``numpy.random.default_rng(seed)``), the (1 ∓ c)/2 quantiles of
+    their means (Efron & Tibshirani 1993, ch. 13)."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size < 2:
+        raise ValueError("a bootstrap needs at least two samples")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(x.mean()), float(low), float(high)
+
+
+def decide(interval: Sequence[float] | None, expect: str = "positive") -> str:
+    """The verdict of an interval [low, high] for a claim that the quantity is ``expect`` (positive/negative)."""
+    if interval is None or any(v is None or not math.isfinite(v) for v in interval):
+        return OPEN
+    low, high = (interval[0], interval[1]) if expect == "positive" else (-interval[1], -interval[0])
+    return HOLDS if low > 0 else FAILS if high < 0 else OPEN
+
+
+def layer_slice(text: str | None) -> slice:
+    """``"1:-1"`` → slice(1, -1); None → every layer."""
+    if text is None:
+        return slice(None)
+    parts = text.split(":")
+    try:
+        if len(parts) == 1:
+            i = int(parts[0])
+            return slice(i, i + 1 if i != -1 else None)
+        if len(parts) in (2, 3):
+            return slice(*(int(p) if p.strip() else None for p in parts))
+    except ValueError:
+        pass
+    raise LayerwiseError(f"layers {text!r}: pass a Python slice of layers such as 1:-1, -1 or 0:3")
+
+
+def lookup(data: Any, key: str, source: str) -> Any:
+    """The value at a dotted ``key`` (integers index lists) in parsed JSON."""
+    value = data
+    for part in key.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise LayerwiseError(f"{source} has no {key!r} (stopped at {part!r}): fix the recipe's verdict key")
+    return value
+
+
+def reduce_term(value: Any, term: Term, source: str) -> float | np.ndarray:
+    """A number, the mean of a list over ``layers``, or (``samples``) one such mean per row."""
+    try:
+        x = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise LayerwiseError(f"{source} {term.key!r} is not numbers: fix the recipe's verdict key") from None
+    if term.samples:
+        if x.ndim not in (1, 2):
+            raise LayerwiseError(f"{source} {term.key!r} is not one row per sample: drop `samples`")
+        return x if x.ndim == 1 else x[:, layer_slice(term.layers)].mean(axis=1)
+    if x.ndim == 0:
+        return float(x)
+    picked = x.reshape(-1) if term.layers is None else x[..., layer_slice(term.layers)].reshape(-1)
+    if picked.size == 0:
+        raise LayerwiseError(f"{source} {term.key!r}: layers {term.layers!r} select nothing")
+    return float(picked.mean())
+
+
+def read_term(term: Term, folder_of: dict[str, str], out: Path) -> float | np.ndarray:
+    """The term in one seed's folders (``folder_of``: step name → its folder for this seed); NaN where the
+    results hold null."""
+    rel = folder_of.get(term.step, term.step) + "/" + term.file.split("/", 1)[1]
+    path = out / rel
+    if not path.is_file():
+        raise LayerwiseError(f"{path} is missing: the verdict reads it (did step {term.step!r} finish?)")
+    value = lookup(read_json(path, kind="json"), term.key, rel)
+    if value is None:
+        return math.nan
+    if isinstance(value, list):
+        value = [math.nan if v is None else v for v in value]
+    return reduce_term(value, term, rel)
+
+
+def read_part(part: Term | list[Term], folder_of: dict[str, str], out: Path) -> float | np.ndarray:
+    """A term, or the mean of a list of terms (element-wise for per-sample ones of one size)."""
+    if not isinstance(part, list):
+        return read_term(part, folder_of, out)
+    values = [read_term(t, folder_of, out) for t in part]
+    if len({np.shape(v) for v in values}) > 1:
+        values = [float(np.mean(v)) for v in values]
+    return np.mean(values, axis=0) if isinstance(values[0], np.ndarray) else float(np.mean(values))
+
+
+def per_seed_value(check: Check, folder_of: dict[str, str], out: Path) -> float | np.ndarray:
+    """``of − minus`` in one seed's folders: a number, or one value per test sample where both terms are."""
+    a = read_part(check.of, folder_of, out)
+    if check.minus is None:
+        return a
+    b = read_part(check.minus, folder_of, out)
+    if isinstance(a, np.ndarray) != isinstance(b, np.ndarray):  # one per sample, one scalar: compare means
+        a, b = (float(np.mean(a)), float(np.mean(b)))
+    elif isinstance(a, np.ndarray) and a.shape != b.shape:
+        raise LayerwiseError(f"verdict {check.quantity!r}: its two terms score {a.size} and {b.size} samples; "
+                             "pair terms over the same test samples")
+    return a - b
+
+
+def verdict(check: Check, values: Sequence[float | np.ndarray], seed: int = 0) -> dict[str, Any]:
+    """The ``Verdict`` record of one check from its per-seed values (``layerwise.report.schemas.Verdict``)."""
+    means = [float(np.mean(v)) for v in values]
+    finite = all(math.isfinite(m) for m in means)
+    record: dict[str, Any] = {"quantity": check.quantity, "expect": check.expect,
+                              "values": [m if math.isfinite(m) else None for m in means],
+                              "mean": float(np.mean(means)) if finite and means else None,
+                              "interval": None, "method": None}
+    if finite and len(values) >= 2:
+        _, low, high = t_interval(means)
+        record.update(interval=[low, high], method=T_METHOD)
+    elif finite and len(values) == 1 and isinstance(values[0], np.ndarray) and values[0].size >= 2:
+        mean, low, high = bootstrap_interval(values[0], seed=seed)
+        record.update(mean=mean, interval=[low, high], method=BOOTSTRAP_METHOD)
+    record["verdict"] = decide(record["interval"], check.expect)
+    return record
+
+
+__all__ = ["BOOTSTRAP_METHOD", "Check", "FAILS", "HOLDS", "OPEN", "T_METHOD", "Term", "bootstrap_interval",
+           "decide", "layer_slice", "lookup", "per_seed_value", "reduce_term", "t_interval", "verdict"]
