@@ -107,3 +107,113 @@ def test_aligned_trainer_takes_a_peft_model(tmp_path):
     trainer.train()
     changed = {k for k, v in wrapped.state_dict().items() if not torch.equal(before[k], v)}
     assert changed and all("lora_" in k for k in changed)
+
+
+# ---------------------------------------------------------------- layerwise train --peft lora
+
+
+@pytest.fixture(scope="module")
+def base_gpt(tmp_path_factory):
+    """A saved own GPT (4 blocks, 128 wide, bytes): a base model folder adapters can name."""
+    from layerwise.checkpoints import save_model
+
+    out = tmp_path_factory.mktemp("base") / "gpt"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        save_model(load_model("gpt-tiny"), out)
+    return out
+
+
+def lora_config(tmp_path, base, name="run", **overrides):
+    from fixtures import train_config
+
+    settings = dict(model=str(base), data="tinyshakespeare", limit=48, eval_limit=8, epochs=1, batch_size=4,
+                    seq_len=32, objective="aligned", peft="lora", lora_r=4, layer_dropout=0.5, checkpoint_every=2)
+    return train_config(tmp_path, name, **{**settings, **overrides})
+
+
+def adapter_tensors(run):
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "adapter_model.safetensors"))
+
+
+def log_records(run):
+    import json
+
+    return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"}
+            for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_lora_training_resumes_bitwise_and_leaves_the_base_alone(tmp_path, base_gpt):
+    from layerwise.training import train
+    from layerwise.training.lora import trainable_parameters
+    from layerwise.training.trainer import Trainer
+
+    full = lora_config(tmp_path, base_gpt, "full")
+    trainer = Trainer(full)
+    trainable, total = trainable_parameters(trainer.module)
+    assert 0 < trainable <= 0.05 * total  # the adapters only: base and readout frozen
+    trainer.fit()
+
+    class Interrupted(Exception):
+        pass
+
+    def stop(t):
+        if t.pos.step == 3:  # after the step-2 checkpoint, before the next one
+            raise Interrupted
+
+    cut = lora_config(tmp_path, base_gpt, "cut")
+    killed = Trainer(cut)
+    killed.step_hooks.append(stop)
+    with pytest.raises(Interrupted):
+        killed.fit()
+    assert not (tmp_path / "cut" / "adapter_model.safetensors").exists()
+    train(cut)  # resumes from step 2 in its own folder
+    a, b = adapter_tensors(tmp_path / "full"), adapter_tensors(tmp_path / "cut")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert log_records(tmp_path / "full") == log_records(tmp_path / "cut")
+    assert any("lora_B" in k and a[k].abs().max() > 0 for k in a)  # B starts at 0: the adapters trained
+
+    run, base = load_model(str(tmp_path / "full")), load_model(str(base_gpt))
+    assert isinstance(run.model, peft.PeftModel)
+    base_state = base.model.state_dict()
+    inner = {k.replace("base_layer.", ""): v for k, v in unwrap(run.model).state_dict().items() if "lora_" not in k}
+    assert inner.keys() == base_state.keys() and all(torch.equal(inner[k], base_state[k]) for k in inner)
+    x = {"input_ids": torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))}
+    with torch.no_grad():
+        assert (run.stack(x) - base.stack(x)).abs().max() > 1e-4  # the loaded folder applies its adapters
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny", "bert-tiny"])
+def test_default_targets_are_the_attention_and_mlp_projections(name):
+    from layerwise.training.lora import default_targets
+
+    model = load_model(name, num_classes=2 if name == "bert-tiny" else None).model
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=default_targets(model),
+                                                         fan_in_fan_out=name == "gpt2-tiny"))
+    adapted = {n.split(".")[-1] for n, m in wrapped.named_modules() if isinstance(m, peft.tuners.lora.LoraLayer)}
+    want = {"gpt2-tiny": {"c_attn", "c_proj", "c_fc"},
+            "llama-tiny": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+            "bert-tiny": {"query", "key", "value", "dense"}}[name]
+    assert adapted == want
+    per_block = sum(isinstance(m, peft.tuners.lora.LoraLayer) for n, m in wrapped.named_modules() if ".0." in n)
+    assert per_block == {"gpt2-tiny": 4, "llama-tiny": 7, "bert-tiny": 6}[name]  # c_proj twice: attention and MLP
+
+
+def test_missing_peft_and_bad_lora_options_are_one_line(tmp_path, base_gpt, monkeypatch, capsys):
+    import sys
+
+    from fixtures import run_cli
+
+    from layerwise.errors import LayerwiseError
+    from layerwise.training import train
+
+    with pytest.raises(LayerwiseError, match="freshly initialised"):
+        train(lora_config(tmp_path, "gpt-tiny", "builtin"))
+    with pytest.raises(LayerwiseError, match="`train_readout` applies to LoRA"):
+        train(lora_config(tmp_path, base_gpt, "readout", peft=None, train_readout=True, layer_dropout=0.0))
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if the extra were not installed
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--model", base_gpt, "--data", "tinyshakespeare",
+                           "--peft", "lora", "--out", tmp_path / "nopeft", "--cpu", "--no-progress")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and "layerwise[peft]" in err
