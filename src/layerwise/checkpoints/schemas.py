@@ -69,6 +69,7 @@ class SavedMeta(Options):
     training: dict[str, Any] | None = None  # the training options, a record (not read back)
     truncated: Truncation | None = None
     peft: PeftMeta | None = None  # a LoRA run folder (checkpoints.adapters)
+    merged_from: str | None = None  # the LoRA run folder `merge` folded into these weights
 
 
 class TokenizerModel(Record):
