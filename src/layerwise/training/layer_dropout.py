@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from layerwise.errors import LayerwiseError
@@ -56,7 +57,9 @@ class LayerDropout:
 
     def draw(self, step: int) -> list[bool]:
         """The blocks optimizer step ``step`` skips: u_ℓ < p_ℓ, u drawn from a generator seeded by (seed, step)."""
-        self.generator.manual_seed((self.seed * 2**32 + step) ^ STREAM)
+        # torch's CPU generator keeps only the low 32 bits of its seed, so (seed, step) is hashed into them
+        # (numpy's SeedSequence) rather than packed as seed·2³² + step, which would drop the seed.
+        self.generator.manual_seed(int(np.random.SeedSequence([self.seed, step, STREAM]).generate_state(1)[0]))
         u = torch.rand(len(self.rates), generator=self.generator, dtype=torch.float64)
         self.skip = (u < self.rates).tolist()
         return self.skip
