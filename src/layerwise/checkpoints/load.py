@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from layerwise.checkpoints.adapters import is_adapter_dir, load_adapter_dir
 from layerwise.checkpoints.builtin import BUILTIN
 from layerwise.checkpoints.bundle import ModelBundle, make_bundle, set_readout_pooling
 from layerwise.checkpoints.files import load_state, read_json, read_meta, read_tensors
@@ -33,6 +34,8 @@ def load_model(spec: str, num_classes: int | None = None, *, device_map: str | d
         return BUILTIN[spec][1](spec, num_classes)
     path = Path(spec)
     if path.is_dir():
+        if is_adapter_dir(path):  # a LoRA run: its base model with the folder's adapters on it
+            return load_adapter_dir(path, num_classes, load_model)
         if not (path / "config.json").exists():
             raise LayerwiseError(f"{path} has no config.json: pass a directory written by `layerwise train` "
                                  "or save_pretrained")
@@ -104,6 +107,8 @@ def _load_own_dir(path: Path, config: dict) -> ModelBundle:
     state = read_tensors(path / "model.safetensors")
     if "head.weight" not in state and "tok.weight" in state and hasattr(model, "tok"):
         state["head.weight"] = state["tok.weight"]  # tied weights are stored once
+    elif "head.weight" in state and hasattr(model, "tok"):  # an untied head (a merged LoRA readout copy)
+        model.head.weight = torch.nn.Parameter(torch.empty_like(model.tok.weight))
     load_state(model, state, path / "model.safetensors")
     inputs = input_spec_from_meta(meta, _own_default_inputs(model, config["layerwise_arch"], path))
     bundle = make_bundle(str(path), model, inputs, meta.get("feature_pooling"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from layerwise.checkpoints.adapters import ADAPTER_FILES, is_peft_model, save_adapters
 from layerwise.checkpoints.bundle import ModelBundle
 from layerwise.checkpoints.hf import quiet_transformers
 from layerwise.data.tokenizer import ByteTokenizer
@@ -17,18 +18,21 @@ MODEL_FILES = ("config.json", "model.safetensors", "layerwise.json", "exit_heads
                "model.safetensors.index.json", "model-*-of-*.safetensors", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt",
                "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
-               "chat_template.json")
+               "chat_template.json", *ADAPTER_FILES)
 
 def save_model(bundle: ModelBundle, out: str | Path) -> Path:
     """safetensors + config (own models) or ``save_pretrained`` (Hugging Face), the tokenizer's files when it
-    has any, plus ``layerwise.json`` (inputs, feature and readout pooling, multi-exit heads)."""
+    has any, plus ``layerwise.json`` (inputs, feature and readout pooling, multi-exit heads). A PEFT model
+    writes its adapters only (``checkpoints.adapters``; ``layerwise.json`` names the base model)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = bundle.model
-    if isinstance(model, StackModel):
+    if is_peft_model(model):
+        save_adapters(model, out)
+    elif isinstance(model, StackModel):
         state = dict(model.state_dict())
-        if getattr(model, "head", None) is not None and hasattr(model, "tok"):
-            state.pop("head.weight", None)  # tied to tok.weight
+        if getattr(model, "head", None) is not None and hasattr(model, "tok") and model.head.weight is model.tok.weight:
+            state.pop("head.weight", None)  # tied to tok.weight (a merged, trained readout copy is not)
         atomic_save_tensors(state, out / "model.safetensors")
         write_json(model.config_dict(), out / "config.json")
     else:

@@ -48,6 +48,17 @@ class Truncation(Options):
     exit_head: bool
 
 
+class PeftMeta(Options):
+    """``layerwise.json`` → ``peft``: a LoRA run folder's base model (built-in name or absolute path) and settings."""
+
+    method: Literal["lora"]
+    base: str
+    r: PositiveInt
+    alpha: float
+    targets: list[str]
+    train_readout: bool = False
+
+
 class SavedMeta(Options):
     """``layerwise.json``: what ``save_model`` (and the trainer, through the bundle's meta) writes."""
 
@@ -57,6 +68,8 @@ class SavedMeta(Options):
     exit_heads: NonNegativeInt | None = None  # how many multi-exit heads (0 or absent: none)
     training: dict[str, Any] | None = None  # the training options, a record (not read back)
     truncated: Truncation | None = None
+    peft: PeftMeta | None = None  # a LoRA run folder (checkpoints.adapters)
+    merged_from: str | None = None  # the LoRA run folder `merge` folded into these weights
 
 
 class TokenizerModel(Record):

@@ -53,6 +53,17 @@ def train_command(
     aligned_layers: Optional[int] = typer.Option(
         None, help="language models, aligned objectives: read out the last layer and k drawn ones per step "
         "(unbiased weights) instead of every layer [all]"),
+    peft: Optional[str] = typer.Option(None, help="lora: train LoRA adapters through peft instead of every weight "
+                                       "(needs layerwise[peft])"),
+    lora_r: Optional[int] = typer.Option(None, help="LoRA rank [8]"),
+    lora_alpha: Optional[float] = typer.Option(None, help="LoRA alpha (scale alpha/r) [16]"),
+    lora_targets: Optional[str] = typer.Option(
+        None, help="LoRA: comma list of module-name suffixes [the attention and MLP projections]"),
+    train_readout: Optional[bool] = typer.Option(
+        None, "--train-readout/--frozen-readout", help="LoRA: train the shared readout too [frozen]"),
+    layer_dropout: Optional[float] = typer.Option(
+        None, help="LayerSkip layer dropout: skip block l in training with p rising with depth to this at the "
+        "last block [0]"),
     eval_split: Optional[str] = typer.Option(None, help="split evaluated after every epoch [test]"),
     train_split: Optional[str] = typer.Option(None, help="split trained on [train]; wikitext2 has only valid/test"),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N optimizer steps (and each epoch)"),

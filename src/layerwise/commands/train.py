@@ -49,6 +49,12 @@ class TrainOptions(CommandOptions):
     seq_len: int | None = None
     lm_loss: str | None = None
     aligned_layers: int | None = None
+    peft: str | None = None  # lora: train LoRA adapters (peft) instead of every weight
+    lora_r: int | None = None
+    lora_alpha: float | None = None
+    lora_targets: str | list[str] | None = None  # module-name suffixes, e.g. "q_proj,v_proj"
+    train_readout: bool | None = None  # LoRA: train the shared readout too (frozen by default)
+    layer_dropout: float | None = None  # LayerSkip's p_max (skipped blocks in training only)
     eval_split: str | None = None
     train_split: str | None = None
     checkpoint_every: int | None = None
@@ -76,8 +82,10 @@ def config(options: TrainOptions):
         o.layer_weights, "layer_weights", float)
     steps = None if o.milestones is None else _numbers(o.milestones, "milestones", int)
     values = o.model_dump(exclude={"preset", "config", "layer_weights", "milestones", "resume", "overwrite",
-                                   "out", "data_dir"})
-    return resolve_config(o.preset, o.config, **values, layer_weights=weights, milestones=steps,
+                                   "out", "data_dir", "lora_targets"})
+    targets = o.lora_targets.split(",") if isinstance(o.lora_targets, str) else o.lora_targets
+    targets = None if targets is None else [t.strip() for t in targets if t.strip()] or None
+    return resolve_config(o.preset, o.config, **values, layer_weights=weights, milestones=steps, lora_targets=targets,
                           out=str(o.out) if o.out else None, data_dir=str(o.data_dir) if o.data_dir else None,
                           resume=o.resume or None, overwrite=o.overwrite or None)
 
@@ -88,6 +96,10 @@ def run(options: TrainOptions) -> dict:
     from layerwise.training.log import tracker_names
 
     tracker_names(cfg.log_with)  # a missing tracker package is refused before any work
+    if cfg.peft:  # before any data or model loads
+        from layerwise.checkpoints.adapters import require_peft
+
+        require_peft("peft")
     from layerwise.training import train  # the Trainer opens its run folder (``open_train_folder``) before any work
 
     return train(cfg)

@@ -18,6 +18,7 @@ from layerwise.errors import LayerwiseError
 from layerwise.stack.readout import pool
 from layerwise.stack.registry import Adapter, find_adapter
 from layerwise.stack.state import StackParts, StackState, Task, default_call_block, execution_device
+from layerwise.stack.unwrap import has_unmerged_adapters, unwrap
 
 
 class LayerStack(nn.Module):
@@ -31,8 +32,11 @@ class LayerStack(nn.Module):
     def __init__(self, model: nn.Module, adapter: Adapter | None = None, parts: StackParts | None = None):
         super().__init__()
         self.model = model
-        self.adapter = adapter or (None if parts is not None else find_adapter(model))
-        p = parts or self.adapter.parts(model)
+        # The adapter is looked up, and the parts built, on the architecture inside any PEFT, compile or DDP
+        # wrapper (``stack.unwrap``); a PEFT model's blocks are its LoRA-injected modules, so adapters count.
+        inner = unwrap(model)
+        self.adapter = adapter or (None if parts is not None else find_adapter(inner))
+        p = parts or self.adapter.parts(inner)
         self._embed = p.embed
         self.blocks = p.blocks
         self.readout = p.readout
@@ -44,7 +48,8 @@ class LayerStack(nn.Module):
         self._call_block = p.call_block or default_call_block
         self._new_cache = p.new_cache
         self.context_length = p.context_length
-        self._fill_kv = p.fill_kv
+        # A key/value hook reads projection weights directly and would miss unmerged adapters: run whole blocks.
+        self._fill_kv = None if has_unmerged_adapters(inner) else p.fill_kv
         self.permutations = p.permutations  # the permutable hidden units, where the adapter declares them
         self.carry = False  # a model placed across devices: carry states to each block's device (carry_devices)
         self._readout_hook = None

@@ -101,6 +101,12 @@ class TrainConfig(Options):
     seq_len: Positive = 128  # language models: tokens per block
     lm_loss: LMLoss = "chunked"  # language models: chunked (training/lm_loss.py) or naive per-layer logits
     aligned_layers: Positive | None = None  # language models, aligned loss: k layers drawn per step besides the last
+    peft: Literal["lora"] | None = None  # parameter-efficient fine-tuning through peft (training/lora.py)
+    lora_r: Positive = 8  # LoRA rank
+    lora_alpha: PositiveFinite = 16.0  # LoRA scale alpha / r
+    lora_targets: list[str] | None = None  # module-name suffixes to adapt (None: the architecture's defaults)
+    train_readout: bool = False  # LoRA: train (a copy of) the shared readout too; frozen by default
+    layer_dropout: Annotated[Finite, Field(ge=0, lt=1)] = 0.0  # LayerSkip's p_max (training/layer_dropout.py)
     lp_cv: Annotated[int, Field(ge=2)] = 3  # cross-validation folds of the probe's C
     checkpoint_every: Positive | None = None  # optimizer steps; None = epoch ends only
     resume: bool = False
@@ -133,7 +139,8 @@ KEYS = frozenset(TrainConfig.model_fields)
 # Changing these between a checkpoint and its resumption would silently break the run.
 RESUME_KEYS = ("model", "data", "train_split", "objective", "ft_objective", "batch_size", "grad_accum", "seed", "data_seed",
                "limit", "depth", "augment", "lr", "schedule", "milestones", "warmup_steps", "layer_weights", "pooling",
-               "text_column", "text_pair_column", "label_column", "aligned_layers")
+               "text_column", "text_pair_column", "label_column", "aligned_layers", "peft", "lora_r", "lora_alpha",
+               "lora_targets", "train_readout", "layer_dropout")
 # The run's own settings, not the model's: left out of the saved model's ``layerwise.json``.
 RUN_ONLY_KEYS = ("out", "resume", "overwrite", "progress", "cpu", "log_with")
 

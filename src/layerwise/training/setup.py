@@ -12,6 +12,7 @@ from layerwise.errors import LayerwiseError
 from layerwise.models import StackModel, build_own
 from layerwise.stack import LayerStack
 from layerwise.training.config import TrainConfig
+from layerwise.training.lora import apply_peft
 from layerwise.training.objectives import get_objective
 
 
@@ -28,6 +29,7 @@ def build_bundle(cfg: TrainConfig, num_classes: int | None) -> ModelBundle:
         bundle.inputs = replace(bundle.inputs, max_length=cfg.max_length)
     if cfg.pooling is not None:
         set_readout_pooling(bundle, cfg.pooling)
+    bundle = apply_peft(bundle, cfg)  # LoRA adapters (``peft``), or a LoRA run folder merged for full training
     if get_objective(cfg.stage2).exit_heads and bundle.exit_heads is None:
         heads = make_exit_heads(bundle.stack)
         heads[-1] = bundle.stack.readout  # the last exit is the model's own readout
@@ -44,7 +46,8 @@ def make_accelerator(cfg: TrainConfig):
 
     trackers = tracker_names(cfg.log_with)  # a missing tracker package is refused before any work
     # Alternating objectives leave some parameters unused on half the steps (multi-exit heads).
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=get_objective(cfg.stage2).leaves_parameters_unused)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=get_objective(cfg.stage2).leaves_parameters_unused
+                                               or cfg.layer_dropout > 0)  # skipped blocks leave theirs unused
     try:  # mixed precision is ours (autocast + scaler), so in-process runs may differ in it
         acc = Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp], log_with=trackers or None,
                           project_dir=str(Path(cfg.out) / TRACKER_DIR))

@@ -48,6 +48,7 @@ from layerwise.run_folder import RunFolder, open_run_folder
 from layerwise.training import objectives as O
 from layerwise.training.checkpointing import Position, set_rng_state
 from layerwise.training.config import RUN_ONLY_KEYS, TrainConfig
+from layerwise.training.layer_dropout import LayerDropout
 from layerwise.training.log import LOG, METRICS, TRACKER_DIR, TrainLog, init_trackers
 from layerwise.training.objectives import ObjectiveModule
 from layerwise.training.probe import linear_probe
@@ -105,6 +106,7 @@ class Trainer:
             raise LayerwiseError(f"`aligned_layers` samples the layers of a language model's aligned loss, and "
                                  f"{cfg.model} is a {self.stack.task} model: drop `aligned_layers`",
                                  option="aligned_layers")
+        self.layer_dropout = LayerDropout(self.stack, cfg.layer_dropout, cfg.seed) if cfg.layer_dropout else None
         for ds in (train_ds, eval_ds):  # before any step: out-of-range labels would crash inside the loss
             ds.check_labels(self.stack.num_classes, cfg.model)
         self.pos = Position()
@@ -166,6 +168,8 @@ class Trainer:
         """One optimizer step over ``grad_accum`` micro-batches; returns their mean loss."""
         acc, phase = self.accelerator, O.get_objective(self.cfg.stage2).phase(self.pos.step)
         self.module.draw_for_step(self.pos.step)  # the aligned-layers draws of this step, whatever came before
+        if self.layer_dropout is not None:
+            self.layer_dropout.draw(self.pos.step)  # LayerSkip's skipped blocks of this step, seeded alike
         total = 0.0
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
