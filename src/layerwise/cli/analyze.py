@@ -37,6 +37,7 @@ def analyze_command(
     text_column: Optional[str] = typer.Option(None, help="table files: text column [sentence, text, sentence1, …]"),
     text_pair_column: Optional[str] = typer.Option(None, help="table files: second text of a pair [sentence2, …]"),
     label_column: Optional[str] = typer.Option(None, help="table files: label column [label; score = regression]"),
+    lens: str = typer.Option("logit", help="readout metrics: read each layer through logit (the model's own readout) or tuned:DIR"),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Per-layer similarity, readout metrics, probe accuracy, NC1 and residual analysis; writes results.json,

@@ -43,6 +43,7 @@ class AnalyzeOptions(CommandOptions):
     text_column: str | None = None
     text_pair_column: str | None = None
     label_column: str | None = None
+    lens: str = "logit"  # how the per-layer readout metrics read each layer: logit | tuned:DIR
     overwrite: bool = False
 
 
@@ -100,6 +101,9 @@ def run(options: AnalyzeOptions) -> dict:
     """Measure ``options.model`` layer by layer on ``options.data``; write and return the results."""
     o = options
     only_with(o, o.probe, "`probe`", "probe_limit")
+    from layerwise.commands.lens import check_lenses
+
+    check_lenses([o.lens], [o.model])
     folder = open_run_folder(Path(o.out), "analyze", overwrite=o.overwrite, outputs=OUTPUTS)
     from layerwise.data import Columns, load_dataset  # after the checks: a bad option is answered without torch
     from layerwise.device import pick_device
@@ -117,17 +121,20 @@ def run(options: AnalyzeOptions) -> dict:
     bundle = load(o.model, dev, o.dtype)
     check_pooling(o.pooling, bundle, o.model)
     check_labels(ds, bundle, o.model)
+    from layerwise.stack import make_lens
+
+    lens = make_lens(o.lens, bundle.stack)
     if train is not None:
         check_labels(train, bundle, o.model)
     results = with_warnings(analyze, bundle, ds, names, batch_size=o.batch_size, pooling=o.pooling,
                             sample_cap=o.sample_cap, seed=o.seed, device=dev,
-                            skip_inapplicable=o.measures.strip() == "all", probe_train=train)
+                            skip_inapplicable=o.measures.strip() == "all", probe_train=train, lens=lens)
     results["warnings"] = warning_messages(caught) + results["warnings"]
     results["config"] = dict(model=o.model, data=o.data, split=o.split, limit=o.limit, batch_size=o.batch_size,
                              pooling=o.pooling or bundle.stack.feature_pooling, measures=names,
                              sample_cap=o.sample_cap, device=str(dev), seed=o.seed, task=bundle.stack.task,
                              dtype=o.dtype, probe=train is not None,
-                             probe_limit=o.probe_limit if train is not None else None)
+                             probe_limit=o.probe_limit if train is not None else None, lens=o.lens)
     write_analysis(results, Path(o.out))
     folder.record()
     return results
