@@ -33,7 +33,7 @@ from layerwise.schema import Options, validate
 
 Budget = Literal["cpu", "gpu"]
 BUDGETS: tuple[str, ...] = get_args(Budget)
-Command = Literal["train", "analyze", "compare", "exit", "truncate", "new-gpt", "gen-eval", "connect", "lpft"]
+Command = Literal["train", "analyze", "compare", "exit", "truncate", "new-gpt", "gen-eval", "connect", "lpft", "lens"]
 Scalar = str | int | float | bool
 Value = Scalar | list[Scalar]
 
