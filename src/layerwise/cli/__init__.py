@@ -5,7 +5,7 @@ importing this package registers every command.
 """
 
 from layerwise.cli import (  # noqa: F401
-    analyze, connect, exit, gen_eval, generate, lpft, models, new_gpt, report, reproduce, train, train_exit_classifier,
+    analyze, connect, exit, gen_eval, generate, lens, lpft, models, new_gpt, report, reproduce, train, train_exit_classifier,
     truncate)
 from layerwise.cli import merge  # noqa: F401
 from layerwise.cli.app import app, main

@@ -38,6 +38,7 @@ def analyze_command(
     text_column: Optional[str] = typer.Option(None, help="table files: text column [sentence, text, sentence1, …]"),
     text_pair_column: Optional[str] = typer.Option(None, help="table files: second text of a pair [sentence2, …]"),
     label_column: Optional[str] = typer.Option(None, help="table files: label column [label; score = regression]"),
+    lens: str = typer.Option("logit", help="readout metrics: read each layer through logit (the model's own readout) or tuned:DIR"),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     log_with: Optional[str] = log_with_option(),
     device_map: Optional[str] = device_map_option(),

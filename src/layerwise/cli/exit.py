@@ -39,6 +39,7 @@ def exit_command(
     data_dir: Optional[Path] = typer.Option(None),
     device: str = typer.Option("auto"),
     seed: int = typer.Option(0),
+    lens: list[str] = typer.Option(["logit"], "--lens", help="logit or tuned:DIR, once or once per --model"),
     overwrite: bool = typer.Option(False, "--overwrite", help="write into a folder that holds other files"),
     log_with: Optional[str] = log_with_option(),
 ) -> None:

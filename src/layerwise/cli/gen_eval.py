@@ -36,6 +36,7 @@ def gen_eval_command(
     seed: int = typer.Option(0, help="prompt choice and sampling seed"),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
     data_dir: Path | None = typer.Option(None, help="real-data root (default: $LAYERWISE_DATA)"),
+    lens: list[str] = typer.Option(["logit"], "--lens", help="logit or tuned:DIR, once or once per --model"),
     overwrite: bool = typer.Option(False, "--overwrite", help="write into a folder that holds other files"),
 ) -> None:
     """Generate from every layer after corpus prompts and score it (Figure 8): accuracy, perplexity, coherence,

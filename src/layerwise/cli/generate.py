@@ -53,6 +53,7 @@ def generate(
     repeats: int = typer.Option(1, help="--sweep timing repeats after a warm-up"),
     embedder: str = typer.Option("minilm", help="--sweep coherence embedder (as gen-eval)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
+    lens: str = typer.Option("logit", help="read layer k through logit (the model's own readout) or tuned:DIR"),
     overwrite: bool = typer.Option(False, "--overwrite", help="--sweep: write into a folder that holds other files"),
 ) -> None:
     """Print the continuation of each prompt generated from layer k (or from every layer)."""

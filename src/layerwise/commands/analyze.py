@@ -43,6 +43,7 @@ class AnalyzeOptions(CommandOptions):
     text_column: str | None = None
     text_pair_column: str | None = None
     label_column: str | None = None
+    lens: str = "logit"  # how the per-layer readout metrics read each layer: logit | tuned:DIR
     overwrite: bool = False
     log_with: LogWith = None  # experiment trackers: the per-layer table and the figures (docs/scaling.md)
     device_map: DeviceMap = None  # place the blocks across devices, CPU and disk (docs/scaling.md)
@@ -143,6 +144,9 @@ def run(options: AnalyzeOptions) -> dict:
         from layerwise.training.log import tracker_names
 
         tracker_names(o.log_with)  # a missing tracker package is refused before any work
+    from layerwise.commands.lens import check_lenses
+
+    check_lenses([o.lens], [o.model])
     folder = open_folder(Path(o.out), "analyze", overwrite=o.overwrite, outputs=OUTPUTS)
     from layerwise.data import Columns, load_dataset  # after the checks: a bad option is answered without torch
     from layerwise.device import pick_device
@@ -161,11 +165,14 @@ def run(options: AnalyzeOptions) -> dict:
     bundle, gap = load_checked(o.model, dev, o, ds)
     check_pooling(o.pooling, bundle, o.model)
     check_labels(ds, bundle, o.model)
+    from layerwise.stack import make_lens
+
+    lens = make_lens(o.lens, bundle.stack)
     if train is not None:
         check_labels(train, bundle, o.model)
     results = with_warnings(analyze, bundle, ds, names, batch_size=o.batch_size, pooling=o.pooling,
                             sample_cap=o.sample_cap, seed=o.seed, device=dev,
-                            skip_inapplicable=o.measures.strip() == "all", probe_train=train)
+                            skip_inapplicable=o.measures.strip() == "all", probe_train=train, lens=lens)
     results["warnings"] = warning_messages(caught) + results["warnings"]
     if gap is not None:
         from layerwise.evaluation.precision import precision_message
@@ -176,7 +183,7 @@ def run(options: AnalyzeOptions) -> dict:
                              pooling=o.pooling or bundle.stack.feature_pooling, measures=names,
                              sample_cap=o.sample_cap, device=str(dev), seed=o.seed, task=bundle.stack.task,
                              dtype=o.dtype, probe=train is not None, device_map=o.device_map,
-                             probe_limit=o.probe_limit if train is not None else None)
+                             probe_limit=o.probe_limit if train is not None else None, lens=o.lens)
     rank0(write_analysis, results, Path(o.out))  # rank 0 alone writes; every process holds the same results
     if o.log_with:
         rank0(log_analysis, o, results)

@@ -42,6 +42,7 @@ class ExitOptions(CommandOptions):
     transfer_splits: str = "train,test"  # fit split,test split
     transfer_limit: PositiveInt | None = 2000
     repeats: PositiveInt = 1  # timing repeats (median)
+    lens: list[str] = ["logit"]  # how each layer is read: logit | tuned:DIR, one for every model or one per model
     data_dir: Folder | None = None
     device: str = "auto"
     seed: int = 0
@@ -82,6 +83,12 @@ def run(options: ExitOptions) -> dict[str, Any]:
         from layerwise.training.log import tracker_names
 
         tracker_names(o.log_with)  # a missing tracker package is refused before any work
+    from layerwise.commands.lens import check_lenses
+
+    lens_specs = check_lenses(o.lens, o.model)
+    if (o.shift_data is not None or o.shift_augment or o.transfer_data is not None) and set(lens_specs) != {"logit"}:
+        raise LayerwiseError("`lens` reads the early-exit layers; the shift and transfer tasks use the logit lens: "
+                             "run them without `lens`", option="lens")
     folder = open_folder(Path(o.out), "exit", overwrite=o.overwrite, outputs=OUTPUTS)
     out = folder.path
     from layerwise.checkpoints import BUILTIN, load_model  # after the checks: a bad option is answered without torch
@@ -103,11 +110,14 @@ def run(options: ExitOptions) -> dict[str, Any]:
                              "pass `shift_data` with another data set instead")
     val_ds, test_ds = validation_split(ds, o)
     reports = []
-    for spec in o.model:
+    from layerwise.stack import make_lens
+
+    for spec, lens_spec in zip(o.model, lens_specs):
         bundle = load_model(spec, num_classes=ds.num_classes if spec in BUILTIN else None)
         bundle.model.to(dev).eval()
         if bundle.exit_heads is not None:
             bundle.exit_heads.to(dev).eval()
+        lens = make_lens(lens_spec, bundle.stack)
         pol.check(bundle.stack)  # fail fast (before any data passes) on a model the policy cannot use
         if ds.num_classes and bundle.stack.num_classes and ds.num_classes > bundle.stack.num_classes:
             raise LayerwiseError(f"{spec} predicts {bundle.stack.num_classes} classes but {o.data} has "
@@ -118,8 +128,8 @@ def run(options: ExitOptions) -> dict[str, Any]:
         test = materialize(make_loader(test_ds, bundle.inputs, o.batch_size), dev)
         val = None if val_ds is None else materialize(make_loader(val_ds, bundle.inputs, o.batch_size), dev)
         report = exit_report(bundle, pol, test, val, eps=o.calibrate_eps, delta=o.delta, thresholds=o.thresholds,
-                             repeats=o.repeats, metrics=ds.metrics)
-        report["model"] = spec
+                             repeats=o.repeats, metrics=ds.metrics, lens=lens)
+        report["model"], report["lens"] = spec, lens_spec
         common = dict(limit=o.limit, batch_size=o.batch_size, data_dir=o.data_dir, seed=o.seed)
         if o.shift_data is not None or o.shift_augment:
             shifted = test_ds if o.shift_data is None else o.shift_data  # augmentation: the very samples scored
@@ -154,9 +164,10 @@ def log_exit(o: ExitOptions, results: dict, out: Path) -> None:
 
 def exit_report(bundle, policy, test: list, val: list | None, *,
                    eps: float, delta: float, thresholds: Sequence[float] | None, repeats: int = 1,
-                   metrics: Sequence[str] | None = None) -> dict[str, Any]:
+                   metrics: Sequence[str] | None = None, lens=None) -> dict[str, Any]:
     """Everything ``layerwise exit`` reports for one model on pre-materialised batches; ``metrics`` (the task's,
-    its own first: F1, Matthews correlation, …) are reported per layer beside the accuracy.
+    its own first: F1, Matthews correlation, …) are reported per layer beside the accuracy. Every layer is read
+    through ``lens`` (a ``stack.Lens``; None: the logit lens).
 
     Wall-clock speedup = t(the model's own forward) / t(runner), same batches and device, median of
     ``repeats``; layer-count speedup = Σ L·mᵢ / Σ i·mᵢ.
@@ -178,15 +189,15 @@ def exit_report(bundle, policy, test: list, val: list | None, *,
     from layerwise.inference.runner import ExitResult
 
     stack, heads = bundle.stack, bundle.exit_heads
-    runner = EarlyExitRunner(stack, policy, heads)
+    runner = EarlyExitRunner(stack, policy, heads, lens=lens)
     L = stack.num_layers
     labels, local = labels_of(test), shard_list(test)
-    logits = gathered_layer_logits(stack, test, heads)
+    logits = gathered_layer_logits(stack, test, heads, lens)
     per_layer = [accuracy(x.argmax(-1), labels) for x in logits]
     t_full = reduce_max(timed(plain_forward(bundle.model, local), repeats))
 
     def point(p) -> dict[str, Any]:
-        r = EarlyExitRunner(stack, p, heads)
+        r = EarlyExitRunner(stack, p, heads, lens=lens)
         t, mine = median_seconds(lambda: r.run(local) if local else None, repeats)  # plain forward warmed up
         t, result = reduce_max(t), ExitResult(*(gather_rows(None if mine is None else getattr(mine, f).cpu())
                                                 for f in ("prediction", "layer", "confidence")))
@@ -211,7 +222,7 @@ def exit_report(bundle, policy, test: list, val: list | None, *,
         **split_record(rows(local)),
     }
     if val is not None:
-        cal = calibrate(policy, gathered_layer_logits(stack, val, heads), labels_of(val), eps,
+        cal = calibrate(policy, gathered_layer_logits(stack, val, heads, lens), labels_of(val), eps,
                         runner.lo, runner.hi)
         at = point(policy.with_threshold(cal["threshold"]))
         report["calibration"] = {"eps": eps, **cal, "test_accuracy": at["accuracy"],

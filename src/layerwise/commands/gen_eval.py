@@ -50,6 +50,7 @@ class GenEvalOptions(CommandOptions):
     seed: int = 0
     device: str = "auto"
     data_dir: Folder | None = None
+    lens: list[str] = ["logit"]  # how each layer is read: logit | tuned:DIR, one for every model or one per model
     overwrite: bool = False
 
 
@@ -71,7 +72,7 @@ def check_model(bundle: ModelBundle, settings: GenEvalSettings) -> int:
 
 
 def generate_layer(bundle: ModelBundle, prompts: Prompts, layer: int, decoding,
-                   settings: GenEvalSettings, bar=None) -> list[list[int]]:
+                   settings: GenEvalSettings, bar=None, lens=None) -> list[list[int]]:
     """Continuations (token ids, up to and including EOS) of every prompt from ``layer``, in batches; batch i is
     sampled with seed + i, so a run is reproducible whatever else runs. Under a launcher each process generates
     its contiguous run of batches (the same batches and seeds) and the rows are gathered in prompt order."""
@@ -85,7 +86,7 @@ def generate_layer(bundle: ModelBundle, prompts: Prompts, layer: int, decoding,
         batch = prompts.prefix_ids[i:i + settings.batch_size]
         generated = generate(bundle.stack, batch, layer, decoding=decoding, max_new_tokens=settings.max_new_tokens,
                              eos_token_id=eos, pad_token_id=pad if pad is not None else 0,
-                             seed=settings.seed + i // settings.batch_size)
+                             seed=settings.seed + i // settings.batch_size, lens=lens)
         out.extend(generated.rows())
         if bar is not None:
             bar.update(len(batch))
@@ -93,7 +94,7 @@ def generate_layer(bundle: ModelBundle, prompts: Prompts, layer: int, decoding,
 
 
 def lm_scores(bundle: ModelBundle, ds: LayerwiseDataset, seq_len: int, batch_size: int,
-              device) -> dict[str, list[float]]:
+              device, lens=None) -> dict[str, list[float]]:
     """Per-layer next-token accuracy and perplexity of readout(hˡ), ℓ = 0..L, on the corpus cut into blocks of
     ``seq_len`` (``training.scores.evaluate_layers``: under a launcher, batches dealt round-robin to the processes
     and the float64 sums reduced)."""
@@ -105,11 +106,12 @@ def lm_scores(bundle: ModelBundle, ds: LayerwiseDataset, seq_len: int, batch_siz
 
     loader = make_loader(ds, bundle.inputs, batch_size, seq_len=seq_len)
     bar = tqdm(loader, desc=f"scoring {bundle.name}", unit="batch", leave=False)
-    return evaluate_layers(bundle.stack, bar, device=device, rank=rank(), world=world_size(), reduce=reduce_sum)
+    return evaluate_layers(bundle.stack, bar, device=device, rank=rank(), world=world_size(), reduce=reduce_sum,
+                           lens=lens)
 
 
 def model_report(bundle: ModelBundle, ds: LayerwiseDataset, offsets: Sequence[int], embedder: Embedder,
-                   decoding, settings: GenEvalSettings, device, bar=None) -> dict:
+                   decoding, settings: GenEvalSettings, device, bar=None, lens=None) -> dict:
     """One model's Figure-8 numbers per layer, its reference scores, and sample continuations."""
     from layerwise.evaluation.generation_metrics import score_texts
     from layerwise.evaluation.prompts import decode, model_prompts
@@ -118,11 +120,11 @@ def model_report(bundle: ModelBundle, ds: LayerwiseDataset, offsets: Sequence[in
     tok = bundle.inputs.tokenizer
     prompts = model_prompts(tok, ds.text or "", offsets, settings)
     layers = list(range(0 if settings.layer_zero else 1, bundle.stack.num_layers + 1))
-    lm = lm_scores(bundle, ds, seq_len, settings.eval_batch_size, device)
+    lm = lm_scores(bundle, ds, seq_len, settings.eval_batch_size, device, lens)
     reference = score_texts(embedder, prompts.prefix_texts, prompts.reference_texts, prompts.reference_ids)
     per_layer, samples = [], {}
     for layer in layers:
-        rows = generate_layer(bundle, prompts, layer, decoding, settings, bar)
+        rows = generate_layer(bundle, prompts, layer, decoding, settings, bar, lens)
         texts = [decode(tok, r) for r in rows]
         per_layer.append(score_texts(embedder, prompts.prefix_texts, texts, rows))
         samples[layer] = texts[: settings.samples]
@@ -143,7 +145,7 @@ def model_report(bundle: ModelBundle, ds: LayerwiseDataset, offsets: Sequence[in
 
 
 def evaluate_generation(bundles: Sequence[ModelBundle], ds: LayerwiseDataset, embedder: Embedder, decoding,
-                        settings: GenEvalSettings, device) -> dict:
+                        settings: GenEvalSettings, device, lenses: Sequence | None = None) -> dict:
     """Every model checked and every prompt chosen before any generation; then each model in turn."""
     from tqdm.auto import tqdm
 
@@ -155,7 +157,8 @@ def evaluate_generation(bundles: Sequence[ModelBundle], ds: LayerwiseDataset, em
     offsets = select_offsets(ds.text or "", [b.inputs.tokenizer for b in bundles], settings)
     total = sum(b.stack.num_layers + settings.layer_zero for b in bundles) * len(offsets)
     with tqdm(total=total, desc="generating", unit="prompt", leave=False) as bar:
-        models = [model_report(b, ds, offsets, embedder, decoding, settings, device, bar) for b in bundles]
+        models = [model_report(b, ds, offsets, embedder, decoding, settings, device, bar, lens)
+                  for b, lens in zip(bundles, lenses or [None] * len(bundles))]
     return {"models": models, "prompt_offsets": list(offsets), "embedder": embedder.describe(),
             "diversity_convention": settings.diversity, **prompt_split(len(offsets), settings.batch_size)}
 
@@ -174,6 +177,9 @@ def run(options: GenEvalOptions) -> dict[str, Any]:
     Checked before any model is run: the options, ``out``, the decoding, the corpus and the number of prompts
     it allows, the embedder, and every model (a language model whose context holds prefix + continuation)."""
     o = options
+    from layerwise.commands.lens import check_lenses
+
+    lens_specs = check_lenses(o.lens, o.model)
     folder = open_folder(Path(o.out), "gen-eval", overwrite=o.overwrite, outputs=OUTPUTS)
     out = folder.path
     from layerwise.checkpoints import load_model  # after the checks: a bad option is answered without torch
@@ -191,23 +197,26 @@ def run(options: GenEvalOptions) -> dict[str, Any]:
 
     dev = local_device(pick_device(o.device))
     scorer = Embedder(o.embedder, device=str(dev))
-    bundles = []
-    for name in o.model:
+    from layerwise.stack import make_lens
+
+    bundles, lenses = [], []
+    for name, lens_spec in zip(o.model, lens_specs):
         bundle = load_model(name)
         bundle.model.to(dev).eval()
         bundles.append(bundle)
+        lenses.append(make_lens(lens_spec, bundle.stack))
     settings = GenEvalSettings(num_prompts=o.num_prompts, prefix_len=o.prefix_len, max_new_tokens=o.max_new_tokens,
                                batch_size=o.batch_size, eval_batch_size=o.eval_batch_size, seq_len=o.seq_len,
                                layer_zero=o.layer_zero, diversity=o.diversity, seed=o.seed, samples=o.samples)
-    results = evaluate_generation(bundles, ds, scorer, strategy, settings, dev)
-    for m, name in zip(results["models"], o.model):
-        m["model"] = name
+    results = evaluate_generation(bundles, ds, scorer, strategy, settings, dev, lenses)
+    for m, name, lens_spec in zip(results["models"], o.model, lens_specs):
+        m["model"], m["lens"] = name, lens_spec
     results["config"] = dict(models=list(o.model), data=o.data, split=o.split, num_prompts=o.num_prompts,
                              prefix_len=o.prefix_len, max_new_tokens=o.max_new_tokens, decoding=o.decoding,
                              top_p=o.top_p, top_k=o.top_k, temperature=o.temperature, alpha=o.alpha,
                              batch_size=o.batch_size, eval_batch_size=o.eval_batch_size, seq_len=o.seq_len,
                              limit=o.limit, layer_zero=o.layer_zero, embedder=o.embedder, diversity=o.diversity,
-                             samples=o.samples, seed=o.seed, device=str(dev))
+                             samples=o.samples, seed=o.seed, device=str(dev), lens=lens_specs)
     rank0(write_gen_eval, results, out)  # rank 0 alone writes; every process holds the same results
     rank0(folder.record)
     return results

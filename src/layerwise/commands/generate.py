@@ -62,6 +62,7 @@ class GenerateOptions(CommandOptions):
     repeats: PositiveInt = 1
     embedder: str = "minilm"
     device: str = "auto"
+    lens: str = "logit"  # how layer k is read: logit | tuned:DIR (the layers mode only)
     overwrite: bool = False
 
 
@@ -148,6 +149,12 @@ def run(options: GenerateOptions) -> dict[str, Any]:
     """Generate as ``options`` ask (see the module's docstring for what is returned); a sweep is written."""
     o = options
     thresholds = check_exit_options(o)
+    from layerwise.commands.lens import check_lenses
+
+    check_lenses([o.lens], [o.model])
+    if o.lens != "logit" and (o.speculative or o.early_exit):
+        raise LayerwiseError("`lens` reads the layer of `layer`; speculative decoding and early exit read through "
+                             "the model's own readout: drop `lens`", option="lens")
     if o.data is None and (not o.prompt or any(not p.strip() for p in o.prompt)):
         raise LayerwiseError("`prompt` is empty: give text to continue")
     from layerwise.checkpoints import load_model
@@ -199,9 +206,12 @@ def run(options: GenerateOptions) -> dict[str, Any]:
     for k in layers:
         check_generation(stack, k, ids, o.max_new_tokens)
     stack.model.to(dev)
+    from layerwise.stack import make_lens
+
+    lens = make_lens(o.lens, stack)
     return {"mode": "layers", "layers": {k: generate_text(stack, tokenizer, o.prompt, k, decoding=strategy,
                                                            max_new_tokens=o.max_new_tokens, seed=o.seed,
-                                                           use_cache=o.cache) for k in layers}}
+                                                           use_cache=o.cache, lens=lens) for k in layers}}
 
 
 def _sweep(bundle, o: GenerateOptions, thresholds: list[float], strategy, device, policy_options: dict) -> dict:

@@ -109,6 +109,7 @@ def layer_measures(
     feature_budget_bytes: int = 2 << 30,
     skip_inapplicable: bool = False,
     metrics: Sequence[str] | None = None,
+    lens=None,
 ) -> dict:
     """Capture every model's layers over the data and compute the requested measures over all of them
     stacked (models' layers concatenated), plus per-model readout evaluation and residual statistics.
@@ -121,7 +122,7 @@ def layer_measures(
     from layerwise.parallel import all_true, split_record
 
     stats = LinearStats()
-    evals = [LayerScores(b.stack.task, metrics) for b in bundles]
+    evals = [LayerScores(b.stack.task, metrics, lens) for b in bundles]  # the readouts through ``lens``
     residuals = [ResidualStats() for _ in bundles]
     store = FeatureStore(n_total, sample_cap, seed, feature_budget_bytes)
     loaders = make_loaders()
@@ -186,11 +187,13 @@ def _check_pooling(pooling: str | None) -> None:
 
 def analyze(bundle: ModelBundle, ds: LayerwiseDataset, measures: list[str], *, batch_size: int = 64,
             pooling: str | None = None, sample_cap: int = 2000, seed: int = 0, device: torch.device | None = None,
-            skip_inapplicable: bool = False, probe_train: LayerwiseDataset | None = None, probe_cv: int = 3) -> dict:
+            skip_inapplicable: bool = False, probe_train: LayerwiseDataset | None = None, probe_cv: int = 3,
+            lens=None) -> dict:
     """Everything for one model: similarity matrices, per-layer readout loss, accuracy and the task's metrics
     (``metric`` names its own), residual statistics, and with ``probe_train`` (labelled) the per-layer probe
     accuracy and NC1 of ``evaluation.probing`` on the same pooled features.
 
+    The per-layer readout metrics read every layer through ``lens`` (a ``stack.Lens``; None: the logit lens).
     Warnings (undefined layers, subsampling) are raised as Python warnings; results hold no file names.
     """
     _check_pooling(pooling)
@@ -199,7 +202,7 @@ def analyze(bundle: ModelBundle, ds: LayerwiseDataset, measures: list[str], *, b
     device = device or next(bundle.model.parameters()).device
     res = layer_measures([bundle], lambda: [model_loader(bundle, ds, batch_size, shard=True)], measures, device=device,
                          pooling=pooling, n_total=len(ds), sample_cap=sample_cap, seed=seed,
-                         skip_inapplicable=skip_inapplicable, metrics=ds.metrics)
+                         skip_inapplicable=skip_inapplicable, metrics=ds.metrics, lens=lens)
     results = {
         "layers": list(range(bundle.stack.num_layers + 1)),
         **{json_name(n): res[n] for n in measures if n in res},

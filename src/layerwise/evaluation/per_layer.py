@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from layerwise.data.batches import Batch, model_inputs
 from layerwise.errors import LayerwiseError
-from layerwise.stack import LayerStack, StackState, exit_readouts
+from layerwise.stack import LayerStack, Lens, StackState, layer_readouts
 from layerwise.training.scores import layer_sums, sums_to_metrics, with_task_metrics
 
 
@@ -21,8 +21,8 @@ class LayerScores:
     """Per-layer loss, accuracy and task metrics of the shared readout, accumulated over captured batches
     (``analyze``)."""
 
-    def __init__(self, task: str, metrics: Sequence[str] | None = None):
-        self.task, self.metrics = task, metrics
+    def __init__(self, task: str, metrics: Sequence[str] | None = None, lens: Lens | None = None):
+        self.task, self.metrics, self.lens = task, metrics, lens
         self.sums: Tensor | None = None
         self.preds: list[Tensor] = []
         self.targets: list[Tensor] = []
@@ -30,7 +30,8 @@ class LayerScores:
     def update(self, stack: LayerStack, states: Sequence[StackState], labels: Tensor | None) -> None:
         if labels is None or self.task == "encoder":  # no head: nothing to score
             return
-        part = layer_sums(((stack.readout, s) for s in states), labels, self.task, self.preds).cpu()
+        readouts = [stack.readout] * len(states) if self.lens is None else self.lens.readouts(stack, range(len(states)))
+        part = layer_sums(zip(readouts, states), labels, self.task, self.preds).cpu()
         self.sums = part if self.sums is None else self.sums + part
         if self.task != "lm":
             self.preds[-1] = self.preds[-1].cpu()
@@ -73,10 +74,11 @@ def output_sums(stack: LayerStack, batches: Iterable[Batch]) -> Tensor:
 
 
 @torch.inference_mode()
-def layer_logits(stack: LayerStack, batches: Iterable[Batch], exit_heads: nn.ModuleList | None = None) -> Tensor:
+def layer_logits(stack: LayerStack, batches: Iterable[Batch], exit_heads: nn.ModuleList | None = None,
+                 lens: Lens | None = None) -> Tensor:
     """(L, N, C) logits of the readout serving each layer ℓ = 1..L (a multi-exit model's own heads, else the
-    shared readout), one forward per batch, on the CPU."""
-    readouts, per_batch = exit_readouts(stack, exit_heads), []
+    shared readout, through ``lens`` when given), one forward per batch, on the CPU."""
+    readouts, per_batch = layer_readouts(stack, exit_heads, lens), []
     for batch in batches:
         states = list(stack.states(model_inputs(batch)))[1:]
         per_batch.append(torch.stack([readouts[i](s.h, s.mask).float().cpu() for i, s in enumerate(states)]))
@@ -85,10 +87,11 @@ def layer_logits(stack: LayerStack, batches: Iterable[Batch], exit_heads: nn.Mod
     return torch.cat(per_batch, dim=1)
 
 
-def gathered_layer_logits(stack: LayerStack, batches: list[Batch], exit_heads: nn.ModuleList | None = None) -> Tensor:
+def gathered_layer_logits(stack: LayerStack, batches: list[Batch], exit_heads: nn.ModuleList | None = None,
+                          lens: Lens | None = None) -> Tensor:
     """``layer_logits`` of a data-parallel pass: each process scores its contiguous shard of ``batches`` and the
     (L, N, C) logits of all of them are gathered in data-set order (``layerwise.parallel``; one process: all)."""
     from layerwise.parallel import gather_rows, shard_list
 
     mine = shard_list(batches)
-    return gather_rows(layer_logits(stack, mine, exit_heads) if mine else None, dim=1)
+    return gather_rows(layer_logits(stack, mine, exit_heads, lens) if mine else None, dim=1)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from layerwise.errors import LayerwiseError
 from layerwise.inference.decoding import ContrastiveSearch, Greedy, Sampling
-from layerwise.stack import LayerStack
+from layerwise.stack import LayerStack, Lens, LogitLens
 
 Decoding = Greedy | Sampling | ContrastiveSearch
 
@@ -44,8 +44,10 @@ class LayerRunner:
     the cached path must match). ``hidden`` keeps norm(hᵏ) of every position when asked (contrastive search).
     """
 
-    def __init__(self, stack: LayerStack, layer: int, use_cache: bool = True, keep_hidden: bool = False):
+    def __init__(self, stack: LayerStack, layer: int, use_cache: bool = True, keep_hidden: bool = False,
+                 lens: Lens | None = None):
         self.stack, self.layer, self.use_cache, self.keep_hidden = stack, layer, use_cache, keep_hidden
+        self.readout = (lens or LogitLens()).readout(stack, layer)  # logits = readout(hᵏ), through the lens
         self.norm = stack.readout.without_head()
         self.cache = stack.new_cache() if use_cache else None
         self.ids: Tensor | None = None
@@ -72,7 +74,7 @@ class LayerRunner:
         if self.keep_hidden:
             normed = self.norm(h)
             self.hidden = normed if not self.use_cache or self.hidden is None else torch.cat([self.hidden, normed], 1)
-        return self.stack.readout(h[:, -1:])[:, -1]
+        return self.readout(h[:, -1:])[:, -1]
 
     def select(self, rows: Tensor) -> None:
         """Keep these batch rows (contrastive search keeps one candidate per prompt)."""
@@ -122,8 +124,9 @@ def check_generation(stack: LayerStack, layer: int, prompts: list[list[int]], ma
 @torch.no_grad()
 def generate(stack: LayerStack, prompts: list[list[int]], layer: int | None = None, *,
              decoding: Decoding | None = None, max_new_tokens: int = 32, eos_token_id: int | None = None,
-             pad_token_id: int = 0, seed: int = 0, use_cache: bool = True) -> Generated:
-    """Continue every prompt (token ids) from layer ``layer`` (default L): next token ~ decoding(readout(hᵏ)).
+             pad_token_id: int = 0, seed: int = 0, use_cache: bool = True, lens: Lens | None = None) -> Generated:
+    """Continue every prompt (token ids) from layer ``layer`` (default L): next token ~ decoding(readout(hᵏ)),
+    the readout through ``lens`` when given (a tuned lens translates hᵏ first).
 
     Sampling draws from a ``torch.Generator`` seeded with ``seed``, so a run is reproducible and leaves the
     global RNG alone."""
@@ -132,7 +135,7 @@ def generate(stack: LayerStack, prompts: list[list[int]], layer: int | None = No
     decoding = decoding or Greedy()
     device = next(stack.model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    runner = LayerRunner(stack, layer, use_cache, keep_hidden=decoding.needs_hidden)
+    runner = LayerRunner(stack, layer, use_cache, keep_hidden=decoding.needs_hidden, lens=lens)
     was_training = stack.model.training
     stack.model.eval()
     try:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from layerwise.data.batches import Batch
 from layerwise.errors import LayerwiseError
 from layerwise.inference.policies import Decision, ExitPolicy
-from layerwise.stack import LayerStack, exit_readouts, fast_readout
+from layerwise.stack import LayerStack, Lens, fast_readout, layer_readouts
 
 
 @dataclass
@@ -76,10 +76,10 @@ class EarlyExitRunner:
     """
 
     def __init__(self, stack: LayerStack, policy: ExitPolicy, exit_heads: nn.ModuleList | None = None,
-                 compact: bool = True):
+                 compact: bool = True, lens: Lens | None = None):
         self.stack, self.policy, self.compact = stack, policy, compact
         self.lo, self.hi = policy.check(stack)
-        self.heads = [fast_readout(h) for h in exit_readouts(stack, exit_heads)]
+        self.heads = [fast_readout(h) for h in layer_readouts(stack, exit_heads, lens)]
 
     @torch.inference_mode()
     def __call__(self, inputs: Batch) -> ExitResult:

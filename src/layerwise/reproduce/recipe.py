@@ -38,7 +38,8 @@ from layerwise.schema import Options, validate
 
 Budget = Literal["cpu", "gpu"]
 BUDGETS: tuple[str, ...] = get_args(Budget)
-Command = Literal["train", "analyze", "compare", "exit", "truncate", "new-gpt", "gen-eval", "connect", "lpft", "merge"]
+Command = Literal["train", "analyze", "compare", "exit", "truncate", "new-gpt", "gen-eval", "connect", "lpft", "merge",
+                  "lens"]
 Scalar = str | int | float | bool
 Value = Scalar | list[Scalar]
 

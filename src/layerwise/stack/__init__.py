@@ -4,6 +4,7 @@
 - ``readout``: the model's own norm + pooling + head, and its fast path for early exit;
 - ``state``: what flows between blocks and what adapters return;
 - ``heads``: the readout serving each layer (shared, or the multi-exit baseline's own heads);
+- ``lens``: how every layer is read (the logit lens, the model's own readout; or a tuned lens's translators);
 - ``registry`` and ``adapters/``: one adapter per model family;
 - ``surgery``: the one place that rewrites a model's blocks (truncation) or weights (the stack's groups,
   interpolation, BatchNorm re-estimation);
@@ -14,6 +15,7 @@ from layerwise.stack import adapters  # noqa: F401  (registers every adapter)
 from layerwise.stack.cache import KVCache
 from layerwise.stack.heads import exit_readouts, make_exit_heads
 from layerwise.stack.layer_stack import LayerStack
+from layerwise.stack.lens import Lens, LogitLens, TunedLens, layer_readouts, load_tuned_lens, make_lens
 from layerwise.stack.readout import POOLINGS, Pooling, Readout, fast_readout, pool
 from layerwise.stack.registry import (
     ADAPTERS,
@@ -45,4 +47,10 @@ __all__ = [
     "supported_architectures",
     "exit_readouts",
     "make_exit_heads",
+    "Lens",
+    "LogitLens",
+    "TunedLens",
+    "layer_readouts",
+    "load_tuned_lens",
+    "make_lens",
 ]

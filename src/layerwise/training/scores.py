@@ -88,9 +88,9 @@ def with_task_metrics(metrics: dict[str, list[float]], preds: Tensor | None, tar
 @torch.no_grad()
 def evaluate_layers(stack: LayerStack, loader: Iterable[Batch], exit_heads: nn.ModuleList | None = None, *,
                     device: torch.device, rank: int = 0, world: int = 1, reduce: Callable | None = None,
-                    autocast=nullcontext, metrics: Sequence[str] | None = None) -> dict[str, list[float]]:
+                    autocast=nullcontext, metrics: Sequence[str] | None = None, lens=None) -> dict[str, list[float]]:
     """Per-layer shared-readout loss, accuracy and task ``metrics`` for layers 0..L (and each exit head for
-    1..L, as ``exit_<name>``).
+    1..L, as ``exit_<name>``); with ``lens`` (a ``stack.Lens``) each layer is read through it.
 
     Batches are dealt round-robin to processes and the sums reduced with ``reduce``, so the result does
     not depend on the number of processes. The task metrics need every prediction: each process writes its
@@ -113,7 +113,8 @@ def evaluate_layers(stack: LayerStack, loader: Iterable[Batch], exit_heads: nn.M
             batch = to_device(batch, device)
             with autocast():
                 states = list(stack.states(batch))
-                pairs = [(stack.readout, s) for s in states]
+                readouts = [stack.readout] * n if lens is None else lens.readouts(stack)
+                pairs = list(zip(readouts, states))
                 if exit_heads is not None:
                     pairs += list(zip(exit_heads, states[1:]))
                 preds: list[Tensor] = []

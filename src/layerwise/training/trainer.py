@@ -82,7 +82,7 @@ class Trainer:
                                  f"{cfg.stage2!r} has none: use an aligned objective or drop `aligned_layers`",
                                  option="aligned_layers")
         self.out = Path(cfg.out)
-        self.folder = open_train_folder(cfg)
+        self.folder = self.open_folder(cfg)
         self.accelerator = acc = make_accelerator(cfg)
         self.checkpoints = Checkpoints(self.out / CHECKPOINTS, acc)
         self.log = TrainLog(self.out / LOG, writer=acc.is_main_process, accelerator=acc)
@@ -121,8 +121,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
         weights = O.layer_weights(self.stack.num_layers, cfg.layer_weights)
-        self.module = ObjectiveModule(self.stack, self.bundle.exit_heads, weights, cfg.cos_beta, cfg.lm_loss,
-                                      aligned_layers=cfg.aligned_layers, seed=cfg.seed)
+        self.module = self.make_module(weights)
         self.optimizer = make_optimizer(self.module, cfg.lr, cfg.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, self.total_steps, cfg.warmup_steps,
                                         [m * self.steps_per_epoch for m in cfg.milestones], cfg.gamma)
@@ -132,6 +131,24 @@ class Trainer:
         # Called with the trainer before the first gradient step of fit() and after every optimizer step
         # (e.g. to log the head norm along training: ``commands/lpft.py``).
         self.step_hooks: list[Callable[[Trainer], None]] = []
+
+    # -- what a trainer of other parameters overrides (training/lens.py: a tuned lens over a frozen model)
+
+    def open_folder(self, cfg: TrainConfig) -> RunFolder:
+        return open_train_folder(cfg)
+
+    def make_module(self, weights: Tensor) -> torch.nn.Module:
+        """What the optimizer trains: ``forward(batch, phase)`` returns the phase's loss."""
+        cfg = self.cfg
+        return ObjectiveModule(self.stack, self.bundle.exit_heads, weights, cfg.cos_beta, cfg.lm_loss,
+                               aligned_layers=cfg.aligned_layers, seed=cfg.seed)
+
+    def save_outputs(self) -> None:
+        """What the finished run leaves in ``out`` besides metrics.json (main process only): the model."""
+        self.bundle.meta["training"] = {k: v for k, v in jsonable(self.cfg.model_dump()).items()
+                                        if k not in RUN_ONLY_KEYS}
+        save_model(self.bundle, self.out)
+        copy_token_counts(self.cfg.model, self.out)  # the draft vocabulary of `generate`'s `draft_vocab`
 
     # -- data
 
@@ -257,10 +274,7 @@ class Trainer:
         if not record:
             record = self._final_record()
         if acc.is_main_process:
-            self.bundle.meta["training"] = {k: v for k, v in jsonable(cfg.model_dump()).items()
-                                            if k not in RUN_ONLY_KEYS}
-            save_model(self.bundle, self.out)
-            copy_token_counts(cfg.model, self.out)  # the draft vocabulary of `generate`'s `draft_vocab`
+            self.save_outputs()
             atomic_write_text(json.dumps({"command": "train", **record}, indent=2), self.out / METRICS)
             self.folder.record()
         acc.wait_for_everyone()
