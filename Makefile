@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 LOCK   := requirements/lock.txt
+# The test extras, plus the peer libraries the tests compare against where their own floors allow (TransformerLens
+# needs torch>=2.6 and transformers>=5.9, above ours: test-oldest runs without it and those tests are skipped).
+EXTRAS := test,peers
 # torch, transformers, accelerate, tokenizers, safetensors and numpy: installed at their floors by test-oldest.
 FLOORED := torch transformers accelerate tokenizers safetensors numpy
 # Without a GPU, torch is installed first, alone, as a CPU wheel: a bare "torch" from PyPI is a multi-GB CUDA
@@ -23,7 +26,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 ifneq ($(HAS_GPU),1)
 	$(BIN)/pip install -c $(LOCK) $(TORCH_INDEX) torch
 endif
-	$(BIN)/pip install -c $(LOCK) -e ".[test]"
+	$(BIN)/pip install -c $(LOCK) -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: install
@@ -55,7 +58,7 @@ test-oldest:
 
 test-newest:
 	rm -rf .venv-newest && $(PYTHON) -m venv .venv-newest
-	PIP_CONFIG_FILE=/dev/null .venv-newest/bin/pip install --upgrade $(TORCH_INDEX) -e ".[test]"
+	PIP_CONFIG_FILE=/dev/null .venv-newest/bin/pip install --upgrade $(TORCH_INDEX) -e ".[$(EXTRAS)]"
 	.venv-newest/bin/pip freeze --exclude-editable > .venv-newest/installed.txt
 	HF_HUB_OFFLINE=1 .venv-newest/bin/python -m pytest -q
 
@@ -66,7 +69,7 @@ TORCH ?= $(shell grep -E '^torch==' $(LOCK))
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install $(TORCH_INDEX) "$(TORCH)"
-	.venv-lock/bin/pip install -e ".[test]" "$(TORCH)"
+	.venv-lock/bin/pip install -e ".[$(EXTRAS)]" "$(TORCH)"
 	.venv-lock/bin/pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/' > $(LOCK)
 	rm -rf .venv-lock
 	@echo "wrote $(LOCK): now run 'make test' and commit the lock with the changes it needed"
