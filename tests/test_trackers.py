@@ -102,3 +102,18 @@ def test_analyze_logs_its_per_layer_table_and_figures(tmp_path, monkeypatch):
     events = EventAccumulator(str(out / "trackers" / "layerwise-analyze"), size_guidance={"images": 0})
     events.Reload()
     assert "figures/heatmap_cka_linear" in events.Tags()["images"]
+
+
+def test_reproduce_passes_trackers_to_the_steps_that_log(monkeypatch, tmp_path):
+    """``reproduce --log-with X`` adds ``--log-with X`` to its train, lpft, analyze and exit steps only."""
+    from layerwise.reproduce import all_recipes, runner
+
+    calls = []
+    monkeypatch.setattr(runner.subprocess, "call", lambda argv, env: calls.append(argv) or 0)
+    steps = {s.command: s for r in all_recipes() for s in r.steps}
+    for command in ("train", "analyze", "connect"):
+        runner.run_step(steps[command], "cpu", tmp_path, {}, "tensorboard")
+    train, analyze, connect = calls
+    assert train[train.index("train"):][-2:] == ["--log-with", "tensorboard"]
+    assert analyze[-2:] == ["--log-with", "tensorboard"]
+    assert "--log-with" not in connect

@@ -1,5 +1,5 @@
 """The flags of scaling out, declared once for every command that takes them (``commands.common``'s option
-types): ``--log-with``, ``--device-map``, ``--offload-folder``, ``--forward-dtype``."""
+types): ``--log-with``, ``--device-map``, ``--offload-folder`` (half precision is the commands' ``--dtype``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ LOG_WITH = "experiment trackers: tensorboard | wandb | mlflow | trackio | all (i
 DEVICE_MAP = "place the model's blocks across devices (Accelerate big-model inference): auto | balanced | FILE.json " \
              "(module name → device, cpu or disk)"
 OFFLOAD = "folder for the weights a device map offloads to disk [a temporary folder]"
-FORWARD_DTYPE = "forward pass precision, accumulators stay float64: float32 | bf16 | fp16 (warns with the largest " \
-                "difference against float32 on a small subset)"
 
 
 def log_with_option():
@@ -24,7 +22,3 @@ def device_map_option():
 
 def offload_option():
     return typer.Option(None, help=OFFLOAD)
-
-
-def forward_dtype_option():
-    return typer.Option("float32", help=FORWARD_DTYPE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable
 
 from pydantic import Field, ValidationError
 
@@ -20,11 +20,9 @@ HALF_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "bfloat16": "bfloat16", "f
 
 # Scaling out (docs/scaling.md): the option types every command that offers them shares, one field line each.
 # ``log_with``: experiment trackers (checked against the installed packages by ``training.log.tracker_names``);
-# ``device_map``: auto | balanced | a JSON file mapping module names to devices (``checkpoints.dispatch``);
-# ``forward_dtype``: the forward pass in bf16 / fp16 with float64 accumulators (``checkpoints.dispatch``).
+# ``device_map``: auto | balanced | a JSON file mapping module names to devices (``checkpoints.dispatch``).
 LogWith = str | None
 DeviceMap = str | None
-ForwardDtype = Literal["float32", "bf16", "fp16"]
 
 
 class CommandOptions(Options):

@@ -203,8 +203,12 @@ def init_trackers(accelerator, command: str, out: Path, config: dict[str, Any]) 
             mlflow.set_tracking_uri((folder / "mlruns").as_uri())
     run = Path(out).resolve().name
     kwargs = {"wandb": {"name": run, "dir": str(folder)}, "mlflow": {"run_name": run}, "trackio": {"name": run}}
-    accelerator.init_trackers(f"layerwise-{command}", config=hyperparameters(config),
-                              init_kwargs={k: v for k, v in kwargs.items() if k in names})
+    try:
+        accelerator.init_trackers(f"layerwise-{command}", config=hyperparameters(config),
+                                  init_kwargs={k: v for k, v in kwargs.items() if k in names})
+    except Exception as e:  # a tracker that cannot start (no account, no server): one line, not a traceback
+        raise LayerwiseError(f"`log_with`: {', '.join(sorted(names))} could not start "
+                             f"({type(e).__name__}: {' '.join(str(e).split())[:300]})", option="log_with") from e
 
 
 def log_figures(accelerator, paths: list[Path], step: int = 0) -> None:

@@ -60,8 +60,8 @@ def make_accelerator(cfg: TrainConfig):
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and acc.num_processes == 1:  # e.g. an FSDP config launched on CPU: each process would run alone
         raise LayerwiseError(f"launched as {launched} processes, but Accelerate set this one up alone "
-                             f"({acc.distributed_type}): FSDP runs on GPUs only; on CPU launch with Accelerate's cpu "
-                             "option (DDP over gloo)")
+                             f"({acc.distributed_type}), so each would train on its own: on CPU set `cpu` (DDP over "
+                             "gloo); FSDP runs on GPUs only", option="cpu")
     if cfg.mixed_precision == "fp16" and acc.device.type != "cuda":  # elsewhere fp16 used to be ignored silently
         raise LayerwiseError(f"fp16 mixed precision needs a CUDA GPU and this run trains on {acc.device.type}: "
                              "use mixed precision bf16 or no")
