@@ -195,7 +195,8 @@ def _analyze(folder: Path, r: dict, run: Run) -> None:
     if rows is None:
         rows = [{"layer": ell, "accuracy": at(r.get("accuracy"), ell)} for ell in r.get("layers", [])]
     run.tables.append(make_table("per layer", rows))
-    for key in ("cos_to_last", "cka_linear_to_last", r.get("metric", "accuracy"), "probe_accuracy"):
+    for key in ("cos_to_last", "cka_linear_to_last", r.get("metric", "accuracy"), "probe_accuracy",
+                "probe_pearson"):
         if rows and key in rows[0]:
             run.per_layer[key] = {str(row.get("layer")): row.get(key) for row in rows}
     run.config = flatten(r.get("config", {})) + [("n_samples", fmt(r.get("n_samples")).text)]

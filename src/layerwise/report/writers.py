@@ -29,7 +29,8 @@ from layerwise.report.figures import (
 from layerwise.report.serialize import atomic_write_text, jsonable, write_json
 
 # Per-layer values copied into layers.csv: readout metrics (GLUE's among them), probe accuracy and NC1.
-LAYER_KEYS = ("accuracy", "loss", "perplexity", "f1", "mcc", "pearson", "spearman", "probe_accuracy", "probe_C", "nc1")
+LAYER_KEYS = ("accuracy", "loss", "perplexity", "f1", "mcc", "pearson", "spearman", "probe_accuracy", "probe_C", "nc1",
+              "probe_pearson", "probe_spearman", "probe_alpha")
 RESULT_DIGITS = 10  # analysis results are rounded to 10 decimals in results.json and layers.csv
 
 
