@@ -153,7 +153,7 @@ def test_ntk_memory_bound_names_the_remedy():
     stack = load_model("bert-tiny", num_classes=2).stack
     p = sum(t.numel() for t in backbone_parameters(stack, readout_linear(stack)).values())
     need = ntk_bytes(8, 2, 2, p)
-    assert need == (2 * 2 + 2) * 2 * p * 4 + 2 * 16**2 * 8
+    assert need == (2 * 2 + 2) * 2 * p * 4 + 2 * 2 * 2 * min(p, 2**20) * 8 + 2 * 16**2 * 8
     assert check_ntk_memory(stack, 8, 2, need / 2**30)["estimated_bytes"] == need
     with pytest.raises(LayerwiseError, match="lower the NTK chunk size .* or subset"):
         check_ntk_memory(stack, 8, 2, 0.99 * need / 2**30)

@@ -32,6 +32,8 @@ def connect_command(
                                         help="A reads out through B's readout (pretrained body vs fine-tuned)"),
     random_seeds: int = typer.Option(3, help="random mode: directions averaged per group"),
     filter_norm: bool = typer.Option(False, "--filter-norm", help="random mode: filter-normalised directions"),
+    baseline: str = typer.Option("models", help="barrier line: models (joins ℒ(A), ℒ(B)) | path (each path's "
+                                 "own ends ℒ(θ(0)), ℒ(θ(1)))"),
     data_dir: Optional[Path] = typer.Option(None),
     device: str = typer.Option("auto"),
     seed: int = typer.Option(0),

@@ -113,13 +113,12 @@ def load_checked(model: str, device, o, ds):
 
 
 def _probe_data(o: AnalyzeOptions, ds, columns):
-    """The training part the probe is fitted on (``probe_limit`` seeded examples of split train), or None: no
-    probe asked, unlabelled or regression data, or no training split (then with a warning)."""
+    """The training part the probe is fitted on (``probe_limit`` seeded examples of split train; a regression
+    task's ridge probe too), or None: no probe asked, unlabelled data, or no training split (then with a
+    warning)."""
     from layerwise.data import load_dataset
 
-    if not o.probe or ds.kind == "corpus" or ds.labels is None or ds.regression:
-        if o.probe and ds.regression:
-            warnings.warn(f"probe and NC1 skipped: {o.data} is a regression task (they need classes)", stacklevel=2)
+    if not o.probe or ds.kind == "corpus" or ds.labels is None:
         return None
     if o.split == "train":
         warnings.warn("the probe is fitted on split train and scored on the analysed split, the same data here: "

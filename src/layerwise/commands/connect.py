@@ -36,6 +36,7 @@ class ConnectOptions(CommandOptions):
     match: bool = False  # also permute B's units to A's (weight matching) first
     readout_from_b: bool = False  # A reads out through B's readout (pretrained body vs fine-tuned)
     random_seeds: PositiveInt = 3
+    baseline: str = "models"  # the barrier's straight line: the two whole models | each path's own ends
     filter_norm: bool = False  # random mode: filter-normalised directions
     data_dir: Folder | None = None
     device: str = "auto"
@@ -77,10 +78,11 @@ def same_inputs(a, b) -> None:
 def run(options: ConnectOptions) -> dict[str, Any]:
     """Interpolate ``model_a`` and ``model_b`` along every path of ``mode``; write and return the results."""
     o = options
-    from layerwise.evaluation.connectivity import check_modes
+    from layerwise.evaluation.connectivity import check_baseline, check_modes
 
     modes = check_modes(list(o.mode))
     grid = parse_alphas(o.alphas)
+    check_baseline(o.baseline, grid)
     folder = open_folder(Path(o.out), "connect", overwrite=o.overwrite, outputs=OUTPUTS)
     out = folder.path
     from layerwise.checkpoints import BUILTIN, load_model  # after the checks: a bad option is answered without torch
@@ -112,7 +114,7 @@ def run(options: ConnectOptions) -> dict[str, Any]:
         bn_batches = materialize(make_loader(bn_ds, a.inputs, o.batch_size, seq_len=o.seq_len), dev)
     results = connect(a, b, batches, modes=modes, alphas=grid, bn_batches=bn_batches, bn_reset=o.bn_reset,
                       match=o.match, readout_from_b=o.readout_from_b, random_seeds=o.random_seeds,
-                      filter_normalised=o.filter_norm, seed=o.seed, progress=o.progress)
+                      filter_normalised=o.filter_norm, seed=o.seed, progress=o.progress, baseline=o.baseline)
     results = {"model_a": o.model_a, "model_b": o.model_b, "data": o.data, "split": o.split, "limit": o.limit,
                "device": str(dev), "alphas": grid, **results,
                **split_record(rows(shard_list(batches)))}  # the batches each process scored (Scorer's shard)

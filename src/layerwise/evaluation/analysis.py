@@ -191,7 +191,8 @@ def analyze(bundle: ModelBundle, ds: LayerwiseDataset, measures: list[str], *, b
             lens=None) -> dict:
     """Everything for one model: similarity matrices, per-layer readout loss, accuracy and the task's metrics
     (``metric`` names its own), residual statistics, and with ``probe_train`` (labelled) the per-layer probe
-    accuracy and NC1 of ``evaluation.probing`` on the same pooled features.
+    accuracy and NC1 of ``evaluation.probing`` on the same pooled features (a regression task: the ridge probe's
+    Pearson and Spearman correlations per layer).
 
     The per-layer readout metrics read every layer through ``lens`` (a ``stack.Lens``; None: the logit lens).
     Warnings (undefined layers, subsampling) are raised as Python warnings; results hold no file names.
@@ -214,10 +215,9 @@ def analyze(bundle: ModelBundle, ds: LayerwiseDataset, measures: list[str], *, b
         results["cos_per_sample_to_last"] = res["cos_per_sample_to_last"]
     if res["evaluation"][0]:
         results["metric"] = task_metric_name(bundle.stack.task, ds.metrics)
-    if probe_train is not None:
-        if ds.regression or ds.labels is None:
-            warnings.warn(f"probe and NC1 skipped: {ds.name} has no classes (a regression task or unlabelled)",
-                          stacklevel=2)
+    if probe_train is not None:  # a regression task gets the ridge probe (Pearson, Spearman), without NC1
+        if ds.labels is None:
+            warnings.warn(f"probe and NC1 skipped: {ds.name} is unlabelled", stacklevel=2)
         else:
             results.update(probe_layers(bundle, probe_train, ds, pooling=pooling, batch_size=batch_size,
                                         device=device, cv=probe_cv, seed=seed))

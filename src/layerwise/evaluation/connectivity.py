@@ -5,12 +5,20 @@ Models A and B, their tensors split into the layer stack's groups (embed, block1
 moves some groups: θ(α) takes (1 − α)·θ_A[g] + α·θ_B[g] for the moving groups g, and the rest from A (or
 from B). Along it,
 
-    excess(α)  = ℒ(θ(α)) − ((1 − α)·ℒ(θ_A) + α·ℒ(θ_B))      (ℒ(θ_A), ℒ(θ_B): the full models' losses)
-    barrier    = max_α excess(α),   and the α where it peaks,
+    excess(α)  = ℒ(θ(α)) − ((1 − α)·ℒ₀ + α·ℒ₁)
+    B_max      = max_α excess(α),   and the α where it peaks,
+    B_mid      = excess(½)          (the midpoint barrier, as the paper's heatmaps use),
 
-for the loss and for the error 1 − accuracy. With α = 0 and 1 on the grid the barrier is ≥ 0 for the
-full-model path (its excess is 0 at the ends); a single-group path may end away from θ_B, so its excess at
-α = 1 is that hybrid's excess.
+for the loss and for the error 1 − accuracy. The straight line's ends (ℒ₀, ℒ₁) are the ``baseline``:
+
+    models:  ℒ₀ = ℒ(θ_A), ℒ₁ = ℒ(θ_B)       the two whole models, for every path (the default);
+    path:    ℒ₀ = ℒ(θ(0)), ℒ₁ = ℒ(θ(1))     the path's own endpoints.
+
+With α = 0 and 1 on the grid both barriers are ≥ 0 for the full-model path (its excess is 0 at the ends).
+Under ``models`` a single-group path ends at a hybrid, not at θ_B, so its excess at α = 1 is the hybrid's
+excess and B_max can be that swap rather than a rise along the path; under ``path`` the excess is 0 at both
+ends of every path. When ½ is not on the α grid, B_mid is the excess linearly interpolated between the two
+grid points around ½ (``midpoint_interpolated`` in the results).
 
 ``connect`` scores the paths: one working copy of A is rewritten in place (``stack.surgery``) for every point of
 every path and scored by ``per_layer.output_sums`` on the same materialised batches, so every α of every path is
@@ -46,6 +54,8 @@ from layerwise.stack.surgery import (
 )
 
 MODES = ("full", "single", "cumulative", "random")
+BASELINES = ("models", "path")
+MIDPOINT = 0.5
 
 
 def default_alphas(n: int = 11) -> list[float]:
@@ -71,6 +81,22 @@ def check_modes(modes: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(modes))
 
 
+def check_baseline(baseline: str, alphas: Sequence[float]) -> str:
+    """``models`` or ``path``; ``path`` reads the path's ends off the curve, so 0 and 1 must be on the grid."""
+    if baseline not in BASELINES:
+        raise LayerwiseError(f"unknown baseline {baseline!r}: use one of {', '.join(BASELINES)}", option="baseline")
+    if baseline == "path" and (alphas[0] != 0.0 or alphas[-1] != 1.0):
+        raise LayerwiseError("`baseline` path joins each path's own ends, α = 0 and α = 1: put both on the "
+                             "`alphas` grid", option="baseline")
+    return baseline
+
+
+def path_ends(curve: Sequence[float], models: tuple[float, float], baseline: str) -> tuple[float, float]:
+    """(ℒ₀, ℒ₁) of the straight line: the whole models' ``models`` = (ℒ(θ_A), ℒ(θ_B)), or under ``path`` the
+    curve's own first and last points ℒ(θ(0)), ℒ(θ(1)) (the grid starts at 0 and ends at 1)."""
+    return (float(curve[0]), float(curve[-1])) if baseline == "path" else (float(models[0]), float(models[1]))
+
+
 def linear_baseline(alphas: Sequence[float], end_a: float, end_b: float) -> np.ndarray:
     """(1 − α)·ℒ_A + α·ℒ_B on the grid."""
     a = np.asarray(alphas, float)
@@ -87,6 +113,11 @@ def barrier(alphas: Sequence[float], curve: Sequence[float], end_a: float, end_b
     e = excess(alphas, curve, end_a, end_b)
     i = int(np.argmax(e))
     return float(e[i]), float(alphas[i])
+
+
+def midpoint_barrier(alphas: Sequence[float], curve: Sequence[float], end_a: float, end_b: float) -> float:
+    """B_mid = excess(½) = ℒ(θ(½)) − (ℒ₀ + ℒ₁)/2; off the grid, the excess interpolated linearly at ½."""
+    return float(np.interp(MIDPOINT, np.asarray(alphas, float), excess(alphas, curve, end_a, end_b)))
 
 
 @dataclass(frozen=True)
@@ -151,17 +182,21 @@ def random_target(a: dict[str, Tensor], b: dict[str, Tensor], names: Sequence[st
 
 
 def curve_summary(alphas: Sequence[float], paths: Sequence[Path], loss: np.ndarray, error: np.ndarray,
-                  ends: dict[str, Sequence[tuple[float, float]]]) -> dict:
+                  ends: dict[str, tuple[float, float]], baseline: str = "models") -> dict:
     """The results of one variant: per path the loss and error curves, their excess over the straight line
-    between its ends ``ends[metric][path] = (ℒ_A, ℒ_B)``, the barriers and the α of each peak."""
+    (``baseline``: between the whole models' ``ends[metric] = (ℒ_A, ℒ_B)`` or the path's own ends), the
+    maximum barrier B_max (``barrier_*``) with the α of its peak, and the midpoint barrier B_mid
+    (``midpoint_barrier_*``)."""
     out: dict = {"groups": [p.name for p in paths], "moving": [list(p.moving) for p in paths],
                  "rest": paths[0].rest if paths else "a"}
     for metric, curves in (("loss", loss), ("error", error)):
+        lines = [path_ends(c, ends[metric], baseline) for c in curves]
         out[metric] = curves.tolist()
-        out[f"excess_{metric}"] = [excess(alphas, c, *e).tolist() for c, e in zip(curves, ends[metric])]
-        peaks = [barrier(alphas, c, *e) for c, e in zip(curves, ends[metric])]
+        out[f"excess_{metric}"] = [excess(alphas, c, *e).tolist() for c, e in zip(curves, lines)]
+        peaks = [barrier(alphas, c, *e) for c, e in zip(curves, lines)]
         out[f"barrier_{metric}"] = [v for v, _ in peaks]
         out[f"peak_alpha_{metric}"] = [a for _, a in peaks]
+        out[f"midpoint_barrier_{metric}"] = [midpoint_barrier(alphas, c, *e) for c, e in zip(curves, lines)]
     return out
 
 
@@ -252,7 +287,7 @@ def run_paths(scorer: Scorer, a: State, b: State, groups: dict[str, list[str]], 
 
 def _mode_results(scorer: Scorer, a: State, b: State, groups: dict[str, list[str]], modes: Sequence[str],
                   alphas: Sequence[float], bar, *, bn_reset: bool, random_seeds: int, filter_normalised: bool,
-                  seed: int) -> dict:
+                  seed: int, baseline: str = "models") -> dict:
     ends = {"loss": [0.0, 0.0], "error": [0.0, 0.0]}
     for k, w in enumerate((0.0, 1.0)):  # the two models, with their own statistics
         ends["loss"][k], ends["error"][k] = scorer.score(a, b, _per_tensor(groups, dict.fromkeys(groups, w)), False)
@@ -265,21 +300,21 @@ def _mode_results(scorer: Scorer, a: State, b: State, groups: dict[str, list[str
         for variant, paths in variants.items():
             if mode == "random":
                 results[variant] = _random(scorer, a, b, groups, paths, alphas, ends, bar, bn_reset, random_seeds,
-                                           filter_normalised, seed)
+                                           filter_normalised, seed, baseline)
                 continue
             loss, error = run_paths(scorer, a, b, groups, paths, alphas, ends, bar, bn_reset)
-            n = len(paths)
-            results[variant] = curve_summary(alphas, paths, loss, error, {m: [e] * n for m, e in ends.items()})
+            results[variant] = curve_summary(alphas, paths, loss, error, ends, baseline)
         main, *others = variants
         out["modes"][mode] = {**results[main], **{v: results[v] for v in others}}
     return out
 
 
 def _random(scorer: Scorer, a: State, b: State, groups, paths, alphas, ends, bar, bn_reset, seeds: int,
-            filter_normalised: bool, seed: int) -> dict:
+            filter_normalised: bool, seed: int, baseline: str = "models") -> dict:
     """Each group toward random targets (``random_target``: as far from A as B's group is), curves averaged over
-    ``seeds`` directions; the excess is measured, as for every mode, against the line between ℒ(A) and ℒ(B),
-    so a random step and the step toward B of the same length are compared on one scale."""
+    ``seeds`` directions; the excess is measured, as for every mode, against the ``baseline`` line (by default
+    between ℒ(A) and ℒ(B), so a random step and the step toward B of the same length are compared on one scale;
+    under ``path`` between the averaged curve's own ends)."""
     loss = np.zeros((len(paths), len(alphas)))
     error = np.zeros_like(loss)
     for i, path in enumerate(paths):
@@ -290,7 +325,7 @@ def _random(scorer: Scorer, a: State, b: State, groups, paths, alphas, ends, bar
             l_, e_ = run_paths(scorer, a, target, groups, [path], alphas, ends, bar, bn_reset, b_is_model=False)
             loss[i] += l_[0] / seeds
             error[i] += e_[0] / seeds
-    out = curve_summary(alphas, paths, loss, error, {m: [e] * len(paths) for m, e in ends.items()})
+    out = curve_summary(alphas, paths, loss, error, ends, baseline)
     out.update(seeds=seeds, filter_normalised=filter_normalised)
     return out
 
@@ -304,9 +339,11 @@ def count_points(modes: Sequence[str], n_groups: int, n_alphas: int, random_seed
 def connect(a: ModelBundle, b: ModelBundle, batches: Sequence[Batch], *, modes: Sequence[str],
             alphas: Sequence[float], bn_batches: Sequence[Batch] | None = None, bn_reset: bool = True,
             match: bool = False, readout_from_b: bool = False, random_seeds: int = 3,
-            filter_normalised: bool = False, seed: int = 0, progress: bool = True) -> dict:
+            filter_normalised: bool = False, seed: int = 0, progress: bool = True, baseline: str = "models") -> dict:
     """Loss and error along every path of ``modes`` between models ``a`` and ``b`` on ``batches`` (see
-    ``connectivity.py``); with ``match`` also after permuting B's units to A's (weight matching)."""
+    ``connectivity.py``), barriers against the ``baseline`` line (``models`` or ``path``); with ``match`` also
+    after permuting B's units to A's (weight matching)."""
+    baseline = check_baseline(baseline, alphas)
     groups = check_pair(a, b, match)
     state_a, state_b = detached(a.model), detached(b.model)
     if readout_from_b:  # e.g. a pretrained body and its fine-tuned copy: both read out through B's head
@@ -315,7 +352,8 @@ def connect(a: ModelBundle, b: ModelBundle, batches: Sequence[Batch], *, modes: 
     runs = [("plain", state_b)]
     results: dict = {"groups": {g: len(v) for g, v in groups.items()}, "tied": tied_names(a.model),
                      "batchnorm": scorer.has_bn, "bn_reset": bn_reset and scorer.has_bn,
-                     "readout_from_b": readout_from_b}
+                     "readout_from_b": readout_from_b, "baseline": baseline, "midpoint_alpha": MIDPOINT,
+                     "midpoint_interpolated": MIDPOINT not in [float(x) for x in alphas]}
     if match:
         params = {n for n, _ in a.model.named_parameters()}
         perms = weight_matching(a.stack.permutations, {n: state_a[n] for n in params if n in state_a},
@@ -326,7 +364,8 @@ def connect(a: ModelBundle, b: ModelBundle, batches: Sequence[Batch], *, modes: 
     with tqdm(total=total, desc="connect", unit="point", disable=not progress) as bar:
         for name, state in runs:
             part = _mode_results(scorer, state_a, state, groups, modes, alphas, bar, bn_reset=bn_reset,
-                                 random_seeds=random_seeds, filter_normalised=filter_normalised, seed=seed)
+                                 random_seeds=random_seeds, filter_normalised=filter_normalised, seed=seed,
+                                 baseline=baseline)
             bar.update(2)
             if name == "plain":
                 results.update(part)

@@ -235,19 +235,25 @@ def excess_heatmaps(alphas: Sequence[float], panels: Sequence[tuple[str, Sequenc
     _save(fig, path)
 
 
-def barrier_bars(panels: Sequence[tuple[str, Sequence[str], Sequence[float], Sequence[float]]], full: dict | None,
-                 path: Path) -> None:
-    """Per-path loss and error barriers, one panel per (title, groups, loss barriers, error barriers); the
-    full-model barriers (``full``: {"loss": …, "error": …}) as dashed lines."""
+def barrier_bars(panels: Sequence[tuple], full: dict | None, path: Path) -> None:
+    """Per-path loss and error barriers, one panel per (title, groups, loss barriers, error barriers[, midpoint
+    loss barriers, midpoint error barriers]): bars the maximum over α, black markers the midpoint (α = ½); the
+    full-model barriers (``full``: {"loss": …, "error": …[, "midpoint_loss": …, "midpoint_error": …]}) as dashed
+    (maximum) and dotted (midpoint) lines."""
     fig = Figure(figsize=(max(6.0, 0.45 * max(len(p[1]) for p in panels) + 2), 2.8 * len(panels)))
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
-    for ax, (title, groups, loss, error) in zip(axes, panels):
+    for ax, (title, groups, loss, error, *mid) in zip(axes, panels):
         x = np.arange(len(groups))
-        ax.bar(x - 0.2, loss, 0.4, label="loss barrier", color="tab:blue")
-        ax.bar(x + 0.2, error, 0.4, label="error barrier", color="tab:orange")
+        ax.bar(x - 0.2, loss, 0.4, label="loss barrier (max over α)", color="tab:blue")
+        ax.bar(x + 0.2, error, 0.4, label="error barrier (max over α)", color="tab:orange")
+        if len(mid) == 2 and mid[0] is not None:
+            ax.plot(x - 0.2, mid[0], "kD", ms=4, label="midpoint (α = ½), loss")
+            ax.plot(x + 0.2, mid[1], "kx", ms=5, label="midpoint (α = ½), error")
         if full is not None:
             ax.axhline(full["loss"], color="tab:blue", ls="--", lw=1, label="full model, loss")
             ax.axhline(full["error"], color="tab:orange", ls="--", lw=1, label="full model, error")
+            if full.get("midpoint_loss") is not None:
+                ax.axhline(full["midpoint_loss"], color="tab:blue", ls=":", lw=1, label="full model, midpoint loss")
         ax.set_xticks(x, groups, rotation=45, ha="right", fontsize=8)
         ax.set(title=title, ylabel="barrier")
         ax.grid(alpha=0.3, axis="y")

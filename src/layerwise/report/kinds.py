@@ -19,7 +19,8 @@ def _analyze(folder: Path, r: dict, run: Run) -> None:
     if rows is None:
         rows = [{"layer": ell, "accuracy": at(r.get("accuracy"), ell)} for ell in r.get("layers", [])]
     run.tables.append(make_table("per layer", rows))
-    for key in ("cos_to_last", "cka_linear_to_last", r.get("metric", "accuracy"), "probe_accuracy"):
+    for key in ("cos_to_last", "cka_linear_to_last", r.get("metric", "accuracy"), "probe_accuracy",
+                "probe_pearson"):
         if rows and key in rows[0]:
             run.per_layer[key] = {str(row.get("layer")): row.get(key) for row in rows}
     run.config = flatten(r.get("config", {})) + [("n_samples", fmt(r.get("n_samples")).text)]
@@ -106,13 +107,17 @@ def _connect(folder: Path, r: dict, run: Run) -> None:
             variants = [(mode, m)] + [(f"{mode}: {k.replace('_', ' ')}", v) for k, v in m.items()
                                       if isinstance(v, dict) and "loss" in v]
             for title, v in variants:
-                keys = ("barrier_loss", "barrier_error", "peak_alpha_loss", "peak_alpha_error")
+                keys = ("midpoint_barrier_loss", "barrier_loss", "midpoint_barrier_error", "barrier_error",
+                        "peak_alpha_loss", "peak_alpha_error")
                 groups = v.get("groups") if isinstance(v.get("groups"), list) else []
                 rows = [{"group": g, **{k: at(v[k], i) for k in keys if k in v}} for i, g in enumerate(groups)]
                 run.tables.append(make_table(f"{prefix}{title}: barriers per group", rows))
                 if not prefix and title == "single":
                     run.per_layer["barrier_loss (single)"] = {str(g): at(v.get("barrier_loss"), i)
                                                               for i, g in enumerate(groups)}
+                    if "midpoint_barrier_loss" in v:
+                        run.per_layer["midpoint barrier_loss (single)"] = {
+                            str(g): at(v.get("midpoint_barrier_loss"), i) for i, g in enumerate(groups)}
 
 
 def _lpft(folder: Path, r: dict, run: Run) -> None:

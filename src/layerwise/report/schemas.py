@@ -73,6 +73,8 @@ class ConnectCurve(Record):
     barrier_error: list[Any] = []
     peak_alpha_loss: list[Any] = []
     peak_alpha_error: list[Any] = []
+    midpoint_barrier_loss: list[Any] = []  # excess at α = ½ (barrier_*: the maximum over α)
+    midpoint_barrier_error: list[Any] = []
 
 
 class ConnectPart(Record):

@@ -27,7 +27,8 @@ from layerwise.report.lpft_figures import (feature_change_curves, head_norm_curv
 from layerwise.report.serialize import atomic_write_text, jsonable, write_json
 
 # Per-layer values copied into layers.csv: readout metrics (GLUE's among them), probe accuracy and NC1.
-LAYER_KEYS = ("accuracy", "loss", "perplexity", "f1", "mcc", "pearson", "spearman", "probe_accuracy", "probe_C", "nc1")
+LAYER_KEYS = ("accuracy", "loss", "perplexity", "f1", "mcc", "pearson", "spearman", "probe_accuracy", "probe_C", "nc1",
+              "probe_pearson", "probe_spearman", "probe_alpha")
 RESULT_DIGITS = 10  # analysis results are rounded to 10 decimals in results.json and layers.csv
 
 
@@ -173,12 +174,13 @@ def write_connect(results: dict, out: Path) -> None:
         excess_heatmaps(alphas, [(f"{prefix}{title}", res["groups"], res["excess_loss"]) for title, res in variants],
                         out / f"{prefix}excess.png")
         full = modes.get("full")
-        panels = [(title, res["groups"], res["barrier_loss"], res["barrier_error"]) for title, res in variants
+        panels = [(title, res["groups"], res["barrier_loss"], res["barrier_error"], res.get("midpoint_barrier_loss"),
+                   res.get("midpoint_barrier_error")) for title, res in variants
                   if title != "full" and not title.startswith("cumulative")]
         if panels:
-            barrier_bars(panels, None if full is None else {"loss": full["barrier_loss"][0],
-                                                            "error": full["barrier_error"][0]},
-                         out / f"{prefix}barriers.png")
+            barrier_bars(panels, None if full is None else {
+                "loss": full["barrier_loss"][0], "error": full["barrier_error"][0],
+                "midpoint_loss": (full.get("midpoint_barrier_loss") or [None])[0]}, out / f"{prefix}barriers.png")
         if "cumulative" in modes:
             c = modes["cumulative"]
             path_curves(alphas, [("shallow → deep", c["groups"], c["loss"]),
