@@ -231,6 +231,7 @@ def test_reproduce_folder_leads_with_claim_verdict_interval_and_seeds(analyze_pa
     assert claim < holds < unresolved < seeds < first_image
     assert '[<span class="low">0.1411</span>, <span class="high">0.2922</span>] (t over seeds), from 3 values' in text
     assert '<p class="verdict unresolved"><span class="word">not resolved at this budget</span>' in text
+    assert '<p class="verdict holds"><span class="word">holds</span>' in text
     assert text.index('data-file="' + str(fig / "curve.png")) < text.index('data-overlay="analyze"')
     # the overlay across the figure's steps, before the steps' own sections
     assert text.index('data-overlay="analyze"') < text.index("<h3>Step 1")
