@@ -126,6 +126,17 @@ def test_exit_sweep_figure_of_a_run_is_joined_in_speed_up_order(tmp_path):
         assert sorted(zip(ln.get_xdata(), ln.get_ydata())) == sorted((p[key], p["accuracy"]) for p in SWEEP)
 
 
+def test_token_exit_overlay_is_perplexity_against_mean_exit_layer_sorted(tmp_path):
+    sweep = [{"threshold": 0.2, "mean_exit_layer": 1.5, "perplexity": 90.0},
+             {"threshold": 0.5, "mean_exit_layer": 3.2, "perplexity": 40.0},
+             {"threshold": 0.8, "mean_exit_layer": 2.9, "perplexity": 45.0}]
+    folder = write(tmp_path / "tok", {"command": "generate", "model": "gpt", "full": {"perplexity": 30.0},
+                                      "sweep": sweep})
+    fig = headline("generate", [collect_run(folder, "generate")])
+    x, y = lines(fig, "perplexity of the text against the mean exit layer")["tok"]
+    assert x == [1.5, 2.9, 3.2] and y == [90.0, 45.0, 40.0]
+
+
 def test_gen_eval_overlay_has_perplexity_coherence_and_diversity_per_layer(tmp_path):
     model = {"model": "/m/gpt", "layers": [1, 2, 4], "perplexity": [300.0, 90.0, 40.0], "coherence": [0.1, 0.3, 0.5],
              "diversity": [0.2, 0.6, None], "accuracy": [0.1, 0.2, 0.3]}
@@ -231,6 +242,7 @@ def test_reproduce_folder_leads_with_claim_verdict_interval_and_seeds(analyze_pa
     assert claim < holds < unresolved < seeds < first_image
     assert '[<span class="low">0.1411</span>, <span class="high">0.2922</span>] (t over seeds), from 3 values' in text
     assert '<p class="verdict unresolved"><span class="word">not resolved at this budget</span>' in text
+    assert '<p class="verdict holds"><span class="word">holds</span>' in text
     assert text.index('data-file="' + str(fig / "curve.png")) < text.index('data-overlay="analyze"')
     # the overlay across the figure's steps, before the steps' own sections
     assert text.index('data-overlay="analyze"') < text.index("<h3>Step 1")

@@ -231,7 +231,8 @@ def verdict_view(v: dict) -> dict:
     interval = v.get("interval")
     low, high = interval if isinstance(interval, list) and len(interval) == 2 else (None, None)
     verdict = str(v.get("verdict") or UNRESOLVED)
-    return {"quantity": str(v.get("quantity", "")), "verdict": verdict, "resolved": verdict != UNRESOLVED,
+    style = {"holds": "holds", "does not hold": "fails"}.get(verdict, "unresolved")
+    return {"quantity": str(v.get("quantity", "")), "verdict": verdict, "style": style,
             "mean": fmt(v.get("mean")).text, "low": fmt(low).text, "high": fmt(high).text,
             "has_interval": low is not None and high is not None,
             "method": str(v.get("method") or ""), "n": len(v.get("values") or [])}
