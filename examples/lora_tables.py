@@ -2,7 +2,8 @@
 
     python examples/lora_tables.py ROOT --figure docs/figures/lora/per_layer_perplexity.png
 
-ROOT holds the fine-tunes ``standard``, ``aligned``, ``lora``, ``lora-ld`` (each a ``layerwise train`` run folder and
+ROOT holds the fine-tunes ``standard``, ``aligned``, ``lora``, ``lora-ld`` and, where present, the learning-rate
+variants ``lora-lr6e-3``, ``lora-lr1.5e-2`` (each a ``layerwise train`` run folder and
 its ``NAME.log``, the output of ``/usr/bin/time -v``: the process's peak RSS). Per run: per-layer test perplexity
 (``metrics.json``), the mean over the intermediate layers 1..L−1, trainable parameters (counted on the model the run
 folder loads: the adapters, or every weight), the training time per optimizer step from ``log.jsonl`` (elapsed
@@ -18,7 +19,8 @@ import re
 from pathlib import Path
 
 RUNS = {"standard": "standard fine-tuning", "aligned": "full aligned fine-tuning", "lora": "LoRA aligned",
-        "lora-ld": "LoRA aligned + layer dropout"}
+        "lora-ld": "LoRA aligned + layer dropout", "lora-lr6e-3": "LoRA aligned, lr 6e-3",
+        "lora-lr1.5e-2": "LoRA aligned, lr 1.5e-2"}
 
 
 def peak_rss_mib(log: Path) -> float | None:

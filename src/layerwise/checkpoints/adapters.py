@@ -21,7 +21,7 @@ from layerwise.checkpoints.files import read_meta
 from layerwise.data.spec import input_spec_from_meta
 from layerwise.errors import LayerwiseError
 from layerwise.files import check_regular
-from layerwise.stack.unwrap import unwrap
+from layerwise.stack.unwrap import is_peft_model, unwrap
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -32,10 +32,6 @@ def require_peft(option: str | None = None) -> None:
         import peft  # noqa: F401
     except ImportError:
         raise LayerwiseError("LoRA needs the peft library: pip install 'layerwise[peft]'", option=option) from None
-
-
-def is_peft_model(model: nn.Module) -> bool:
-    return type(model).__module__.startswith("peft.") and callable(getattr(model, "get_base_model", None))
 
 
 def is_adapter_dir(path: Path) -> bool:

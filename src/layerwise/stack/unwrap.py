@@ -16,7 +16,8 @@ from __future__ import annotations
 from torch import nn
 
 
-def _is_peft(model: nn.Module) -> bool:
+def is_peft_model(model: nn.Module) -> bool:
+    """A peft wrapper (``PeftModel`` and its task subclasses), recognised without importing peft."""
     return type(model).__module__.startswith("peft.") and callable(getattr(model, "get_base_model", None))
 
 
@@ -26,7 +27,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
     while True:
         inner = extract_model_from_parallel(model, keep_fp32_wrapper=True, keep_torch_compile=False)
-        if _is_peft(inner):
+        if is_peft_model(inner):
             inner = inner.get_base_model()
         if inner is model:
             return model
