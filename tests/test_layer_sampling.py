@@ -88,3 +88,21 @@ def test_seeded_draws_are_reproducible_and_bad_k_is_refused():
     for k in (0, stack.num_layers, True):
         with pytest.raises(LayerwiseError, match="`aligned_layers`"):
             O.ObjectiveModule(stack, None, weights, 0.0, aligned_layers=k)
+
+
+def test_the_seed_changes_the_draws():
+    """The generator of step s is seeded by (seed, s): runs with other seeds draw other layers (packing seed·2³² + s
+    into torch's CPU generator, which keeps 32 bits of a seed, made every seed draw alike)."""
+    stack = load_model("gpt-tiny").stack
+    weights = O.layer_weights(stack.num_layers)
+
+    def draws(seed: int) -> list[int]:
+        module = O.ObjectiveModule(stack, None, weights, 0.0, aligned_layers=1, seed=seed)
+        out = []
+        for step in range(8):
+            module.draw_for_step(step)
+            out.append(int(torch.randint(0, 1 << 30, (1,), generator=module.layer_draws)))
+        return out
+
+    assert draws(0) == draws(0)
+    assert len({tuple(draws(seed)) for seed in range(4)}) == 4

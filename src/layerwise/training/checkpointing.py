@@ -82,6 +82,13 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
+    """A 32-bit seed for the draws of optimizer step ``step`` of a run seeded ``seed`` (one ``stream`` per kind of
+    draw): numpy's ``SeedSequence([seed, step, stream])``, since torch's CPU generator keeps only the low 32 bits
+    of its seed and packing seed·2³² + step would drop the seed."""
+    return int(np.random.SeedSequence([seed, step, stream]).generate_state(1)[0])
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what ``rng_state`` captured (CUDA states only where CUDA is available)."""
     version, py_gauss = state["python"]

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from layerwise.errors import LayerwiseError
+from layerwise.training.checkpointing import step_seed
 from layerwise.stack import LayerStack
 
 STREAM = 0x5EED  # keeps these draws apart from the aligned-layers generator seeded by the same (seed, step)
@@ -57,9 +57,7 @@ class LayerDropout:
 
     def draw(self, step: int) -> list[bool]:
         """The blocks optimizer step ``step`` skips: u_ℓ < p_ℓ, u drawn from a generator seeded by (seed, step)."""
-        # torch's CPU generator keeps only the low 32 bits of its seed, so (seed, step) is hashed into them
-        # (numpy's SeedSequence) rather than packed as seed·2³² + step, which would drop the seed.
-        self.generator.manual_seed(int(np.random.SeedSequence([self.seed, step, STREAM]).generate_state(1)[0]))
+        self.generator.manual_seed(step_seed(self.seed, step, STREAM))
         u = torch.rand(len(self.rates), generator=self.generator, dtype=torch.float64)
         self.skip = (u < self.rates).tolist()
         return self.skip

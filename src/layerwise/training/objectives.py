@@ -260,7 +260,9 @@ class ObjectiveModule(nn.Module):
 
     def draw_for_step(self, step: int) -> None:
         """Reseed the layer draws for optimizer step ``step``: no state to checkpoint, bitwise on resume."""
-        self.layer_draws.manual_seed(self.seed * 2**32 + step)
+        from layerwise.training.checkpointing import step_seed
+
+        self.layer_draws.manual_seed(step_seed(self.seed, step))
 
     def forward(self, batch: dict[str, Tensor], phase: Phase | str) -> Tensor:
         return get_phase(phase).loss(StackLosses(self, batch))
