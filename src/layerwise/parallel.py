@@ -36,13 +36,22 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def state():
+def on_cpu(cpu: bool = False) -> bool:
+    """Whether Accelerate must be told ``cpu``: asked for, or a launch on a machine without GPUs (Accelerate goes
+    multi-process there, DDP over gloo, only with ``cpu``; else each ``torchrun`` process would run alone)."""
+    import torch
+
+    return cpu or (launched() and not torch.cuda.is_available())
+
+
+def state(cpu: bool = False):
     """Accelerate's process state (initialises the process group once under a launcher: NCCL with GPUs; gloo on
-    a machine without, where Accelerate must be told ``cpu``, else a ``torchrun`` run would stay one process)."""
+    a machine without, or with ``cpu``). The first call in a process decides, and an ``Accelerator`` made later
+    reuses it: the trainer calls first with its own ``cpu`` (``training.trainer.open_train_folder``)."""
     import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=cpu or not torch.cuda.is_available())
 
 
 def world_size() -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from layerwise.checkpoints import ModelBundle, load_model, make_exit_heads, set_readout_pooling
 from layerwise.errors import LayerwiseError
 from layerwise.models import StackModel, build_own
+from layerwise.parallel import on_cpu
 from layerwise.stack import LayerStack
 from layerwise.training.config import TrainConfig
 from layerwise.training.lora import apply_peft
@@ -18,7 +19,8 @@ from layerwise.training.objectives import get_objective
 
 def build_bundle(cfg: TrainConfig, num_classes: int | None) -> ModelBundle:
     """Load the model, apply --depth / --max-length (to this bundle only), add multi-exit heads when needed."""
-    bundle = load_model(cfg.model, num_classes=num_classes)
+    # An untrained built-in draws its weights from `seed` (the run's seed varies them; every process agrees).
+    bundle = load_model(cfg.model, num_classes=num_classes, init_seed=cfg.seed)
     if cfg.depth is not None:
         if not isinstance(bundle.model, StackModel):
             raise LayerwiseError("`depth` applies to the project's own models (vit-*, gpt-tiny, mlp-*) only",
@@ -49,7 +51,8 @@ def make_accelerator(cfg: TrainConfig):
     ddp = DistributedDataParallelKwargs(find_unused_parameters=get_objective(cfg.stage2).leaves_parameters_unused
                                                or cfg.layer_dropout > 0)  # skipped blocks leave theirs unused
     try:  # mixed precision is ours (autocast + scaler), so in-process runs may differ in it
-        acc = Accelerator(mixed_precision="no", cpu=cfg.cpu, kwargs_handlers=[ddp], log_with=trackers or None,
+        # Launched on a machine without GPUs: `cpu`, so that Accelerate runs DDP over gloo (``parallel.on_cpu``).
+        acc = Accelerator(mixed_precision="no", cpu=on_cpu(cfg.cpu), kwargs_handlers=[ddp], log_with=trackers or None,
                           project_dir=str(Path(cfg.out) / TRACKER_DIR))
     except ValueError as e:
         raise LayerwiseError(f"Accelerate was already set up differently in this process ({e}): "
