@@ -73,6 +73,20 @@ def test_untrained_builtins_are_the_same_in_every_process(tmp_path):
     assert any(not torch.equal(v, here[k]) for k, v in seeded.model.state_dict().items())
 
 
+def test_only_rank_zero_prints_under_a_launcher():
+    """The CLI's stdout (its ``wrote …`` summary, here the help) is rank 0's alone; rank 1 prints nothing on stdout
+    but still reports a bad flag on stderr. The launcher's variables are set by hand: nothing is initialised."""
+    def cli(rank: int, *args: str) -> subprocess.CompletedProcess:
+        env = {**subprocess_env(), "WORLD_SIZE": "2", "RANK": str(rank)}
+        return subprocess.run([sys.executable, "-c", "from layerwise.cli import main; main()", *args], env=env,
+                              cwd=ROOT, capture_output=True, text=True)
+
+    zero, one = cli(0, "--help"), cli(1, "--help")
+    assert zero.returncode == one.returncode == 0 and "train" in zero.stdout and one.stdout == ""
+    bad = cli(1, "train", "--no-such-flag")
+    assert bad.returncode == 2 and "error:" in bad.stderr and bad.stdout == ""
+
+
 def test_one_process_is_the_identity():
     """Without a launcher nothing is split, reduced or gathered, and the record says so."""
     from torch.utils.data import DataLoader

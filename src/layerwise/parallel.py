@@ -36,6 +36,21 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def speaks() -> bool:
+    """Whether this process prints summaries and draws progress bars: rank 0 of a launch (or the only process),
+    read from ``RANK`` as launchers set it, so that asking initialises nothing."""
+    return not launched() or int(os.environ.get("RANK", "0")) == 0
+
+
+def quiet_other_ranks() -> None:
+    """Under a launcher, ranks other than 0 print nothing on stdout (the CLI's ``wrote …`` summary would appear
+    once per process); errors still reach stderr from every rank."""
+    if not speaks():
+        import sys
+
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
+
+
 def on_cpu(cpu: bool = False) -> bool:
     """Whether Accelerate must be told ``cpu``: asked for, or a launch on a machine without GPUs (Accelerate goes
     multi-process there, DDP over gloo, only with ``cpu``; else each ``torchrun`` process would run alone)."""
