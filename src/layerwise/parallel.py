@@ -53,20 +53,22 @@ def quiet_other_ranks() -> None:
 
 def on_cpu(cpu: bool = False) -> bool:
     """Whether Accelerate must be told ``cpu``: asked for, or a launch on a machine without GPUs (Accelerate goes
-    multi-process there, DDP over gloo, only with ``cpu``; else each ``torchrun`` process would run alone)."""
+    multi-process there, DDP over gloo, only with ``cpu``; else each ``torchrun`` process would run alone). Not
+    for a launch configured for FSDP (``ACCELERATE_USE_FSDP``): told ``cpu``, Accelerate would quietly run DDP
+    instead; left alone, each process runs alone and the trainer refuses (``training.setup``)."""
     import torch
 
-    return cpu or (launched() and not torch.cuda.is_available())
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    return cpu or (launched() and not torch.cuda.is_available() and not fsdp)
 
 
 def state(cpu: bool = False):
     """Accelerate's process state (initialises the process group once under a launcher: NCCL with GPUs; gloo on
-    a machine without, or with ``cpu``). The first call in a process decides, and an ``Accelerator`` made later
-    reuses it: the trainer calls first with its own ``cpu`` (``training.trainer.open_train_folder``)."""
-    import torch
+    a machine without, or with ``cpu``: ``on_cpu``). The first call in a process decides, and an ``Accelerator``
+    made later reuses it: the trainer calls first with its own ``cpu`` (``training.trainer.open_train_folder``)."""
     from accelerate import PartialState
 
-    return PartialState(cpu=cpu or not torch.cuda.is_available())
+    return PartialState(cpu=on_cpu(cpu))
 
 
 def world_size() -> int:

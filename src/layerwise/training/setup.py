@@ -59,12 +59,12 @@ def make_accelerator(cfg: TrainConfig):
                              "train in a new process") from e
     except RuntimeError as e:  # e.g. Accelerate's FSDP plugin on a machine without GPUs
         raise LayerwiseError(f"Accelerate cannot set up this launch ({' '.join(str(e).split())}): FSDP runs on GPUs "
-                             "only; on CPU launch with Accelerate's cpu option (DDP over gloo)") from e
+                             "only; on CPU launch without the FSDP config (torchrun: DDP over gloo)") from e
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and acc.num_processes == 1:  # e.g. an FSDP config launched on CPU: each process would run alone
         raise LayerwiseError(f"launched as {launched} processes, but Accelerate set this one up alone "
-                             f"({acc.distributed_type}): FSDP runs on GPUs only; on CPU launch with Accelerate's cpu "
-                             "option (DDP over gloo)")
+                             f"({acc.distributed_type}): FSDP runs on GPUs only; on CPU launch without the FSDP config "
+                             "(torchrun: DDP over gloo)")
     if cfg.mixed_precision == "fp16" and acc.device.type != "cuda":  # elsewhere fp16 used to be ignored silently
         raise LayerwiseError(f"fp16 mixed precision needs a CUDA GPU and this run trains on {acc.device.type}: "
                              "use mixed precision bf16 or no")
