@@ -22,8 +22,8 @@ def make_models(work: Path) -> None:
     from layerwise.checkpoints import load_model, save_model
 
     torch.manual_seed(0)
-    save_model(load_model("mlp-residual", num_classes=10), work / "mlp")
-    save_model(load_model("mlp-residual", num_classes=10), work / "mlp-b")
+    save_model(load_model("mlp-residual", num_classes=10, init_seed=0), work / "mlp")
+    save_model(load_model("mlp-residual", num_classes=10, init_seed=1), work / "mlp-b")  # not mlp's twin
     save_model(load_model("gpt-tiny"), work / "gpt")
     bert = load_model("bert-tiny")  # seeded by its factory; model b: its weights moved by seeded noise
     with torch.no_grad():

@@ -86,10 +86,8 @@ def test_compare_cross_model_matrices(tmp_path):
     from layerwise.commands.compare import CompareOptions, run
 
     a, b = tmp_path / "a", tmp_path / "b"
-    torch.manual_seed(1)
-    save_model(load_model("mlp-residual"), a)
-    torch.manual_seed(2)
-    save_model(load_model("mlp-residual"), b)
+    save_model(load_model("mlp-residual", init_seed=1), a)
+    save_model(load_model("mlp-residual", init_seed=2), b)
     results = run(CompareOptions(model_a=str(a), model_b=str(b), data="digits", out=tmp_path / "cmp", limit=120))
     m = np.asarray(results["cka_linear"])
     # Rows are model a's layers: the reference takes each model's h⁰..h⁸ from its weights in float64 (the library

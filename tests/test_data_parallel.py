@@ -47,6 +47,46 @@ def test_shard_bounds_cut_like_accelerate_split_between_processes():
             assert sizes == [math.ceil(n / world)] * (n % world) + [n // world] * (world - n % world)
 
 
+def test_untrained_builtins_are_the_same_in_every_process(tmp_path):
+    """An untrained own built-in (what each process of a launch builds for itself) has the same weights in a fresh
+    interpreter, whatever this one's RNG did before, and leaves the global RNG where it was; with ``init_seed`` it
+    is the model's own constructor after ``torch.manual_seed(init_seed)`` (as the trainer's ``seed`` draws it)."""
+    from layerwise.checkpoints import load_model
+    from layerwise.models import build_own
+
+    torch.manual_seed(123)
+    torch.rand(5)
+    state = torch.get_rng_state()
+    here = load_model("mlp-residual").model.state_dict()
+    assert torch.equal(torch.get_rng_state(), state)
+    code = ("import torch, sys; from layerwise.checkpoints import load_model; "
+            "torch.save(load_model('mlp-residual').model.state_dict(), sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "builtin.pt")], check=True, env=subprocess_env(),
+                   cwd=ROOT)
+    there = torch.load(tmp_path / "builtin.pt", weights_only=True)
+    assert here.keys() == there.keys() and all(torch.equal(here[k], there[k]) for k in here)
+    assert not torch.equal(here["inp.weight"], load_model("mlp-plain").model.state_dict()["inp.weight"])  # per name
+    seeded = load_model("mlp-residual", init_seed=7)
+    torch.manual_seed(7)
+    reference = build_own(seeded.model.config_dict()).state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in seeded.model.state_dict().items())
+    assert any(not torch.equal(v, here[k]) for k, v in seeded.model.state_dict().items())
+
+
+def test_only_rank_zero_prints_under_a_launcher():
+    """The CLI's stdout (its ``wrote …`` summary, here the help) is rank 0's alone; rank 1 prints nothing on stdout
+    but still reports a bad flag on stderr. The launcher's variables are set by hand: nothing is initialised."""
+    def cli(rank: int, *args: str) -> subprocess.CompletedProcess:
+        env = {**subprocess_env(), "WORLD_SIZE": "2", "RANK": str(rank)}
+        return subprocess.run([sys.executable, "-c", "from layerwise.cli import main; main()", *args], env=env,
+                              cwd=ROOT, capture_output=True, text=True)
+
+    zero, one = cli(0, "--help"), cli(1, "--help")
+    assert zero.returncode == one.returncode == 0 and "train" in zero.stdout and one.stdout == ""
+    bad = cli(1, "train", "--no-such-flag")
+    assert bad.returncode == 2 and "error:" in bad.stderr and bad.stdout == ""
+
+
 def test_one_process_is_the_identity():
     """Without a launcher nothing is split, reduced or gathered, and the record says so."""
     from torch.utils.data import DataLoader

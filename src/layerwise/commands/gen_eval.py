@@ -101,11 +101,11 @@ def lm_scores(bundle: ModelBundle, ds: LayerwiseDataset, seq_len: int, batch_siz
     from tqdm.auto import tqdm
 
     from layerwise.data import make_loader
-    from layerwise.parallel import rank, reduce_sum, world_size
+    from layerwise.parallel import rank, reduce_sum, speaks, world_size
     from layerwise.training.scores import evaluate_layers
 
     loader = make_loader(ds, bundle.inputs, batch_size, seq_len=seq_len)
-    bar = tqdm(loader, desc=f"scoring {bundle.name}", unit="batch", leave=False)
+    bar = tqdm(loader, desc=f"scoring {bundle.name}", unit="batch", leave=False, disable=not speaks())
     return evaluate_layers(bundle.stack, bar, device=device, rank=rank(), world=world_size(), reduce=reduce_sum,
                            lens=lens)
 
@@ -150,13 +150,14 @@ def evaluate_generation(bundles: Sequence[ModelBundle], ds: LayerwiseDataset, em
     from tqdm.auto import tqdm
 
     from layerwise.evaluation.prompts import check_corpus, select_offsets
+    from layerwise.parallel import speaks
 
     check_corpus(ds, settings.num_prompts)
     for bundle in bundles:
         check_model(bundle, settings)
     offsets = select_offsets(ds.text or "", [b.inputs.tokenizer for b in bundles], settings)
     total = sum(b.stack.num_layers + settings.layer_zero for b in bundles) * len(offsets)
-    with tqdm(total=total, desc="generating", unit="prompt", leave=False) as bar:
+    with tqdm(total=total, desc="generating", unit="prompt", leave=False, disable=not speaks()) as bar:
         models = [model_report(b, ds, offsets, embedder, decoding, settings, device, bar, lens)
                   for b, lens in zip(bundles, lenses or [None] * len(bundles))]
     return {"models": models, "prompt_offsets": list(offsets), "embedder": embedder.describe(),

@@ -14,6 +14,7 @@ from layerwise.checkpoints import ModelBundle
 from layerwise.data import LayerwiseDataset, make_loader
 from layerwise.data.batches import to_device
 from layerwise.errors import LayerwiseError
+from layerwise.parallel import speaks
 from layerwise.stack import LayerStack, StackState
 
 
@@ -48,7 +49,7 @@ def capture(
     seen = 0
     try:
         total = len(loader) if hasattr(loader, "__len__") else None
-        for batch in tqdm(loader, total=total, desc=desc, disable=not progress, leave=False):
+        for batch in tqdm(loader, total=total, desc=desc, disable=not (progress and speaks()), leave=False):
             batch = to_device(batch, device)
             seen += 1
             states = list(stack.states(batch))

@@ -41,6 +41,7 @@ from layerwise.checkpoints import ModelBundle
 from layerwise.data.batches import Batch
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.per_layer import output_sums
+from layerwise.parallel import speaks
 from layerwise.stack import LayerStack
 from layerwise.stack.matching import permute, weight_matching
 from layerwise.stack.surgery import (
@@ -361,7 +362,7 @@ def connect(a: ModelBundle, b: ModelBundle, batches: Sequence[Batch], *, modes: 
         runs.append(("matched", permute(state_b, a.stack.permutations, perms)))
         results["matching"] = {"moved_units": {p: int((v != torch.arange(len(v))).sum()) for p, v in perms.items()}}
     total = count_points(modes, len(groups), len(alphas), random_seeds) * len(runs) + 2 * len(runs)
-    with tqdm(total=total, desc="connect", unit="point", disable=not progress) as bar:
+    with tqdm(total=total, desc="connect", unit="point", disable=not (progress and speaks())) as bar:
         for name, state in runs:
             part = _mode_results(scorer, state_a, state, groups, modes, alphas, bar, bn_reset=bn_reset,
                                  random_seeds=random_seeds, filter_normalised=filter_normalised, seed=seed,

@@ -44,7 +44,8 @@ from layerwise.errors import LayerwiseError
 from layerwise.inference.draft_vocab import FILES as COUNT_FILES, copy_token_counts
 from layerwise.training.scores import evaluate_layers, task_metric_name
 from layerwise.report.serialize import atomic_write_text, jsonable
-from layerwise.run_folder import RunFolder, open_run_folder
+from layerwise import parallel
+from layerwise.run_folder import RunFolder
 from layerwise.training import objectives as O
 from layerwise.training.checkpointing import Position, set_rng_state
 from layerwise.training.config import RUN_ONLY_KEYS, TrainConfig
@@ -61,12 +62,15 @@ OUTPUTS = (LOG, METRICS, CHECKPOINTS, *MODEL_FILES, *COUNT_FILES, TRACKER_DIR)  
 
 
 def open_train_folder(cfg: TrainConfig) -> RunFolder:
-    """Before any work: ``resume`` needs a checkpoint; the folder follows ``layerwise.run_folder``'s rule."""
+    """Before any work: ``resume`` needs a checkpoint; the folder follows ``layerwise.run_folder``'s rule, and
+    under a launcher rank 0 alone makes it (``parallel.open_folder``)."""
     out = Path(cfg.out)
     if cfg.resume and not (out / CHECKPOINTS / "latest.json").exists():
         raise LayerwiseError(f"`resume`: no checkpoint in {out / CHECKPOINTS}; run without `resume` to start",
                              option="resume")
-    return open_run_folder(out, "train", overwrite=cfg.overwrite, outputs=OUTPUTS)
+    if parallel.launched():
+        parallel.state(cfg.cpu)  # first: the process group the Accelerator will reuse (gloo with `cpu`)
+    return parallel.open_folder(out, "train", overwrite=cfg.overwrite, outputs=OUTPUTS)
 
 
 class Trainer:
@@ -275,7 +279,9 @@ class Trainer:
             record = self._final_record()
         if acc.is_main_process:
             self.save_outputs()
-            atomic_write_text(json.dumps({"command": "train", **record}, indent=2), self.out / METRICS)
+            # world_size: how many processes trained (DDP), for a reader and the 2-process test
+            atomic_write_text(json.dumps({"command": "train", **record, "world_size": acc.num_processes}, indent=2),
+                              self.out / METRICS)
             self.folder.record()
         acc.wait_for_everyone()
         return record

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from layerwise.data.batches import Batch, model_inputs
 from layerwise.errors import LayerwiseError
+from layerwise.parallel import speaks
 from layerwise.stack import LayerStack
 
 
@@ -133,7 +134,7 @@ def ft_kernel(model: nn.Module, head: nn.Linear, samples: Sequence[Batch], *, ch
         return slice(span[0] * num_classes, (span[-1] + 1) * num_classes)
 
     try:
-        with tqdm(total=total, desc="eNTK chunks", disable=not progress, leave=False) as bar:
+        with tqdm(total=total, desc="eNTK chunks", disable=not (progress and speaks()), leave=False) as bar:
             for i, span_i in enumerate(spans):
                 held = jacobians(span_i)
                 kernel[rows(span_i), rows(span_i)] = gram64(held, held).cpu()
