@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from layerwise.errors import LayerwiseError
-from layerwise.run_folder import RunFolder, open_run_folder
+from layerwise.run_folder import RunFolder
 from layerwise.stack import LayerStack, TunedLens
 from layerwise.training import objectives as O
 from layerwise.training.trainer import OUTPUTS as TRAIN_OUTPUTS, Trainer
@@ -105,7 +105,11 @@ class LensTrainer(Trainer):
     def open_folder(self, cfg: TrainConfig) -> RunFolder:
         if cfg.resume and not (self.out / CHECKPOINTS / "latest.json").exists():
             raise LayerwiseError(f"`resume`: no checkpoint in {self.out / CHECKPOINTS}", option="resume")
-        return open_run_folder(self.out, "lens", overwrite=cfg.overwrite, outputs=OUTPUTS)
+        from layerwise import parallel
+
+        if parallel.launched():
+            parallel.state(cfg.cpu)  # first: the process group the Accelerator will reuse, as ``open_train_folder``
+        return parallel.open_folder(self.out, "lens", overwrite=cfg.overwrite, outputs=OUTPUTS)
 
     def make_module(self, weights: Tensor) -> nn.Module:
         stack = self.stack
