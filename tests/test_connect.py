@@ -16,8 +16,8 @@ from torch import nn
 from layerwise.checkpoints import load_model, make_bundle, save_model
 from layerwise.commands.connect import ConnectOptions, run
 from layerwise.data import InputSpec, load_dataset, make_loader, materialize
-from layerwise.evaluation.connectivity import (
-    barrier, connect, detached, excess, filter_normalise, mode_paths, random_target)
+from layerwise.evaluation.barriers import barrier, excess
+from layerwise.evaluation.connectivity import connect, detached, filter_normalise, mode_paths, random_target
 from layerwise.models import MLP, MLPConfig
 from layerwise.stack.matching import permute, weight_matching
 from layerwise.stack.surgery import named_tensors, reestimate_batchnorm, stack_groups, write_mix

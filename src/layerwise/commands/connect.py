@@ -78,7 +78,8 @@ def same_inputs(a, b) -> None:
 def run(options: ConnectOptions) -> dict[str, Any]:
     """Interpolate ``model_a`` and ``model_b`` along every path of ``mode``; write and return the results."""
     o = options
-    from layerwise.evaluation.connectivity import check_baseline, check_modes
+    from layerwise.evaluation.barriers import check_baseline
+    from layerwise.evaluation.connectivity import check_modes
 
     modes = check_modes(list(o.mode))
     grid = parse_alphas(o.alphas)
