@@ -91,7 +91,7 @@ def apply_peft(bundle: ModelBundle, cfg: Any) -> ModelBundle:
             p.requires_grad_("lora_" in name or "modules_to_save" in name)
         return bundle
     if cfg.model in BUILTIN and isinstance(bundle.model, StackModel):
-        raise LayerwiseError(f"{cfg.model} is freshly initialised in every process, so adapters saved for it could "
+        raise LayerwiseError(f"{cfg.model} is drawn from the run's seed, so adapters saved for it could "
                              "never find their base again: save the model first (`layerwise train`, `new-gpt`) and "
                              "pass its folder", option="model")
     import peft
