@@ -32,9 +32,8 @@ ALWAYS = 1e-12  # a confidence every token reaches: exit at min_layer
 def stacks():
     out = {}
     for name in MODELS:
-        with torch.random.fork_rng(devices=[]):  # the own builtin models draw unseeded weights: fix them, so
-            torch.manual_seed(0)  # the rows exit at different layers in every run, not in most
-            stack = load_model(name).stack
+        with torch.random.fork_rng(devices=[]):  # init_seed 0: the weights the thresholds below were chosen for,
+            stack = load_model(name, init_seed=0).stack  # under which the rows exit at different layers
         stack.model.double().eval()
         out[name] = stack
     return out
