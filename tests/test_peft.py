@@ -209,7 +209,7 @@ def test_missing_peft_and_bad_lora_options_are_one_line(tmp_path, base_gpt, monk
     from layerwise.errors import LayerwiseError
     from layerwise.training import train
 
-    with pytest.raises(LayerwiseError, match="freshly initialised"):
+    with pytest.raises(LayerwiseError, match="drawn from the run's seed"):
         train(lora_config(tmp_path, "gpt-tiny", "builtin"))
     with pytest.raises(LayerwiseError, match="`train_readout` applies to LoRA"):
         train(lora_config(tmp_path, base_gpt, "readout", peft=None, train_readout=True, layer_dropout=0.0))
