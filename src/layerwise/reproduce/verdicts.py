@@ -12,9 +12,13 @@ optional second term, reduced over a slice of layers, with the sign the claim ex
 ``key`` is a dotted path (``models.1.per_layer_accuracy``; integers index lists). The value there is a number,
 a list (reduced by its mean over ``layers``, a Python slice), or, with ``samples: true``, one row per test
 sample (each row reduced over ``layers``), which allows a bootstrap over test samples when there is one seed.
+With ``metric`` (accuracy, f1, mcc, pearson, spearman) the value is a train run's ``predictions.json``
+(``key: predictions``, one row per layer, ``targets`` beside it): the term is the metric per layer, averaged
+over ``layers``, and a metric that is no mean over samples (MCC, Pearson) can still be bootstrapped.
 
-Interval: with n ≥ 2 seeds the Student-t interval over the per-seed values; with one seed and per-sample terms
-a seeded percentile bootstrap over test samples (paired: both terms score the same samples); otherwise none.
+Interval: with n ≥ 2 seeds the Student-t interval over the per-seed values; with one seed and per-sample or
+``metric`` terms a seeded percentile bootstrap over test samples (paired: every term is recomputed on the same
+resampled samples); otherwise none.
 Verdict: "holds" when the interval lies wholly on the claimed side of 0, "does not hold" when it lies wholly on
 the other side, else "not resolved at this budget".
 """
@@ -43,6 +47,7 @@ class Term(Options):
     key: str = Field(min_length=1)
     layers: str | None = None  # a slice over the last axis, e.g. "1:-1" (layers 1..L−1 of 0..L); None: all
     samples: bool = False  # the value is one row per test sample
+    metric: Literal["accuracy", "f1", "mcc", "pearson", "spearman"] | None = None  # of predictions vs ``targets``
 
     @property
     def step(self) -> str:
@@ -87,6 +92,47 @@ def bootstrap_interval(samples: Sequence[float], *, seed: int = 0, resamples: in
     means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
     low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
     return float(x.mean()), float(low), float(high)
+
+
+class SampleStatistic:
+    """A quantity recomputable on any resample of the test samples: ``stat(idx)`` for an index array, with
+    ``float(stat)`` its value on all ``n`` samples (a task metric, which is no mean of per-sample values)."""
+
+    def __init__(self, n: int, fn):
+        self.n, self.fn = n, fn
+
+    def __call__(self, idx: np.ndarray) -> float:
+        return float(self.fn(idx))
+
+    def __float__(self) -> float:
+        return self(np.arange(self.n))
+
+    def combine(self, other: "SampleStatistic", op) -> "SampleStatistic":
+        if other.n != self.n:
+            raise LayerwiseError(f"two verdict terms score {self.n} and {other.n} samples; pair terms over the "
+                                 "same test samples")
+        return SampleStatistic(self.n, lambda idx: op(self(idx), other(idx)))
+
+
+def metric_statistic(predictions: np.ndarray, targets: np.ndarray, metric: str) -> SampleStatistic:
+    """mean over the rows ℓ of ``metric``(predictions[ℓ, idx], targets[idx]) (``data.metrics.task_metric``)."""
+    from layerwise.data.metrics import task_metric
+
+    return SampleStatistic(targets.size, lambda idx: np.mean([task_metric(metric, row[idx], targets[idx])
+                                                              for row in predictions]))
+
+
+def bootstrap_statistic(stat: SampleStatistic, *, seed: int = 0, resamples: int = 1000,
+                        confidence: float = 0.95) -> tuple[float, float, float]:
+    """(value, low, high): ``stat`` on all samples and the percentile bootstrap interval of ``stat`` over
+    ``resamples`` draws of n sample indices with replacement (the paired bootstrap of a difference of metrics)."""
+    rng = np.random.default_rng(seed)
+    draws = np.array([stat(rng.integers(0, stat.n, size=stat.n)) for _ in range(resamples)])
+    draws = draws[np.isfinite(draws)]
+    if draws.size < resamples // 2:  # e.g. a constant prediction: the correlation is undefined
+        return float(stat), math.nan, math.nan
+    low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(stat), float(low), float(high)
 
 
 def decide(interval: Sequence[float] | None, expect: str = "positive") -> str:
@@ -144,14 +190,24 @@ def reduce_term(value: Any, term: Term, source: str) -> float | np.ndarray:
     return float(picked.mean())
 
 
-def read_term(term: Term, folder_of: dict[str, str], out: Path) -> float | np.ndarray:
+def read_term(term: Term, folder_of: dict[str, str], out: Path) -> float | np.ndarray | SampleStatistic:
     """The term in one seed's folders (``folder_of``: step name → its folder for this seed); NaN where the
     results hold null."""
     rel = folder_of.get(term.step, term.step) + "/" + term.file.split("/", 1)[1]
     path = out / rel
     if not path.is_file():
         raise LayerwiseError(f"{path} is missing: the verdict reads it (did step {term.step!r} finish?)")
-    value = lookup(read_json(path, kind="json"), term.key, rel)
+    data = read_json(path, kind="json")
+    value = lookup(data, term.key, rel)
+    if term.metric is not None:
+        try:
+            predictions = np.asarray(value, dtype=np.float64)[layer_slice(term.layers)]
+            targets = np.asarray(lookup(data, "targets", rel), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise LayerwiseError(f"{rel} {term.key!r}: not rows of predictions with their targets") from None
+        if predictions.ndim != 2 or predictions.shape[1] != targets.size or not predictions.size:
+            raise LayerwiseError(f"{rel} {term.key!r}: not one row of {targets.size} predictions per layer")
+        return metric_statistic(predictions, targets, term.metric)
     if value is None:
         return math.nan
     if isinstance(value, list):
@@ -159,22 +215,34 @@ def read_term(term: Term, folder_of: dict[str, str], out: Path) -> float | np.nd
     return reduce_term(value, term, rel)
 
 
-def read_part(part: Term | list[Term], folder_of: dict[str, str], out: Path) -> float | np.ndarray:
+def read_part(part: Term | list[Term], folder_of: dict[str, str], out: Path) -> float | np.ndarray | SampleStatistic:
     """A term, or the mean of a list of terms (element-wise for per-sample ones of one size)."""
     if not isinstance(part, list):
         return read_term(part, folder_of, out)
     values = [read_term(t, folder_of, out) for t in part]
+    if any(isinstance(v, SampleStatistic) for v in values):
+        if not all(isinstance(v, SampleStatistic) for v in values):
+            raise LayerwiseError("a list of verdict terms mixes `metric` terms with others: give each `metric`")
+        total = values[0]
+        for v in values[1:]:
+            total = total.combine(v, lambda a, b: a + b)
+        return SampleStatistic(total.n, lambda idx: total(idx) / len(values))
     if len({np.shape(v) for v in values}) > 1:
         values = [float(np.mean(v)) for v in values]
     return np.mean(values, axis=0) if isinstance(values[0], np.ndarray) else float(np.mean(values))
 
 
-def per_seed_value(check: Check, folder_of: dict[str, str], out: Path) -> float | np.ndarray:
-    """``of − minus`` in one seed's folders: a number, or one value per test sample where both terms are."""
+def per_seed_value(check: Check, folder_of: dict[str, str], out: Path) -> float | np.ndarray | SampleStatistic:
+    """``of − minus`` in one seed's folders: a number, one value per test sample where both terms are, or a
+    ``SampleStatistic`` where both are ``metric`` terms."""
     a = read_part(check.of, folder_of, out)
     if check.minus is None:
         return a
     b = read_part(check.minus, folder_of, out)
+    if isinstance(a, SampleStatistic) and isinstance(b, SampleStatistic):
+        return a.combine(b, lambda x, y: x - y)
+    if isinstance(a, SampleStatistic) or isinstance(b, SampleStatistic):
+        a, b = float(a) if isinstance(a, SampleStatistic) else a, float(b) if isinstance(b, SampleStatistic) else b
     if isinstance(a, np.ndarray) != isinstance(b, np.ndarray):  # one per sample, one scalar: compare means
         a, b = (float(np.mean(a)), float(np.mean(b)))
     elif isinstance(a, np.ndarray) and a.shape != b.shape:
@@ -183,9 +251,9 @@ def per_seed_value(check: Check, folder_of: dict[str, str], out: Path) -> float 
     return a - b
 
 
-def verdict(check: Check, values: Sequence[float | np.ndarray], seed: int = 0) -> dict[str, Any]:
+def verdict(check: Check, values: Sequence[float | np.ndarray | SampleStatistic], seed: int = 0) -> dict[str, Any]:
     """The ``Verdict`` record of one check from its per-seed values (``layerwise.report.schemas.Verdict``)."""
-    means = [float(np.mean(v)) for v in values]
+    means = [float(v) if isinstance(v, SampleStatistic) else float(np.mean(v)) for v in values]
     finite = all(math.isfinite(m) for m in means)
     record: dict[str, Any] = {"quantity": check.quantity, "expect": check.expect,
                               "values": [m if math.isfinite(m) else None for m in means],
@@ -197,9 +265,13 @@ def verdict(check: Check, values: Sequence[float | np.ndarray], seed: int = 0) -
     elif finite and len(values) == 1 and isinstance(values[0], np.ndarray) and values[0].size >= 2:
         mean, low, high = bootstrap_interval(values[0], seed=seed)
         record.update(mean=mean, interval=[low, high], method=BOOTSTRAP_METHOD)
+    elif finite and len(values) == 1 and isinstance(values[0], SampleStatistic) and values[0].n >= 2:
+        _, low, high = bootstrap_statistic(values[0], seed=seed)
+        if math.isfinite(low):
+            record.update(interval=[low, high], method=BOOTSTRAP_METHOD)
     record["verdict"] = decide(record["interval"], check.expect)
     return record
 
 
-__all__ = ["BOOTSTRAP_METHOD", "Check", "FAILS", "HOLDS", "OPEN", "T_METHOD", "Term", "bootstrap_interval",
-           "decide", "layer_slice", "lookup", "per_seed_value", "reduce_term", "t_interval", "verdict"]
+__all__ = ["BOOTSTRAP_METHOD", "Check", "FAILS", "HOLDS", "OPEN", "SampleStatistic", "T_METHOD", "Term",
+           "bootstrap_interval", "bootstrap_statistic", "decide", "metric_statistic", "layer_slice", "lookup", "per_seed_value", "reduce_term", "t_interval", "verdict"]

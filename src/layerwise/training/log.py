@@ -16,6 +16,7 @@ from layerwise.files import read_bytes
 from layerwise.report.serialize import atomic_write_text
 
 LOG, METRICS = "log.jsonl", "metrics.json"
+PREDICTIONS = "predictions.json"  # the last evaluation's per-sample predictions (classification, regression)
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

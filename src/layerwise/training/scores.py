@@ -85,12 +85,24 @@ def with_task_metrics(metrics: dict[str, list[float]], preds: Tensor | None, tar
     return {**metrics, **layer_task_metrics(preds.numpy(), targets.numpy(), wanted)}
 
 
+def predictions_record(kept: dict[str, Tensor], task: str) -> dict[str, object]:
+    """``predictions.json``: the shared readout's prediction for every evaluation sample after every layer
+    (``predictions[ℓ][i]``, a class id or a regression value) and the ``targets``, so any task metric can be
+    recomputed on a resample of the samples (``reproduce.verdicts``)."""
+    cast = (lambda x: x) if task == "regression" else int
+    return {"task": task, "targets": [cast(v) for v in kept["targets"].tolist()],
+            "predictions": [[cast(v) for v in row] for row in kept["predictions"].tolist()]}
+
+
 @torch.no_grad()
 def evaluate_layers(stack: LayerStack, loader: Iterable[Batch], exit_heads: nn.ModuleList | None = None, *,
                     device: torch.device, rank: int = 0, world: int = 1, reduce: Callable | None = None,
-                    autocast=nullcontext, metrics: Sequence[str] | None = None, lens=None) -> dict[str, list[float]]:
+                    autocast=nullcontext, metrics: Sequence[str] | None = None, lens=None,
+                    keep: dict[str, Tensor] | None = None) -> dict[str, list[float]]:
     """Per-layer shared-readout loss, accuracy and task ``metrics`` for layers 0..L (and each exit head for
-    1..L, as ``exit_<name>``); with ``lens`` (a ``stack.Lens``) each layer is read through it.
+    1..L, as ``exit_<name>``); with ``lens`` (a ``stack.Lens``) each layer is read through it. ``keep``, if
+    given, receives the shared readout's ``predictions`` (L+1, N) and the ``targets`` (N,) of a classifier or
+    regression head, in data-set order (for a bootstrap of the task metric over test samples).
 
     Batches are dealt round-robin to processes and the sums reduced with ``reduce``, so the result does
     not depend on the number of processes. The task metrics need every prediction: each process writes its
@@ -137,6 +149,8 @@ def evaluate_layers(stack: LayerStack, loader: Iterable[Batch], exit_heads: nn.M
     out_metrics = with_task_metrics(sums_to_metrics(sums.cpu(), stack.task), None if preds is None else preds.cpu(),
                                     None if targets is None else targets.cpu(), stack.task, metrics)
     out = {k: v[:n] for k, v in out_metrics.items()}
+    if keep is not None and preds is not None:
+        keep.update(predictions=preds[:n].cpu(), targets=targets.cpu())
     if exit_heads is not None:
         out.update({f"exit_{k}": v[n:] for k, v in out_metrics.items()})
     return out

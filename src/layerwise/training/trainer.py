@@ -42,7 +42,7 @@ from layerwise.checkpoints.save import MODEL_FILES
 from layerwise.data import load_dataset, make_loader, to_device
 from layerwise.errors import LayerwiseError
 from layerwise.inference.draft_vocab import FILES as COUNT_FILES, copy_token_counts
-from layerwise.training.scores import evaluate_layers, task_metric_name
+from layerwise.training.scores import evaluate_layers, predictions_record, task_metric_name
 from layerwise.report.serialize import atomic_write_text, jsonable
 from layerwise import parallel
 from layerwise.run_folder import RunFolder
@@ -50,7 +50,7 @@ from layerwise.training import objectives as O
 from layerwise.training.checkpointing import Position, set_rng_state
 from layerwise.training.config import RUN_ONLY_KEYS, TrainConfig
 from layerwise.training.layer_dropout import LayerDropout
-from layerwise.training.log import LOG, METRICS, TRACKER_DIR, TrainLog, init_trackers
+from layerwise.training.log import LOG, METRICS, PREDICTIONS, TRACKER_DIR, TrainLog, init_trackers
 from layerwise.training.objectives import ObjectiveModule
 from layerwise.training.probe import linear_probe
 from layerwise.training.resume import CHECKPOINTS, Checkpoints
@@ -58,7 +58,7 @@ from layerwise.training.schedules import epoch_order, make_optimizer, make_sched
 from layerwise.training.setup import build_bundle, make_accelerator
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-OUTPUTS = (LOG, METRICS, CHECKPOINTS, *MODEL_FILES, *COUNT_FILES, TRACKER_DIR)  # every top-level entry a training run writes
+OUTPUTS = (LOG, METRICS, PREDICTIONS, CHECKPOINTS, *MODEL_FILES, *COUNT_FILES, TRACKER_DIR)  # every top-level entry a training run writes
 
 
 def open_train_folder(cfg: TrainConfig) -> RunFolder:
@@ -114,6 +114,7 @@ class Trainer:
         for ds in (train_ds, eval_ds):  # before any step: out-of-range labels would crash inside the loss
             ds.check_labels(self.stack.num_classes, cfg.model)
         self.pos = Position()
+        self._kept: dict[str, Tensor] = {}  # the last evaluation's predictions, for predictions.json
         self.eval_loader = self._loader(self.eval_ds, cfg.eval_batch_size or cfg.batch_size)
         self._train_set = None
         n = len(self._epoch_dataset(0)[0])
@@ -227,9 +228,10 @@ class Trainer:
 
     def evaluate(self) -> dict[str, list[float]]:
         acc = self.accelerator
+        self._kept = {}
         scores = evaluate_layers(self.stack, self.eval_loader, self.bundle.exit_heads, device=acc.device, rank=self.rank,
                                  world=self.world, reduce=(lambda t: acc.reduce(t, "sum")) if self.world > 1 else None,
-                                 autocast=self.autocast, metrics=getattr(self.eval_ds, "metrics", None))
+                                 autocast=self.autocast, metrics=getattr(self.eval_ds, "metrics", None), keep=self._kept)
         return {**scores, "metric": task_metric_name(self.stack.task, getattr(self.eval_ds, "metrics", None))}
 
     def _final_record(self) -> dict[str, Any]:
@@ -282,6 +284,8 @@ class Trainer:
             # world_size: how many processes trained (DDP), for a reader and the 2-process test
             atomic_write_text(json.dumps({"command": "train", **record, "world_size": acc.num_processes}, indent=2),
                               self.out / METRICS)
+            if self._kept:  # none when a finished run is re-run: its file stays
+                atomic_write_text(json.dumps(predictions_record(self._kept, self.stack.task)), self.out / PREDICTIONS)
             self.folder.record()
         acc.wait_for_everyone()
         return record
