@@ -306,6 +306,17 @@ def test_psnr_falls_with_severity(name):
 
 def test_the_families_of_the_paper_are_there():
     assert set(FAMILIES) == {"noise", "blur", "weather", "digital"} and all(FAMILIES.values())
+    assert sum(map(len, FAMILIES.values())) == 18  # CIFAR-10-C's 19 less frost (its photographs are not here)
+
+
+def test_the_docs_list_every_corruption_in_its_family():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text(encoding="utf-8")
+    rows = text[text.index("| family | corruptions |"):].split("\n\n")[0].splitlines()[2:]
+    listed = {cells[1].strip(): tuple(n.strip(" `") for n in cells[2].split(","))
+              for cells in (row.split("|") for row in rows)}
+    assert listed == FAMILIES
 
 
 # ---------------------------------------------------------------- data specs
