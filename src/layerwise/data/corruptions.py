@@ -1,7 +1,13 @@
 """CIFAR-10-C corruptions (Hendrycks & Dietterich, ICLR 2019): a distribution shift that is one.
 
 The formulas and the severity constants (1–5) are those of the reference ``make_cifar_c.py``
-(github.com/hendrycks/robustness, ImageNet-C/create_c), written with NumPy, SciPy, scikit-image and Pillow. The
+(github.com/hendrycks/robustness, ImageNet-C/create_c), written with NumPy, SciPy, scikit-image and Pillow: no
+OpenCV, no ImageMagick. Where the reference calls Wand's (ImageMagick's) motion blur (``motion_blur``, ``snow``),
+the same one-sided Gaussian line kernel is built and correlated with ``scipy.ndimage``; its OpenCV steps
+(affine warp, Canny edges, distance transform, histogram equalisation) have SciPy or scikit-image equivalents,
+which each docstring names. All corruptions of CIFAR-10-C but frost are here: frost blends in crops of the
+reference's six frost photographs, which are not here. The corruptions that move pixels are in
+``corruptions_geometric``, snow and spatter in ``corruptions_weather``; this module is the entry point. The
 maintained package ``imagecorruptions`` is not used: it imports ``pkg_resources`` (gone from current setuptools),
 needs OpenCV, and carries the ImageNet-C (224-pixel) constants, not CIFAR's.
 
@@ -19,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from layerwise.data.corruptions_geometric import elastic_transform, glass_blur, motion_blur, zoom_blur
+from layerwise.data.corruptions_weather import snow, spatter
 from layerwise.errors import LayerwiseError
 
 Image = np.ndarray
@@ -182,9 +190,9 @@ def jpeg_compression(x: Image, severity: int, rng: Rng) -> Image:
 Corruption = Callable[[Image, int, Rng], Image]
 FAMILIES: dict[str, tuple[str, ...]] = {
     "noise": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"),
-    "blur": ("gaussian_blur", "defocus_blur"),
-    "weather": ("fog", "brightness"),
-    "digital": ("contrast", "saturate", "pixelate", "jpeg_compression"),
+    "blur": ("gaussian_blur", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "weather": ("fog", "brightness", "snow", "spatter"),  # frost needs the reference's photographs
+    "digital": ("contrast", "saturate", "pixelate", "jpeg_compression", "elastic_transform"),
 }
 CORRUPTIONS: dict[str, Corruption] = {name: globals()[name] for names in FAMILIES.values() for name in names}
 SEVERITIES = (1, 2, 3, 4, 5)
