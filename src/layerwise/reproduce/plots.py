@@ -46,6 +46,7 @@ class Plot(Options):
     file: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*\.png$")
     title: str = ""
     ylabel: str = ""
+    sharey: bool = True  # False where the panels plot different quantities (accuracy beside COS)
     panels: list[Panel] = Field(min_length=1)
 
 
@@ -79,7 +80,7 @@ def draw(plot: Plot, folders: list[dict[str, str]], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     n = len(plot.panels)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.4), sharey=plot.sharey, squeeze=False)
     for ax, panel in zip(axes[0], plot.panels):
         for line in panel.lines:
             rows = read_line(line, folders, out)
