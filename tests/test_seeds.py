@@ -215,3 +215,18 @@ def test_zero_seeds_is_one_line_exit_2():
     assert result.returncode == 2 and result.stderr.startswith("error: ")
     assert "--seeds: Input should be greater than 0" in result.stderr
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_seeds_that_do_not_move_the_quantity_fall_back_to_the_bootstrap_over_samples():
+    """A pretrained model on fixed data gives the same value in every seed: a t interval of width 0 would
+    claim certainty it does not have, so the test samples are resampled instead (or no interval at all)."""
+    check = Check(quantity="q", of={"file": "a/results.json", "key": "k", "samples": True})
+    samples = np.random.default_rng(0).normal(0.02, 0.5, 300)
+    record = verdict(check, [samples, samples.copy(), samples.copy()])
+    x = samples.astype(np.float64)
+    half = 1.959963984540054 * x.std(ddof=1) / math.sqrt(x.size)  # normal theory, the bootstrap's large-n limit
+    assert record["method"] == BOOTSTRAP_METHOD and record["values"] == [pytest.approx(x.mean())] * 3
+    assert record["interval"][1] - record["interval"][0] == pytest.approx(2 * half, rel=0.15)
+    assert record["verdict"] == OPEN  # 0.02 ± 0.057
+    scalar = verdict(Check(quantity="q", of={"file": "a/results.json", "key": "k"}), [0.3, 0.3, 0.3])
+    assert scalar["interval"] is None and scalar["verdict"] == OPEN

@@ -16,7 +16,8 @@ With ``metric`` (accuracy, f1, mcc, pearson, spearman) the value is a train run'
 (``key: predictions``, one row per layer, ``targets`` beside it): the term is the metric per layer, averaged
 over ``layers``, and a metric that is no mean over samples (MCC, Pearson) can still be bootstrapped.
 
-Interval: with n ≥ 2 seeds the Student-t interval over the per-seed values; with one seed and per-sample or
+Interval: with n ≥ 2 seeds the Student-t interval over the per-seed values (unless every seed gave the same
+value, a quantity the seeds do not reach: then as with one seed); with one seed and per-sample or
 ``metric`` terms a seeded percentile bootstrap over test samples (paired: every term is recomputed on the same
 resampled samples); otherwise none.
 Verdict: "holds" when the interval lies wholly on the claimed side of 0, "does not hold" when it lies wholly on
@@ -259,6 +260,10 @@ def verdict(check: Check, values: Sequence[float | np.ndarray | SampleStatistic]
                               "values": [m if math.isfinite(m) else None for m in means],
                               "mean": float(np.mean(means)) if finite and means else None,
                               "interval": None, "method": None}
+    if finite and len(values) >= 2 and len(set(means)) == 1:
+        # Every seed gave the same value: the seeds do not reach this quantity (a pretrained model on fixed
+        # data), so a t interval would be a point; what varies is the test sample, as with one seed.
+        values = values[:1]
     if finite and len(values) >= 2:
         _, low, high = t_interval(means)
         record.update(interval=[low, high], method=T_METHOD)
