@@ -147,7 +147,8 @@ def reduce_sum(x):
 
     def one(t: torch.Tensor) -> torch.Tensor:
         here = t.device
-        return reduce(t.to(state().device), reduction="sum").to(here)
+        with torch.inference_mode(False):  # torch < 2.5: gloo may not update an inference tensor in place
+            return reduce(t.to(state().device).clone(), reduction="sum").to(here)
 
     if isinstance(x, torch.Tensor):
         return one(x)
@@ -171,11 +172,15 @@ def gather_list(items: Sequence[T], *, strided: bool = False) -> list[T]:
     interleaved back into it for ``strided`` ones."""
     if not launched():
         return list(items)
+    import torch
     from accelerate.utils import gather_object
 
-    if not strided:
-        return list(gather_object(list(items)))
-    indexed = gather_object([(rank() + i * world_size(), item) for i, item in enumerate(items)])
+    # Called from inside `torch.inference_mode()` passes: torch < 2.5's all_gather_object sizes its buffers
+    # with tensors made there, which gloo may then not update in place.
+    with torch.inference_mode(False):
+        if not strided:
+            return list(gather_object(list(items)))
+        indexed = gather_object([(rank() + i * world_size(), item) for i, item in enumerate(items)])
     return [item for _, item in sorted(indexed, key=lambda pair: pair[0])]
 
 

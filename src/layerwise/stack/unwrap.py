@@ -26,7 +26,10 @@ def unwrap(model: nn.Module) -> nn.Module:
     from accelerate.utils import extract_model_from_parallel
 
     while True:
-        inner = extract_model_from_parallel(model, keep_fp32_wrapper=True, keep_torch_compile=False)
+        try:
+            inner = extract_model_from_parallel(model, keep_fp32_wrapper=True, keep_torch_compile=False)
+        except KeyError:  # accelerate 1.10 looks for `_orig_mod` on a parallel wrapper around a compiled model (fixed later)
+            inner = model.module
         if is_peft_model(inner):
             inner = inner.get_base_model()
         if inner is model:
