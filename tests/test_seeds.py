@@ -230,3 +230,17 @@ def test_seeds_that_do_not_move_the_quantity_fall_back_to_the_bootstrap_over_sam
     assert record["verdict"] == OPEN  # 0.02 ± 0.057
     scalar = verdict(Check(quantity="q", of={"file": "a/results.json", "key": "k"}), [0.3, 0.3, 0.3])
     assert scalar["interval"] is None and scalar["verdict"] == OPEN
+
+
+def test_an_explicit_data_seed_moves_with_the_seed():
+    """connect's shared-initialisation pair: `seed` 0 vs `seed` 0 with `data_seed` 1 differ in data order at
+    seed 0; without the offset, seed k = 1 would pair `seed` 1 (data order 1) with `seed` 1, `data_seed` 1: one model."""
+    from layerwise.reproduce.recipe import Step
+    from layerwise.reproduce.runner import seed_step
+
+    plain = Step(name="a", command="train", args={"seed": 0})
+    other_order = Step(name="b", command="train", args={"seed": 0, "data_seed": 1})
+    for k in range(4):
+        a, b = seed_step(plain, k, "cpu", {"a", "b"}).args, seed_step(other_order, k, "cpu", {"a", "b"}).args
+        assert (a["seed"], b["seed"], b["data_seed"]) == (k, k, 1 + k)
+        assert "data_seed" not in a  # train's default data seed is its seed, k: b's differs at every k

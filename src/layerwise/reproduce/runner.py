@@ -61,12 +61,15 @@ def seed_folder(name: str, k: int, varying: set[str]) -> str:
 
 
 def seed_step(step: Step, k: int, budget: Budget, varying: set[str]) -> Step:
-    """Step ``step`` of seed ``k``: its ``seed`` + k, its references to the same seed's folders, its folder."""
+    """Step ``step`` of seed ``k``: its ``seed`` (and an explicit ``data_seed``) + k, its references to the same
+    seed's folders, its folder. ``data_seed`` moves with the seed so that two steps whose data orders differ at
+    seed 0 (``connect``'s shared-initialisation pair) still differ at every seed."""
     flags = dict(step.flags(budget))
-    if k and "seed" in flags:
-        if not isinstance(flags["seed"], int) or isinstance(flags["seed"], bool):
-            raise LayerwiseError(f"step {step.name!r}: seed {flags['seed']!r} is not an integer: fix the recipe")
-        flags["seed"] = flags["seed"] + k
+    for key in ("seed", "data_seed"):
+        if k and key in flags:
+            if not isinstance(flags[key], int) or isinstance(flags[key], bool):
+                raise LayerwiseError(f"step {step.name!r}: {key} {flags[key]!r} is not an integer: fix the recipe")
+            flags[key] = flags[key] + k
 
     def ref(v):
         return "@" + seed_folder(v[1:], k, varying) if isinstance(v, str) and v.startswith("@") else v
