@@ -228,7 +228,6 @@ class Trainer:
 
     def evaluate(self) -> dict[str, list[float]]:
         acc = self.accelerator
-        self._kept = {}
         scores = evaluate_layers(self.stack, self.eval_loader, self.bundle.exit_heads, device=acc.device, rank=self.rank,
                                  world=self.world, reduce=(lambda t: acc.reduce(t, "sum")) if self.world > 1 else None,
                                  autocast=self.autocast, metrics=getattr(self.eval_ds, "metrics", None), keep=self._kept)
